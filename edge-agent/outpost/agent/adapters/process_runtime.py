@@ -1,0 +1,317 @@
+"""Process runtime: modules as plain processes, for devices without a container engine.
+
+Each module's ``outpost.process.command`` runs under a small ``/bin/sh`` wrapper in its own
+session (so a stop signals the whole group) that writes the exit code to a file when the
+command ends. Records live in the state dir, so after the agent restarts (even after
+``kill -9``) it finds its processes again, by pid *and* kernel start time so a reused pid
+is never mistaken for a module. Health probes (``outpost.health``: a command or an HTTP
+URL) run on a background thread with Docker's semantics: ``starting`` until the first
+success or the start period ends, ``unhealthy`` after ``retries`` consecutive failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform as host
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from outpost.agent.observed import Health, ModuleState, Observed, RunState
+from outpost.agent.runtime import Platform
+from outpost.agent.spec import ModuleSpec, RegistryAuth
+from outpost.errors import PermanentError, TemporaryError
+from outpost.manifest.models import HealthProbe
+
+__all__ = ["ProcessRuntime"]
+
+_WRAPPER = 'exitfile=$1; shift; rm -f "$exitfile"; "$@"; code=$?; echo $code > "$exitfile.tmp"; mv "$exitfile.tmp" "$exitfile"; exit $code'  # noqa: E501
+
+
+def _boot_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    state = fields[0] if fields else "X"
+    return None if state in ("Z", "X") else fields[19]
+
+
+@dataclass
+class _Probe:
+    spec: HealthProbe
+    started: float
+    next_at: float
+    failures: int = 0
+    health: Health = Health.STARTING
+
+
+class ProcessRuntime:
+    """A ``ContainerRuntime`` that runs each module's command as a local process."""
+
+    kind = "process"
+
+    def __init__(self, state_dir: Path, namespace: str = "default", *, workdir: Path | None = None) -> None:
+        self.namespace = namespace
+        self.dir = state_dir / "processes" / namespace
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir or Path.cwd()
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._probes: dict[str, _Probe] = {}
+        self._lock = threading.Lock()
+        self._prober: threading.Thread | None = None
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _record_path(self, module: str) -> Path:
+        return self.dir / f"{module}.json"
+
+    def _read(self, module: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self._record_path(module).read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+    def _write(self, module: str, record: dict[str, Any]) -> None:
+        path = self._record_path(module)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+
+    def _alive(self, record: dict[str, Any]) -> bool:
+        pid = record.get("pid")
+        if not pid:
+            return False
+        child = self._children.get(pid)
+        if child is not None and child.poll() is not None:  # reap our own child
+            del self._children[pid]
+        return _boot_ticks(pid) == record.get("pidStart")
+
+    def _settle(self, module: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Turn a record whose process ended into an exited one, with the exit code it left."""
+        if record["state"] != "running" or self._alive(record):
+            return record
+        exit_file = self.dir / f"{module}.exit"
+        try:
+            record["exitCode"] = int(exit_file.read_text().strip())
+            record["finishedAt"] = exit_file.stat().st_mtime
+        except (OSError, ValueError):
+            record["exitCode"] = record.get("signalCode", 137)
+            record["finishedAt"] = time.time()
+        record["state"] = "exited"
+        record["pid"] = None
+        self._write(module, record)
+        return record
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def observe(self) -> Observed:
+        modules: dict[str, ModuleState] = {}
+        for path in sorted(self.dir.glob("*.json")):
+            module = path.stem
+            record = self._read(module)
+            if record is None:
+                continue
+            record = self._settle(module, record)
+            health = self._health(module) if record["state"] == "running" else Health.NONE
+            modules[module] = ModuleState(
+                name=module,
+                id=record["id"],
+                image=record["image"],
+                image_id=record["configHash"],
+                config_hash=record["configHash"],
+                deployment_id=record.get("deployment", ""),
+                state=RunState(record["state"]),
+                exit_code=record.get("exitCode"),
+                started_at=record.get("startedAt"),
+                finished_at=record.get("finishedAt"),
+                health=health,
+            )
+        return Observed(modules=modules, images=frozenset(m.image for m in modules.values()))
+
+    def _health(self, module: str) -> Health:
+        """Live probe state when this process runs the probes, else what the prober last wrote."""
+        probe = self._probes.get(module)
+        if probe is not None:
+            return probe.health
+        try:
+            return Health((self.dir / f"{module}.health").read_text().strip())
+        except (OSError, ValueError):
+            return Health.NONE
+
+    def platform(self) -> Platform:
+        return {"os": host.system().lower(), "architecture": host.machine(), "version": host.release()}
+
+    def logs(self, module: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        path = self.dir / f"{module}.log"
+        if not path.exists():
+            raise PermanentError(f"no logs for module {module}: it was never started", module=module, action="logs")
+        with path.open("rb") as handle:
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+            yield from lines[-tail:] if tail else lines
+            while follow:
+                chunk = handle.readline()
+                if chunk:
+                    yield chunk.decode("utf-8", "replace").rstrip("\n")
+                else:
+                    time.sleep(0.2)
+
+    # -- changing ------------------------------------------------------------------------------
+
+    def pull(self, image: str, auth: RegistryAuth | None) -> None:
+        """Nothing to fetch: a process module runs what is installed on the device."""
+
+    def create(self, spec: ModuleSpec, deployment_id: str) -> str:
+        if spec.process is None:
+            raise PermanentError(
+                f"module {spec.name} has no outpost.process.command, so the process runtime cannot run it; "
+                "add one to the manifest or use the Docker runtime",
+                module=spec.name,
+                action="create",
+            )
+        if self._read(spec.name) is not None:
+            raise PermanentError(f"module {spec.name} already exists", module=spec.name, action="create")
+        record = {
+            "id": f"proc-{uuid.uuid4().hex[:12]}",
+            "image": spec.image,
+            "configHash": spec.config_hash,
+            "deployment": deployment_id,
+            "command": spec.process.command,
+            "workingDir": spec.process.working_dir,
+            "env": {**spec.env, **spec.process.env},
+            "health": spec.health.model_dump(mode="json", by_alias=True) if spec.health else None,
+            "state": "created",
+        }
+        self._write(spec.name, record)
+        return str(record["id"])
+
+    def start(self, module: str) -> None:
+        record = self._read(module)
+        if record is None:
+            raise PermanentError(f"module {module} was not created", module=module, action="start")
+        record = self._settle(module, record)
+        if record["state"] == "running":
+            return
+        workdir = Path(record["workingDir"]) if record.get("workingDir") else self.workdir
+        if not workdir.is_absolute():
+            workdir = self.workdir / workdir
+        log = (self.dir / f"{module}.log").open("ab")
+        try:
+            child = subprocess.Popen(
+                ["/bin/sh", "-c", _WRAPPER, "outpost-module", str(self.dir / f"{module}.exit"), *record["command"]],
+                cwd=workdir,
+                env={**os.environ, **record["env"]},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise PermanentError(f"cannot start {module} in {workdir}: {exc}", module=module, action="start") from exc
+        finally:
+            log.close()
+        self._children[child.pid] = child
+        record |= {
+            "pid": child.pid,
+            "pidStart": _boot_ticks(child.pid),
+            "state": "running",
+            "startedAt": time.time(),
+            "exitCode": None,
+            "finishedAt": None,
+            "signalCode": None,
+        }
+        self._write(module, record)
+        if record.get("health"):
+            probe = HealthProbe.model_validate(record["health"])
+            now = time.monotonic()
+            with self._lock:
+                self._probes[module] = _Probe(spec=probe, started=now, next_at=now + min(1.0, probe.interval_secs))
+                (self.dir / f"{module}.health").write_text(Health.STARTING.value)
+            self._ensure_prober()
+
+    def stop(self, module: str, id: str, timeout: float = 10.0) -> None:  # noqa: ARG002 - the Protocol passes the id; records are keyed by module
+        record = self._read(module)
+        if record is None or record["state"] != "running":
+            return
+        pid = int(record["pid"])
+        if self._alive(record):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            end = time.monotonic() + timeout
+            while self._alive(record) and time.monotonic() < end:
+                time.sleep(0.05)
+            if self._alive(record):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                record["signalCode"] = 137
+            else:
+                record["signalCode"] = 143
+        with self._lock:
+            self._probes.pop(module, None)
+        self._settle(module, record)
+
+    def remove(self, module: str, id: str) -> None:
+        self.stop(module, id)
+        for suffix in (".json", ".exit", ".log", ".health"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / f"{module}{suffix}").unlink()
+
+    def restart(self, module: str, timeout: float = 10.0) -> None:
+        record = self._read(module)
+        if record is None:
+            raise TemporaryError(f"module {module} does not exist", module=module, action="restart")
+        self.stop(module, record["id"], timeout)
+        self.start(module)
+
+    # -- health --------------------------------------------------------------------------------
+
+    def _ensure_prober(self) -> None:
+        if self._prober is None or not self._prober.is_alive():
+            self._prober = threading.Thread(target=self._probe_forever, name="outpost-probes", daemon=True)
+            self._prober.start()
+
+    def _probe_forever(self) -> None:
+        while True:
+            with self._lock:
+                due = [(m, p) for m, p in self._probes.items() if p.next_at <= time.monotonic()]
+            for module, probe in due:
+                ok = self._check(probe.spec)
+                now = time.monotonic()
+                with self._lock:
+                    before = probe.health
+                    probe.next_at = now + probe.spec.interval_secs
+                    if ok:
+                        probe.failures, probe.health = 0, Health.HEALTHY
+                    elif now - probe.started >= probe.spec.start_period_secs:
+                        probe.failures += 1
+                        if probe.failures >= probe.spec.retries:
+                            probe.health = Health.UNHEALTHY
+                    if probe.health is not before and self._probes.get(module) is probe:
+                        (self.dir / f"{module}.health").write_text(probe.health.value)
+            time.sleep(0.1)
+
+    @staticmethod
+    def _check(spec: HealthProbe) -> bool:
+        try:
+            if spec.http:
+                with urllib.request.urlopen(spec.http, timeout=spec.timeout_secs) as response:
+                    return 200 <= int(response.status) < 400
+            if spec.command:
+                done = subprocess.run(spec.command, capture_output=True, timeout=spec.timeout_secs, check=False)
+                return done.returncode == 0
+        except (OSError, subprocess.TimeoutExpired, urllib.error.URLError, ValueError):
+            return False
+        return True

@@ -1,0 +1,331 @@
+"""The reconcile loop: observe, plan, run, report; repeat until the device matches.
+
+``apply`` takes a manifest document, refuses it whole if it is invalid (nothing running is
+touched), stores it as the desired deployment, converges, watches a health window, and
+then either records it as last known good or rolls back to the previous good one. ``run``
+does the same for a manifest source forever, waking on a timer, on backoff deadlines and
+whenever ``trigger()`` is called (triggers carry no payload: the plan is always made from
+fresh state). Called by the CLI (``outpost agent apply|run``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from outpost.agent.metrics import AgentMetrics
+from outpost.agent.observed import Observed, RunState
+from outpost.agent.planner import Plan, plan
+from outpost.agent.restarts import RestartRecord, settle
+from outpost.agent.runner import Outcome, Runner
+from outpost.agent.runtime import ContainerRuntime
+from outpost.agent.spec import Desired
+from outpost.agent.state import StateDir, StoredDeployment, deployment_hash
+from outpost.agent.status import DeploymentStatus, StatusCode, reported
+from outpost.errors import ManifestError, TemporaryError
+from outpost.manifest import load_manifest
+from outpost.manifest.models import ModuleStatus
+
+__all__ = ["ApplyResult", "Reconciler", "Round"]
+
+log = logging.getLogger("outpost.agent")
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+def _quiet(kind: str, fields: dict[str, Any]) -> None:
+    log.debug("%s %s", kind, fields)
+
+
+@dataclass
+class Round:
+    """One observe-plan-run pass."""
+
+    observed: Observed
+    plan: Plan
+    outcome: Outcome
+
+
+@dataclass
+class ApplyResult:
+    """How an apply ended. ``code`` is Azure's lastDesiredStatus code."""
+
+    converged: bool
+    code: StatusCode
+    description: str
+    deployment_id: str = ""
+    rolled_back_to: str = ""
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+class Reconciler:
+    """Drives one runtime toward a deployment; owns the state dir's files while it runs."""
+
+    def __init__(
+        self,
+        runtime: ContainerRuntime,
+        state: StateDir,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        metrics: AgentMetrics | None = None,
+        on_event: Event = _quiet,
+        poll_secs: float = 0.25,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.state = state
+        self.clock = clock
+        self.sleep = sleep
+        self.metrics = metrics or AgentMetrics()
+        self.on_event = on_event
+        self.poll_secs = poll_secs
+        self.extra_env = extra_env or {}
+        self.runner = Runner(runtime, clock)
+        self.status = DeploymentStatus(version=0, code=StatusCode.UNKNOWN, description="no deployment yet")
+        self._wake = threading.Event()
+        self._platform: dict[str, str] | None = None
+
+    # -- one round -----------------------------------------------------------------------------
+
+    def desired_from(self, stored: StoredDeployment) -> Desired:
+        manifest = load_manifest(stored.document)
+        return Desired.from_manifest(manifest, deployment_id=stored.id, extra_env=self.extra_env)
+
+    def reconcile(self, desired: Desired) -> Round:
+        """Observe, plan and run once; persist restart records and the reported status."""
+        began = time.monotonic()
+        now = self.clock()
+        observed = self.runtime.observe()
+        records = settle(self.state.restarts(), desired.modules, observed.modules, now)
+        current = plan(desired, observed, records, now)
+        for command in current.commands:
+            self.on_event("command", {"action": command.action, "module": command.module})
+        outcome = self.runner.run(current.commands, records)
+        for command in outcome.done:
+            self.on_event("done", {"action": command.action, "module": command.module})
+        for module, failure in outcome.failures.items():
+            self.on_event("failed", {"module": module, "error": str(failure)})
+        self.state.set_restarts(outcome.records)
+        if current.commands:
+            observed = self.runtime.observe()
+        self._report(desired, observed, outcome.records)
+        self.metrics.observe_round(
+            seconds=time.monotonic() - began,
+            pull_seconds=outcome.pull_seconds,
+            restarts=sum(1 for c in outcome.done if c.action == "start" and getattr(c, "restart", False)),
+            observed=observed,
+        )
+        return Round(observed=observed, plan=current, outcome=outcome)
+
+    def _report(self, desired: Desired, observed: Observed, records: dict[str, RestartRecord]) -> None:
+        if self._platform is None:
+            try:
+                self._platform = self.runtime.platform()
+            except TemporaryError:
+                self._platform = {}
+        self.state.set_status(
+            reported(
+                desired=desired,
+                observed=observed,
+                records=records,
+                now=self.clock(),
+                deployment=self.status,
+                platform=self._platform,
+                runtime_kind=self.runtime.kind,
+            )
+        )
+
+    # -- converging ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _settled(desired: Desired, observed: Observed) -> bool:
+        """Every module that should run runs (and is not still starting its health check)."""
+        for name, spec in desired.modules.items():
+            state = observed.modules.get(name)
+            if state is None or state.config_hash != spec.config_hash:
+                return False
+            if spec.status is ModuleStatus.RUNNING and (not state.running or state.health.value == "starting"):
+                return False
+            if spec.status is ModuleStatus.STOPPED and state.running:
+                return False
+        return set(observed.modules) <= set(desired.modules)
+
+    def converge(self, desired: Desired, *, timeout: float, health_window: float) -> tuple[bool, str, dict[str, str]]:
+        """Reconcile until settled, then watch ``health_window`` seconds for crashes."""
+        deadline = self.clock() + timeout
+        failures: dict[str, str] = {}
+        while True:
+            round_ = self.reconcile(desired)
+            failures = {m: str(f) for m, f in round_.outcome.failures.items()}
+            if round_.outcome.permanent:
+                return False, "; ".join(f"{m}: {f}" for m, f in sorted(failures.items())), failures
+            if round_.plan.failed:
+                names = ", ".join(round_.plan.failed)
+                return False, f"gave up restarting {names}", dict.fromkeys(round_.plan.failed, "restart limit reached")
+            if not round_.plan and self._settled(desired, round_.observed):
+                break
+            if self.clock() >= deadline:
+                pending = [
+                    n for n, s in desired.modules.items() if s.status is ModuleStatus.RUNNING
+                    and not (round_.observed.modules.get(n) and round_.observed.modules[n].running)
+                ]  # fmt: skip
+                why = (
+                    "; ".join(f"{m}: {f}" for m, f in sorted(failures.items())) or f"not running: {', '.join(pending)}"
+                )
+                return False, f"did not converge within {timeout:g}s ({why})", failures
+            self.sleep(self.poll_secs)
+        self.on_event("converged", {"deployment": desired.deployment_id})
+        return self._watch(desired, health_window)
+
+    def _watch(self, desired: Desired, window: float) -> tuple[bool, str, dict[str, str]]:
+        """Fail if any module crashes, turns unhealthy or is restarted within the window."""
+        start_counts = {name: rec.count for name, rec in self.state.restarts().items()}
+        end = self.clock() + window
+        while self.clock() < end:
+            self.sleep(min(self.poll_secs * 4, max(0.0, end - self.clock())))
+            round_ = self.reconcile(desired)
+            bad: dict[str, str] = {}
+            for name, spec in desired.modules.items():
+                state = round_.observed.modules.get(name)
+                if spec.status is not ModuleStatus.RUNNING or state is None:
+                    continue
+                if state.state in (RunState.EXITED, RunState.DEAD) and (state.exit_code or 0) != 0:
+                    bad[name] = f"crashed with exit code {state.exit_code}"
+                elif state.health.value == "unhealthy":
+                    bad[name] = "health check failing"
+            for name, record in round_.outcome.records.items():
+                if record.count > start_counts.get(name, 0) and name not in bad:
+                    bad[name] = f"restarted {record.count - start_counts.get(name, 0)} time(s)"
+            if bad:
+                why = "; ".join(f"{m}: {r}" for m, r in sorted(bad.items()))
+                return False, f"not healthy within the {window:g}s health window ({why})", bad
+        return True, "", {}
+
+    # -- apply and run -------------------------------------------------------------------------
+
+    def apply(
+        self,
+        document: dict[str, Any],
+        *,
+        name: str = "deployment",
+        timeout: float = 300.0,
+        health_window: float | None = None,
+        rollback: bool | None = None,
+    ) -> ApplyResult:
+        """Apply a manifest document: validate, converge, watch, then keep it or roll back."""
+        try:
+            manifest = load_manifest(document)
+        except ManifestError as exc:
+            self.status = DeploymentStatus(
+                version=self.status.version, code=StatusCode.BAD_CONFIG, description=str(exc)
+            )
+            raise
+        ext = manifest.edge_agent.outpost
+        settings = ext.rollback if ext and ext.rollback else None
+        window = health_window if health_window is not None else (settings.health_window_secs if settings else 60.0)
+        allowed = rollback if rollback is not None else (settings.enabled if settings else True)
+        stored = StoredDeployment(
+            id=f"{name}@{deployment_hash(document)}", version=self.state.next_version(), document=document
+        )
+        self.state.set_desired(stored)
+        return self._converge_stored(stored, timeout=timeout, window=window, rollback=allowed)
+
+    def _converge_stored(
+        self, stored: StoredDeployment, *, timeout: float, window: float, rollback: bool
+    ) -> ApplyResult:
+        desired = self.desired_from(stored)
+        self.status = DeploymentStatus(
+            version=stored.version, code=StatusCode.UNKNOWN, description="converging", deployment_id=stored.id,
+            converging=True,
+        )  # fmt: skip
+        ok, why, failures = self.converge(desired, timeout=timeout, health_window=window)
+        if ok:
+            self.state.set_last_known_good(stored)
+            self.status = DeploymentStatus(version=stored.version, code=StatusCode.OK, deployment_id=stored.id)
+            self._report(desired, self.runtime.observe(), self.state.restarts())
+            self.metrics.deployments.labels(result="converged").inc()
+            return ApplyResult(True, StatusCode.OK, "", deployment_id=stored.id)
+        self.metrics.deployments.labels(result="failed").inc()
+        good = self.state.last_known_good()
+        if not rollback or good is None or good.id == stored.id:
+            self.status = DeploymentStatus(
+                version=stored.version, code=StatusCode.FAILED, description=why, deployment_id=stored.id
+            )
+            self._report(desired, self.runtime.observe(), self.state.restarts())
+            return ApplyResult(False, StatusCode.FAILED, why, deployment_id=stored.id, failures=failures)
+        self.on_event("rollback", {"from": stored.id, "to": good.id, "reason": why})
+        log.warning("deployment %s failed (%s); rolling back to %s", stored.id, why, good.id)
+        restored = StoredDeployment(id=good.id, version=stored.version, document=good.document)
+        self.state.set_desired(restored)
+        back_ok, back_why, _ = self.converge(self.desired_from(restored), timeout=timeout, health_window=0)
+        description = f"{why}; rolled back to {good.id}" + ("" if back_ok else f", which also failed: {back_why}")
+        self.status = DeploymentStatus(
+            version=stored.version, code=StatusCode.FAILED, description=description, deployment_id=stored.id,
+            rolled_back_to=good.id,
+        )  # fmt: skip
+        self._report(self.desired_from(restored), self.runtime.observe(), self.state.restarts())
+        self.metrics.deployments.labels(result="rolled-back").inc()
+        return ApplyResult(
+            False, StatusCode.FAILED, description, deployment_id=stored.id, rolled_back_to=good.id, failures=failures
+        )
+
+    def trigger(self) -> None:
+        """Ask the running loop to reconcile now (from a file watcher, a Docker event, a signal)."""
+        self._wake.set()
+
+    def resume(self) -> StoredDeployment | None:
+        """What to run after a restart with no outside help: the stored desired, else last known good."""
+        return self.state.desired() or self.state.last_known_good()
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        source: Callable[[], dict[str, Any] | None] | None = None,
+        name: str = "deployment",
+        interval: float = 5.0,
+        timeout: float = 300.0,
+    ) -> None:
+        """Keep the device converged until ``stop`` is set.
+
+        On start it resumes what the state dir holds (finishing an apply a crash interrupted,
+        with rollback), so a rebooted device with no network comes back by itself. ``source``
+        is polled for a new manifest document; a changed, valid one is applied with rollback,
+        an invalid one is logged and ignored while the current deployment keeps running.
+        """
+        stored = self.resume()
+        good = self.state.last_known_good()
+        if stored is not None and (good is None or good.id != stored.id):
+            self._converge_stored(stored, timeout=timeout, window=self._window(stored), rollback=True)
+        while not stop.is_set():
+            document = source() if source else None
+            current = self.state.desired()
+            if document is not None and (current is None or not current.id.endswith(deployment_hash(document))):
+                try:
+                    self.apply(document, name=name, timeout=timeout)
+                except ManifestError as exc:
+                    log.error("new manifest refused; the running deployment is untouched:\n%s", exc)
+                current = self.state.desired()
+            wait = interval
+            if current is not None:
+                try:
+                    round_ = self.reconcile(self.desired_from(current))
+                except TemporaryError as exc:
+                    log.warning("reconcile failed, will retry: %s", exc)
+                else:
+                    if round_.plan:
+                        wait = self.poll_secs
+                    elif round_.plan.wake_at is not None:
+                        wait = max(0.0, min(interval, round_.plan.wake_at - self.clock()))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    @staticmethod
+    def _window(stored: StoredDeployment) -> float:
+        ext = load_manifest(stored.document).edge_agent.outpost
+        return ext.rollback.health_window_secs if ext and ext.rollback else 60.0

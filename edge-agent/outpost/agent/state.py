@@ -1,0 +1,125 @@
+"""The agent's state directory: the deployment it works toward, the last known good one,
+restart records and the reported status, each written atomically.
+
+Offline first: after a reboot with no network, ``last-known-good.json`` alone is enough for
+the agent to bring the device back. Atomic = write a temporary file, fsync it, rename it
+over the old one, fsync the directory; a crash at any instant leaves either the old or the
+new file, never a torn one. Used by the reconciler and by the local CLI (``outpost list``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from outpost.agent.restarts import RestartRecord
+
+__all__ = ["DEFAULT_STATE_DIR", "StateDir", "StoredDeployment", "deployment_hash"]
+
+DEFAULT_STATE_DIR = Path(os.environ.get("OUTPOST_STATE_DIR", "/var/lib/outpost/agent"))
+
+
+def deployment_hash(document: dict[str, Any]) -> str:
+    """Content hash of a manifest document (key order does not matter)."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class StoredDeployment:
+    """A manifest document as the agent keeps it, with its id and a local version number."""
+
+    id: str
+    version: int
+    document: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "document": self.document}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StoredDeployment:
+        return cls(id=str(data["id"]), version=int(data["version"]), document=dict(data["document"]))
+
+
+class StateDir:
+    """One agent's files. Creating it creates the directory (mode 0700: it may hold credentials)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    # -- atomic JSON files -------------------------------------------------------------------
+
+    def write(self, name: str, data: Any) -> None:
+        target = self.path / name
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=2, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def read(self, name: str) -> Any | None:
+        try:
+            return json.loads((self.path / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            # A file we did not write (atomic writes never tear): keep it for inspection, start clean.
+            (self.path / name).replace(self.path / f"{name}.corrupt")
+            return None
+
+    # -- what is stored ----------------------------------------------------------------------
+
+    def desired(self) -> StoredDeployment | None:
+        data = self.read("deployment.json")
+        return StoredDeployment.from_json(data) if data else None
+
+    def set_desired(self, deployment: StoredDeployment) -> None:
+        self.write("deployment.json", deployment.to_json())
+
+    def last_known_good(self) -> StoredDeployment | None:
+        data = self.read("last-known-good.json")
+        return StoredDeployment.from_json(data) if data else None
+
+    def set_last_known_good(self, deployment: StoredDeployment) -> None:
+        self.write("last-known-good.json", deployment.to_json())
+
+    def next_version(self) -> int:
+        current = self.desired()
+        return (current.version + 1) if current else 1
+
+    def restarts(self) -> dict[str, RestartRecord]:
+        data = self.read("restarts.json") or {}
+        return {
+            name: RestartRecord(count=int(rec.get("count", 0)), last_restart=rec.get("lastRestart"))
+            for name, rec in data.items()
+        }
+
+    def set_restarts(self, records: dict[str, RestartRecord]) -> None:
+        data = {name: {"count": r.count, "lastRestart": r.last_restart} for name, r in sorted(records.items())}
+        if data != (self.read("restarts.json") or {}):
+            self.write("restarts.json", data)
+
+    def status(self) -> dict[str, Any] | None:
+        data = self.read("status.json")
+        return data if isinstance(data, dict) else None
+
+    def set_status(self, status: dict[str, Any]) -> None:
+        self.write("status.json", status)

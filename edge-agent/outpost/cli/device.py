@@ -1,0 +1,167 @@
+"""``outpost list|logs|restart|check``: look at and poke the modules of the local agent."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from outpost.agent.adapters import make_runtime
+from outpost.agent.diagnostics import Level, gather
+from outpost.agent.reconciler import Reconciler
+from outpost.agent.runtime import ContainerRuntime
+from outpost.agent.state import StateDir
+from outpost.agent.status import DeploymentStatus, StatusCode, reported
+from outpost.cli.agent import StateOpt, default_state_dir
+from outpost.cli.output import err, out, print_json
+from outpost.errors import ManifestError, ModuleRuntimeError
+
+_COLOURS = {"running": "green", "backoff": "yellow", "unhealthy": "yellow", "failed": "red", "stopped": "dim"}
+
+
+def _attach(state_dir: Path | None) -> tuple[StateDir, ContainerRuntime]:
+    path = state_dir or default_state_dir()
+    if not (path / "runtime.json").exists():
+        err.print(
+            f"[red]error:[/] no agent state in {path}: run `outpost agent apply MANIFEST` first, or pass --state-dir"
+        )
+        raise typer.Exit(1)
+    state = StateDir(path)
+    info = state.read("runtime.json") or {}
+    try:
+        runtime = make_runtime(
+            str(info.get("kind", "auto")),
+            state_dir=state.path,
+            namespace=str(info.get("namespace", "default")),
+            workdir=Path(info["workdir"]) if info.get("workdir") else None,
+        )
+    except ModuleRuntimeError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    return state, runtime
+
+
+def _live_status(state: StateDir, runtime: ContainerRuntime) -> dict[str, Any]:
+    """The reported document recomputed from the runtime now, keeping the agent's last verdict."""
+    saved = state.status() or {}
+    stored = state.desired()
+    if stored is None:
+        return saved
+    try:
+        desired = Reconciler(runtime, state).desired_from(stored)
+    except ManifestError:
+        return saved
+    last = saved.get("lastDesiredStatus", {})
+    verdict = DeploymentStatus(
+        version=int(saved.get("lastDesiredVersion", stored.version)),
+        code=StatusCode(int(last.get("code", 406))),
+        description=str(last.get("description", "")),
+        deployment_id=stored.id,
+        rolled_back_to=str((saved.get("outpost") or {}).get("rolledBackTo") or ""),
+    )
+    return reported(
+        desired=desired,
+        observed=runtime.observe(),
+        records=state.restarts(),
+        now=time.time(),
+        deployment=verdict,
+        platform=(saved.get("runtime") or {}).get("platform", {}),
+        runtime_kind=runtime.kind,
+    )
+
+
+def list_modules(
+    state_dir: StateOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the reported document as JSON.")] = False,
+) -> None:
+    """Show every module of the local deployment: state, restarts, image, why it stopped."""
+    state, runtime = _attach(state_dir)
+    status = _live_status(state, runtime)
+    if json_out:
+        print_json(status)
+        return
+    table = Table(title_justify="left")
+    for column in ("MODULE", "STATUS", "DESCRIPTION", "RESTARTS", "IMAGE", "STARTED"):
+        table.add_column(column)
+    modules = {**status.get("systemModules", {}), **status.get("modules", {})}
+    for name, module in modules.items():
+        runtime_status = module.get("runtimeStatus", "unknown")
+        colour = _COLOURS.get(runtime_status, "white")
+        table.add_row(
+            escape(name),
+            f"[{colour}]{runtime_status}[/]",
+            escape(str(module.get("statusDescription", ""))),
+            str(module.get("restartCount", 0)),
+            escape(str(module.get("settings", {}).get("image", ""))),
+            str(module.get("lastStartTimeUtc") or "-"),
+        )
+    last = status.get("lastDesiredStatus", {})
+    outpost = status.get("outpost", {})
+    table.title = (
+        f"deployment {outpost.get('deploymentId', '?')}: {last.get('code', '?')} {last.get('description', '')}"
+    )
+    out.print(table)
+
+
+def logs(
+    module: Annotated[str, typer.Argument(help="Module name.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines.")] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Print a module's output (stdout and stderr)."""
+    _, runtime = _attach(state_dir)
+    try:
+        for line in runtime.logs(module, tail=tail, follow=follow):
+            typer.echo(line)
+    except ModuleRuntimeError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        return
+
+
+def restart(
+    module: Annotated[str, typer.Argument(help="Module name.")],
+    state_dir: StateOpt = None,
+) -> None:
+    """Restart one module now (stop, then start); the agent keeps supervising it."""
+    _, runtime = _attach(state_dir)
+    try:
+        runtime.restart(module)
+    except ModuleRuntimeError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}; see `outpost list` for the module names")
+        raise typer.Exit(1) from exc
+    err.print(f"restarted {escape(module)}")
+
+
+def check(
+    state_dir: StateOpt = None,
+    broker: Annotated[str, typer.Option(help="Edge hub broker address to probe.")] = "127.0.0.1:1883",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+) -> None:
+    """Check that this device can run its deployment: runtime, disk, clock, broker, state."""
+    path = state_dir or default_state_dir()
+    state = StateDir(path)
+    info = state.read("runtime.json") or {}
+    runtime: ContainerRuntime | None = None
+    problem = ""
+    try:
+        runtime = make_runtime(
+            str(info.get("kind", "auto")), state_dir=path, namespace=str(info.get("namespace", "default"))
+        )
+    except ModuleRuntimeError as exc:
+        problem = str(exc)
+    checks = gather(state, runtime, problem, broker)
+    if json_out:
+        print_json([{"name": c.name, "level": c.level.value, "message": c.message, "hint": c.hint} for c in checks])
+    else:
+        marks = {Level.OK: "[green]✔[/]", Level.WARN: "[yellow]![/]", Level.ERROR: "[red]✘[/]"}
+        for c in checks:
+            hint = f"  [dim]→ {escape(c.hint)}[/]" if c.hint else ""
+            err.print(f"{marks[c.level]} {c.name:<11} {escape(c.message)}{hint}")
+    raise typer.Exit(1 if any(c.level is Level.ERROR for c in checks) else 0)

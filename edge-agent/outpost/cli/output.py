@@ -1,0 +1,54 @@
+"""How the CLI talks: data to stdout (plain or ``--json``), people-facing text to stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+__all__ = ["err", "parse_assignments", "print_json"]
+
+
+def _console(*, stderr: bool) -> Console:
+    """A console that, when piped, is wide enough that tables are not cut to 80 columns."""
+    probe = Console(stderr=stderr)
+    return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else 200)
+
+
+err = _console(stderr=True)
+out = _console(stderr=False)
+
+
+def print_json(data: Any) -> None:
+    """Pretty JSON on stdout, stable key order as given, for scripts and pipes."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _value(text: str) -> Any:
+    """``3`` -> 3, ``true`` -> True, ``"x"`` -> "x", anything else stays a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_assignments(
+    items: list[str] | None, option: str, *, typed: bool = True, nested: bool = True
+) -> dict[str, Any]:
+    """Turn repeated ``k=v`` options into a dict; with ``nested``, ``a.b=1`` -> ``{"a": {"b": 1}}``."""
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{option} expects KEY=VALUE, got {item!r}")
+        node = result
+        parts = key.split(".") if nested else [key]
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"{option} {item!r}: '{part}' is already a value, not an object")
+            node = child
+        node[parts[-1]] = _value(raw) if typed else raw
+    return result
