@@ -7,9 +7,10 @@ Hierarchy::
     │   ├── ManifestError           a manifest or deployment broke the schema or a rule (all problems)
     │   └── QueryError              a route, route condition or target condition did not parse
     │       └── (line, column)      1-based position of the first bad character
-    └── ModuleRuntimeError          a container/process runtime operation failed (module, action)
-        ├── TemporaryError          worth retrying later (engine busy, registry unreachable)
-        └── PermanentError          retrying the same thing cannot help (image missing, bad options)
+    ├── ModuleRuntimeError          a container/process runtime operation failed (module, action)
+    │   ├── TemporaryError          worth retrying later (engine busy, registry unreachable)
+    │   └── PermanentError          retrying the same thing cannot help (image missing, bad options)
+    └── StoreError                  the hub's message store failed (disk, corruption, closed)
 
 Adapters translate library exceptions into these with ``raise ... from exc`` so the
 layers above never see a docker, paho or sqlite exception.
@@ -27,6 +28,7 @@ __all__ = [
     "PermanentError",
     "Problem",
     "QueryError",
+    "StoreError",
     "TemporaryError",
 ]
 
@@ -94,3 +96,10 @@ class TemporaryError(ModuleRuntimeError):
 
 class PermanentError(ModuleRuntimeError):
     """Retrying cannot help until the deployment changes (image missing, create options refused)."""
+
+
+class StoreError(OutpostError):
+    """The hub's message store could not do what was asked (I/O error, full disk, corrupt file, closed).
+
+    Nothing of the failed call was committed: a failed ``put_batch`` stored none of its messages.
+    """

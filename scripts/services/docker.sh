@@ -71,7 +71,7 @@ else
     echo "=== $(date -Is) docker.sh starting dockerd" >>"$LOG"
     # setsid + nohup: the daemon outlives this script and the test session that ran it.
     setsid nohup /usr/sbin/dockerd --bridge=none --iptables=false --ip-masq=false \
-        >>"$LOG" 2>&1 </dev/null &
+        >>"$LOG" 2>&1 </dev/null 9>&- &
     pid=$!
     started=yes
 fi

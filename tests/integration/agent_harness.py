@@ -18,7 +18,7 @@ from outpost.agent.observed import Observed
 from outpost.agent.reconciler import ApplyResult, Reconciler
 from outpost.agent.state import StateDir
 
-BEHAVE = Path(__file__).resolve().parent / "programs" / "behave.py"
+BEHAVE = Path(__file__).resolve().parents[1] / "images" / "behave" / "behave.py"
 IMAGE = "outpost-test/behave:1"
 
 

@@ -22,7 +22,7 @@ from outpost.agent.observed import Health, RunState
 from outpost.agent.status import StatusCode
 from outpost.errors import ManifestError
 
-RUNTIMES = ["process"]
+RUNTIMES = ["process", "docker"]
 
 
 @pytest.fixture(params=RUNTIMES)
@@ -199,6 +199,15 @@ def test_kill_9_during_apply_then_apply_again_converges_without_duplicates(devic
     if device.kind == "process":
         alive = [pid for name, pid, _ in marks(mark) if _alive(pid)]
         assert len(alive) == 6, f"orphaned or duplicate module processes: {alive}"
+    else:
+        import docker
+
+        client = docker.from_env()
+        try:
+            owned = client.containers.list(all=True, filters={"label": f"io.outpost.agent={device.namespace}"})
+            assert sorted(c.name for c in owned) == sorted(f"{device.namespace}-{m}" for m in modules)
+        finally:
+            client.close()
 
 
 def _alive(pid: int) -> bool:

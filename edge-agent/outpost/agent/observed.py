@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-__all__ = ["Health", "ModuleState", "Observed", "RunState"]
+__all__ = ["Health", "ModuleState", "Observed", "RunState", "boot_time"]
 
 
 class RunState(StrEnum):
@@ -55,3 +55,25 @@ class Observed:
 
     modules: Mapping[str, ModuleState] = field(default_factory=dict)
     images: frozenset[str] = frozenset()
+    boot_time: float | None = None
+
+    def stopped_by_reboot(self, state: ModuleState) -> bool:
+        """The module ended before the device last booted: the reboot stopped it, not a crash."""
+        return (
+            self.boot_time is not None
+            and state.state in (RunState.EXITED, RunState.DEAD)
+            and state.finished_at is not None
+            and state.finished_at < self.boot_time
+        )
+
+
+def boot_time() -> float | None:
+    """When this machine booted (``btime`` in /proc/stat), or None where that is unknown."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None

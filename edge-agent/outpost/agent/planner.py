@@ -94,8 +94,8 @@ def plan(
         elif spec.status is ModuleStatus.STOPPED:
             if state.running:
                 steps = [Stop(module=name, id=state.id)]
-        elif state.state is RunState.CREATED:
-            steps = [Start(module=name)]
+        elif state.state is RunState.CREATED or observed.stopped_by_reboot(state):
+            steps = [Start(module=name)]  # not a restart: nothing failed
         else:
             decision, when = decide(spec, state, records.get(name, RestartRecord()), now)
             if decision is Decision.RESTART_NOW:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +75,7 @@ class Reconciler:
         metrics: AgentMetrics | None = None,
         on_event: Event = _quiet,
         poll_secs: float = 0.25,
-        extra_env: dict[str, str] | None = None,
+        module_env: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
         self.runtime = runtime
         self.state = state
@@ -84,17 +84,18 @@ class Reconciler:
         self.metrics = metrics or AgentMetrics()
         self.on_event = on_event
         self.poll_secs = poll_secs
-        self.extra_env = extra_env or {}
+        self.module_env = module_env
         self.runner = Runner(runtime, clock)
         self.status = DeploymentStatus(version=0, code=StatusCode.UNKNOWN, description="no deployment yet")
         self._wake = threading.Event()
         self._platform: dict[str, str] | None = None
+        self._last_report: dict[str, Any] | None = None
 
     # -- one round -----------------------------------------------------------------------------
 
     def desired_from(self, stored: StoredDeployment) -> Desired:
         manifest = load_manifest(stored.document)
-        return Desired.from_manifest(manifest, deployment_id=stored.id, extra_env=self.extra_env)
+        return Desired.from_manifest(manifest, deployment_id=stored.id, module_env=self.module_env)
 
     def reconcile(self, desired: Desired) -> Round:
         """Observe, plan and run once; persist restart records and the reported status."""
@@ -128,17 +129,20 @@ class Reconciler:
                 self._platform = self.runtime.platform()
             except TemporaryError:
                 self._platform = {}
-        self.state.set_status(
-            reported(
-                desired=desired,
-                observed=observed,
-                records=records,
-                now=self.clock(),
-                deployment=self.status,
-                platform=self._platform,
-                runtime_kind=self.runtime.kind,
-            )
+        document = reported(
+            desired=desired,
+            observed=observed,
+            records=records,
+            now=self.clock(),
+            deployment=self.status,
+            platform=self._platform,
+            runtime_kind=self.runtime.kind,
         )
+        # Written (with fsync) only when something but the timestamp changed: steady rounds stay cheap.
+        unchanged = {**document, "outpost": {**document["outpost"], "reportedAtUtc": None}}
+        if unchanged != self._last_report:
+            self.state.set_status(document)
+            self._last_report = unchanged
 
     # -- converging ----------------------------------------------------------------------------
 
@@ -246,6 +250,7 @@ class Reconciler:
         ok, why, failures = self.converge(desired, timeout=timeout, health_window=window)
         if ok:
             self.state.set_last_known_good(stored)
+            self.prune_images(desired, stored)
             self.status = DeploymentStatus(version=stored.version, code=StatusCode.OK, deployment_id=stored.id)
             self._report(desired, self.runtime.observe(), self.state.restarts())
             self.metrics.deployments.labels(result="converged").inc()
@@ -273,6 +278,26 @@ class Reconciler:
         return ApplyResult(
             False, StatusCode.FAILED, description, deployment_id=stored.id, rolled_back_to=good.id, failures=failures
         )
+
+    def prune_images(self, desired: Desired, stored: StoredDeployment) -> list[str]:
+        """Keep each module's newest N images (``outpost.images.keepPerModule``, default 2); delete older
+        ones that no module of this or the last known good deployment uses. Disk-full devices brick."""
+        ext = load_manifest(stored.document).edge_agent.outpost
+        keep = ext.images.keep_per_module if ext and ext.images else 2
+        history = self.state.image_history()
+        for name, spec in desired.modules.items():
+            images = [i for i in history.get(name, []) if i != spec.image] + [spec.image]
+            history[name] = images
+        in_use = {spec.image for spec in desired.modules.values()}
+        removed: list[str] = []
+        for name, images in history.items():
+            old, history[name] = images[:-keep], images[-keep:]
+            for image in old:
+                if image not in in_use and self.runtime.remove_image(image):
+                    removed.append(image)
+                    self.on_event("pruned", {"image": image, "module": name})
+        self.state.set_image_history(history)
+        return removed
 
     def trigger(self) -> None:
         """Ask the running loop to reconcile now (from a file watcher, a Docker event, a signal)."""

@@ -54,6 +54,10 @@ class ContainerRuntime(Protocol):
         """``os``, ``architecture`` and ``version`` of the runtime, for the reported properties."""
         ...
 
+    def remove_image(self, image: str) -> bool:
+        """Delete an image no container uses; False when it is in use or already gone."""
+        ...
+
     def restart(self, module: str, timeout: float = 10.0) -> None:
         """Stop and start a module in place (``outpost restart``); the agent's plan is not involved."""
         ...

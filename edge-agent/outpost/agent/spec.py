@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,16 +105,21 @@ class Desired:
 
     @classmethod
     def from_manifest(
-        cls, manifest: Manifest, *, deployment_id: str, extra_env: Mapping[str, str] | None = None
+        cls,
+        manifest: Manifest,
+        *,
+        deployment_id: str,
+        module_env: Callable[[str], Mapping[str, str]] | None = None,
     ) -> Desired:
-        """Resolve a validated manifest; ``extra_env`` is added to every module (hub address...)."""
+        """Resolve a validated manifest; ``module_env(name)`` adds the agent's variables (identity,
+        hub address, credentials); the manifest's own ``env`` wins over them."""
         agent = manifest.edge_agent
         base = Backoff().merged(agent.outpost.restart if agent.outpost else None)
         modules: dict[str, ModuleSpec] = {}
         for name, module in manifest.all_modules().items():
             ext = module.outpost
             env = {key: var.text() for key, var in module.env.items()}
-            env = {**(extra_env or {}), "IOTEDGE_MODULEID": name, **env}
+            env = {"IOTEDGE_MODULEID": name, **(module_env(name) if module_env else {}), **env}
             modules[name] = ModuleSpec(
                 name=name,
                 image=module.settings.image,

@@ -117,6 +117,15 @@ class StateDir:
         if data != (self.read("restarts.json") or {}):
             self.write("restarts.json", data)
 
+    def image_history(self) -> dict[str, list[str]]:
+        """Images each module has used, oldest first (for pruning)."""
+        data = self.read("images.json") or {}
+        return {str(k): [str(i) for i in v] for k, v in data.items()}
+
+    def set_image_history(self, history: dict[str, list[str]]) -> None:
+        if history != self.image_history():
+            self.write("images.json", history)
+
     def status(self) -> dict[str, Any] | None:
         data = self.read("status.json")
         return data if isinstance(data, dict) else None

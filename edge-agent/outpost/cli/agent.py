@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from outpost.agent.adapters import make_runtime
+from outpost.agent.environment import HubAddress, ModuleEnvironment, default_device_id
 from outpost.agent.metrics import AgentMetrics
 from outpost.agent.reconciler import Reconciler
 from outpost.agent.runtime import ContainerRuntime
@@ -41,13 +42,25 @@ WorkdirOpt = Annotated[
     Path | None,
     typer.Option("--workdir", help="Base for relative outpost.process.workingDir paths [default: current directory]."),
 ]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device-id", envvar="OUTPOST_DEVICE_ID", help="This device's id [default: hostname].")
+]
+HubOpt = Annotated[str, typer.Option("--hub", help="Edge hub broker address modules connect to (HOST:PORT).")]
 NamespaceOpt = Annotated[
     str, typer.Option("--namespace", envvar="OUTPOST_NAMESPACE", help="Separates agents sharing one Docker engine.")
 ]
 
 
-def open_runtime(state: StateDir, kind: str, namespace: str, workdir: Path | None = None) -> ContainerRuntime:
-    """Build the runtime and remember the choice so list/logs/restart use the same one."""
+def open_runtime(
+    state: StateDir,
+    kind: str,
+    namespace: str,
+    workdir: Path | None = None,
+    *,
+    device_id: str | None = None,
+    hub: str = "127.0.0.1:1883",
+) -> ContainerRuntime:
+    """Build the runtime and remember the choices so list/logs/restart use the same ones."""
     try:
         runtime = make_runtime(
             kind, state_dir=state.path, namespace=namespace, workdir=(workdir or Path.cwd()).resolve()
@@ -56,8 +69,31 @@ def open_runtime(state: StateDir, kind: str, namespace: str, workdir: Path | Non
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     base = (workdir or Path.cwd()).resolve()
-    state.write("runtime.json", {"kind": runtime.kind, "namespace": namespace, "workdir": str(base)})
+    host, _, port = hub.rpartition(":")
+    if not host or not port.isdigit():
+        err.print(f"[red]error:[/] --hub expects HOST:PORT, got {escape(hub)!r}")
+        raise typer.Exit(2)
+    state.write(
+        "runtime.json",
+        {
+            "kind": runtime.kind,
+            "namespace": namespace,
+            "workdir": str(base),
+            "deviceId": device_id or default_device_id(),
+            "hub": hub,
+        },
+    )
     return runtime
+
+
+def make_reconciler(state: StateDir, runtime: ContainerRuntime, **kw: Any) -> Reconciler:
+    """A reconciler whose modules get this device's identity and hub address (from runtime.json)."""
+    info = state.read("runtime.json") or {}
+    host, _, port = str(info.get("hub", "127.0.0.1:1883")).rpartition(":")
+    env = ModuleEnvironment(
+        str(info.get("deviceId") or default_device_id()), HubAddress(host, int(port)), key_root=state.path.parent
+    )
+    return Reconciler(runtime, state, module_env=env, **kw)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -92,6 +128,8 @@ def apply(
     runtime: RuntimeOpt = "auto",
     namespace: NamespaceOpt = "default",
     workdir: WorkdirOpt = None,
+    device_id: DeviceOpt = None,
+    hub: HubOpt = "127.0.0.1:1883",
     timeout: Annotated[float, typer.Option(help="Seconds to converge before giving up.")] = 300.0,
     health_window: Annotated[
         float | None, typer.Option(help="Seconds modules must stay up after converging [default: from manifest, 60].")
@@ -107,8 +145,8 @@ def apply(
     """
     document = _read_manifest(manifest)
     state = StateDir(state_dir or default_state_dir())
-    rt = open_runtime(state, runtime, namespace, workdir=workdir)
-    reconciler = Reconciler(rt, state, on_event=_progress if not json_out else lambda *_: None)
+    rt = open_runtime(state, runtime, namespace, workdir=workdir, device_id=device_id, hub=hub)
+    reconciler = make_reconciler(state, rt, on_event=_progress if not json_out else _silent)
     if not json_out:
         err.print(f"applying [bold]{escape(str(manifest))}[/] with the {rt.kind} runtime")
     try:
@@ -140,6 +178,10 @@ def apply(
     raise typer.Exit(0 if result.converged else 1)
 
 
+def _silent(kind: str, fields: dict[str, Any]) -> None:
+    """Progress goes nowhere with --json: stdout carries only the result."""
+
+
 class _Null:
     def __enter__(self) -> None:
         return None
@@ -157,6 +199,8 @@ def run(
     runtime: RuntimeOpt = "auto",
     namespace: NamespaceOpt = "default",
     workdir: WorkdirOpt = None,
+    device_id: DeviceOpt = None,
+    hub: HubOpt = "127.0.0.1:1883",
     interval: Annotated[float, typer.Option(help="Seconds between reconcile rounds when nothing happens.")] = 5.0,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port on 127.0.0.1 (0: off).")] = 9601,
 ) -> None:
@@ -169,13 +213,13 @@ def run(
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     state = StateDir(state_dir or default_state_dir())
-    rt = open_runtime(state, runtime, namespace, workdir=workdir)
+    rt = open_runtime(state, runtime, namespace, workdir=workdir, device_id=device_id, hub=hub)
     metrics = AgentMetrics()
     if metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    reconciler = Reconciler(rt, state, metrics=metrics)
+    reconciler = make_reconciler(state, rt, metrics=metrics)
     stop = threading.Event()
 
     def source() -> dict[str, Any] | None:

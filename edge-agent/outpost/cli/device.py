@@ -12,11 +12,10 @@ from rich.table import Table
 
 from outpost.agent.adapters import make_runtime
 from outpost.agent.diagnostics import Level, gather
-from outpost.agent.reconciler import Reconciler
 from outpost.agent.runtime import ContainerRuntime
 from outpost.agent.state import StateDir
 from outpost.agent.status import DeploymentStatus, StatusCode, reported
-from outpost.cli.agent import StateOpt, default_state_dir
+from outpost.cli.agent import StateOpt, default_state_dir, make_reconciler
 from outpost.cli.output import err, out, print_json
 from outpost.errors import ManifestError, ModuleRuntimeError
 
@@ -52,7 +51,7 @@ def _live_status(state: StateDir, runtime: ContainerRuntime) -> dict[str, Any]:
     if stored is None:
         return saved
     try:
-        desired = Reconciler(runtime, state).desired_from(stored)
+        desired = make_reconciler(state, runtime).desired_from(stored)
     except ManifestError:
         return saved
     last = saved.get("lastDesiredStatus", {})

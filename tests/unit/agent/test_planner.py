@@ -196,3 +196,16 @@ def test_stopped_desired_module_is_never_restarted():
     a = spec("a", status=ModuleStatus.STOPPED, restart_policy=RestartPolicy.ALWAYS)
     exited = state(a, RunState.EXITED, exit_code=1, finished_at=0.0)
     assert plan(desired(a), observed(exited, images=(a.image,)), now=1000.0).commands == []
+
+
+@pytest.mark.parametrize("policy", list(RestartPolicy))
+def test_module_stopped_by_a_reboot_is_started_whatever_its_policy(policy):
+    a = spec("a", restart_policy=policy)
+    before_boot = state(a, RunState.EXITED, exit_code=137, finished_at=50.0)
+    booted = Observed(modules={"a": before_boot}, images=frozenset({a.image}), boot_time=100.0)
+    assert plan(desired(a), booted, now=120.0).commands == [Start("a")]
+    after_boot = Observed(
+        modules={"a": replace(before_boot, finished_at=110.0)}, images=frozenset({a.image}), boot_time=100.0
+    )
+    expected = [] if policy is RestartPolicy.NEVER else [Start("a", restart=True)]
+    assert plan(desired(a), after_boot, now=200.0).commands == expected

@@ -20,7 +20,7 @@ import docker
 import docker.errors
 import requests
 
-from outpost.agent.observed import Health, ModuleState, Observed, RunState
+from outpost.agent.observed import Health, ModuleState, Observed, RunState, boot_time
 from outpost.agent.runtime import LABEL_AGENT, LABEL_DEPLOYMENT, LABEL_HASH, LABEL_MODULE, Platform
 from outpost.agent.spec import ModuleSpec, RegistryAuth
 from outpost.errors import ModuleRuntimeError, PermanentError, TemporaryError
@@ -81,6 +81,7 @@ class DockerRuntime:
                 f"cannot reach the Docker engine ({exc}); start dockerd or use --runtime process", action="connect"
             ) from exc
         self._inspected: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._boot = boot_time()  # the engine runs on this machine: its containers share our boot
 
     def container_name(self, module: str) -> str:
         return module if self.namespace == "default" else f"{self.namespace}-{module}"
@@ -116,7 +117,7 @@ class DockerRuntime:
             )
         self._inspected = {cid: entry for cid, entry in self._inspected.items() if cid in seen}
         tags = {_image_key(tag) for image in images for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"}
-        return Observed(modules=modules, images=frozenset(tags))
+        return Observed(modules=modules, images=frozenset(tags), boot_time=self._boot)
 
     def _details(self, summary: dict[str, Any]) -> dict[str, Any]:
         """Inspect a container only when its state changed since the last look (cheap no-op plans).
@@ -220,6 +221,13 @@ class DockerRuntime:
                 self.client.api.remove_container(id, force=True)
             except docker.errors.NotFound:
                 return
+
+    def remove_image(self, image: str) -> bool:
+        try:
+            self.client.api.remove_image(image)
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return False  # in use by some container, or gone: never force
+        return True
 
     def restart(self, module: str, timeout: float = 10.0) -> None:
         with self._errors("restart", module):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from outpost.agent.observed import Health, ModuleState, Observed, RunState
+from outpost.agent.observed import Health, ModuleState, Observed, RunState, boot_time
 from outpost.agent.runtime import Platform
 from outpost.agent.spec import ModuleSpec, RegistryAuth
 from outpost.errors import PermanentError, TemporaryError
@@ -35,7 +35,14 @@ from outpost.manifest.models import HealthProbe
 
 __all__ = ["ProcessRuntime"]
 
-_WRAPPER = 'exitfile=$1; shift; rm -f "$exitfile"; "$@"; code=$?; echo $code > "$exitfile.tmp"; mv "$exitfile.tmp" "$exitfile"; exit $code'  # noqa: E501
+# The wrapper records its own pid first (so an agent killed right after fork can still find
+# it), runs the command, then records the exit code; both files are written atomically.
+_WRAPPER = (
+    'pidfile=$1; exitfile=$2; shift 2; echo $$ > "$pidfile.tmp"; mv "$pidfile.tmp" "$pidfile"; '
+    'rm -f "$exitfile"; "$@"; code=$?; echo $code > "$exitfile.tmp"; mv "$exitfile.tmp" "$exitfile"; exit $code'
+)
+#: How long a start may go without the wrapper's pid file before it counts as failed.
+_START_GRACE_SECS = 10.0
 
 
 def _boot_ticks(pid: int) -> str | None:
@@ -72,6 +79,7 @@ class ProcessRuntime:
         self._probes: dict[str, _Probe] = {}
         self._lock = threading.Lock()
         self._prober: threading.Thread | None = None
+        self._boot = boot_time()
 
     # -- records -------------------------------------------------------------------------------
 
@@ -100,8 +108,26 @@ class ProcessRuntime:
             del self._children[pid]
         return _boot_ticks(pid) == record.get("pidStart")
 
+    def _adopt(self, module: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Finish a start an agent crash interrupted: adopt the process its wrapper recorded."""
+        try:
+            pid = int((self.dir / f"{module}.pid").read_text().strip())
+        except (OSError, ValueError):
+            pid = 0
+        ticks = _boot_ticks(pid) if pid else None
+        if ticks is not None:
+            record |= {"pid": pid, "pidStart": ticks, "state": "running", "startedAt": record.get("startingAt")}
+        elif time.time() - float(record.get("startingAt") or 0.0) > _START_GRACE_SECS:
+            record |= {"pid": None, "state": "running", "startedAt": record.get("startingAt")}
+        else:
+            return record  # still starting: neither running nor failed yet
+        self._write(module, record)
+        return record
+
     def _settle(self, module: str, record: dict[str, Any]) -> dict[str, Any]:
         """Turn a record whose process ended into an exited one, with the exit code it left."""
+        if record["state"] == "starting":
+            record = self._adopt(module, record)
         if record["state"] != "running" or self._alive(record):
             return record
         exit_file = self.dir / f"{module}.exit"
@@ -110,7 +136,10 @@ class ProcessRuntime:
             record["finishedAt"] = exit_file.stat().st_mtime
         except (OSError, ValueError):
             record["exitCode"] = record.get("signalCode", 137)
-            record["finishedAt"] = time.time()
+            # No exit file: killed, perhaps by a reboot; then it ended before this boot.
+            started = float(record.get("startedAt") or 0.0)
+            booted = self._boot or 0.0
+            record["finishedAt"] = booted - 1.0 if started < booted else time.time()
         record["state"] = "exited"
         record["pid"] = None
         self._write(module, record)
@@ -134,13 +163,13 @@ class ProcessRuntime:
                 image_id=record["configHash"],
                 config_hash=record["configHash"],
                 deployment_id=record.get("deployment", ""),
-                state=RunState(record["state"]),
+                state=RunState.UNKNOWN if record["state"] == "starting" else RunState(record["state"]),
                 exit_code=record.get("exitCode"),
                 started_at=record.get("startedAt"),
                 finished_at=record.get("finishedAt"),
                 health=health,
             )
-        return Observed(modules=modules, images=frozenset(m.image for m in modules.values()))
+        return Observed(modules=modules, images=frozenset(m.image for m in modules.values()), boot_time=self._boot)
 
     def _health(self, module: str) -> Health:
         """Live probe state when this process runs the probes, else what the prober last wrote."""
@@ -208,10 +237,14 @@ class ProcessRuntime:
         workdir = Path(record["workingDir"]) if record.get("workingDir") else self.workdir
         if not workdir.is_absolute():
             workdir = self.workdir / workdir
+        pidfile, exitfile = self.dir / f"{module}.pid", self.dir / f"{module}.exit"
+        pidfile.unlink(missing_ok=True)
+        record |= {"state": "starting", "startingAt": time.time(), "pid": None}
+        self._write(module, record)  # a crash from here on is resolved by _adopt
         log = (self.dir / f"{module}.log").open("ab")
         try:
             child = subprocess.Popen(
-                ["/bin/sh", "-c", _WRAPPER, "outpost-module", str(self.dir / f"{module}.exit"), *record["command"]],
+                ["/bin/sh", "-c", _WRAPPER, "outpost-module", str(pidfile), str(exitfile), *record["command"]],
                 cwd=workdir,
                 env={**os.environ, **record["env"]},
                 stdin=subprocess.DEVNULL,
@@ -220,6 +253,8 @@ class ProcessRuntime:
                 start_new_session=True,
             )
         except OSError as exc:
+            record["state"] = "created"
+            self._write(module, record)
             raise PermanentError(f"cannot start {module} in {workdir}: {exc}", module=module, action="start") from exc
         finally:
             log.close()
@@ -228,7 +263,7 @@ class ProcessRuntime:
             "pid": child.pid,
             "pidStart": _boot_ticks(child.pid),
             "state": "running",
-            "startedAt": time.time(),
+            "startedAt": record["startingAt"],
             "exitCode": None,
             "finishedAt": None,
             "signalCode": None,
@@ -244,7 +279,9 @@ class ProcessRuntime:
 
     def stop(self, module: str, id: str, timeout: float = 10.0) -> None:  # noqa: ARG002 - the Protocol passes the id; records are keyed by module
         record = self._read(module)
-        if record is None or record["state"] != "running":
+        if record is not None and record["state"] == "starting":
+            record = self._adopt(module, record)
+        if record is None or record["state"] != "running" or not record.get("pid"):
             return
         pid = int(record["pid"])
         if self._alive(record):
@@ -265,9 +302,13 @@ class ProcessRuntime:
 
     def remove(self, module: str, id: str) -> None:
         self.stop(module, id)
-        for suffix in (".json", ".exit", ".log", ".health"):
+        for suffix in (".json", ".exit", ".log", ".health", ".pid"):
             with contextlib.suppress(FileNotFoundError):
                 (self.dir / f"{module}{suffix}").unlink()
+
+    def remove_image(self, image: str) -> bool:  # noqa: ARG002 - Protocol signature
+        """Processes have no images."""
+        return False
 
     def restart(self, module: str, timeout: float = 10.0) -> None:
         record = self._read(module)
