@@ -235,3 +235,21 @@ def test_reboot_without_network_brings_the_last_deployment_back(device, tmp_path
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=20)
+
+
+def test_status_stopped_module_is_created_but_not_run_then_started(device):
+    doc = manifest({"idle": module(status="stopped"), "busy": module()}, window=0.2)
+    assert device.apply(doc).converged
+    modules = device.observe().modules
+    assert modules["idle"].state is RunState.CREATED
+    assert modules["busy"].running
+    assert device.state.status()["modules"]["idle"]["runtimeStatus"] == "stopped"
+    doc["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["idle"]["status"] = "running"
+    assert device.apply(doc).converged
+    assert device.observe().modules["idle"].running
+    doc["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["busy"]["status"] = "stopped"
+    before = device.observe().modules["busy"].id
+    assert device.apply(doc).converged
+    after = device.observe().modules["busy"]
+    assert not after.running
+    assert after.id == before  # stopped in place, not re-created

@@ -87,3 +87,18 @@ def test_runtime_status_of_exits():
     always = ModuleSpec(name="m", image="i", restart_policy=RestartPolicy.ALWAYS)
     assert runtime_status(always, crashed(0.0, code=0), RestartRecord(), 5.0) is RuntimeStatus.BACKOFF
     assert runtime_status(None, None, RestartRecord(), 5.0) is RuntimeStatus.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("free_gib", "total_gib", "level"),
+    [(50, 100, "ok"), (5, 100, "warn"), (1.5, 10, "warn"), (0.1, 100, "error"), (1, 100, "error")],
+)
+def test_disk_check_levels(free_gib, total_gib, level):
+    from pathlib import Path
+
+    from outpost.agent.diagnostics import check_disk
+
+    gib = 1024**3
+    check = check_disk("disk", Path("/x"), int(total_gib * gib), int(free_gib * gib))
+    assert check.level.value == level
+    assert check.hint or level == "ok"
