@@ -38,6 +38,7 @@ _STATES = {
     "removing": RunState.EXITED,
 }
 _FRACTION = re.compile(r"\.(\d{1,9})")
+_REFUSED = re.compile(r"unauthorized|authentication required|denied|manifest unknown|not found", re.IGNORECASE)
 
 
 def _time(text: str | None) -> float | None:
@@ -167,7 +168,12 @@ class DockerRuntime:
         try:
             self.client.api.pull(repository, tag=tag, auth_config=auth_config)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise TemporaryError(f"could not pull {image}: {_explain(exc)}", module="", action="pull") from exc
+            why = _explain(exc)
+            if isinstance(exc, docker.errors.NotFound) or _REFUSED.search(why):
+                # The registry answered and said no: retrying the same pull cannot help.
+                hint = "check the image name and tag, and registryCredentials for its registry"
+                raise PermanentError(f"could not pull {image}: {why}; {hint}", action="pull") from exc
+            raise TemporaryError(f"could not pull {image}: {why}", action="pull") from exc
 
     def create(self, spec: ModuleSpec, deployment_id: str) -> str:
         config = self._config(spec, deployment_id)
