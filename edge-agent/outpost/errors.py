@@ -10,7 +10,10 @@ Hierarchy::
     ├── ModuleRuntimeError          a container/process runtime operation failed (module, action)
     │   ├── TemporaryError          worth retrying later (engine busy, registry unreachable)
     │   └── PermanentError          retrying the same thing cannot help (image missing, bad options)
-    └── StoreError                  the hub's message store failed (disk, corruption, closed)
+    ├── StoreError                  the hub's message store failed (disk, corruption, closed)
+    ├── BrokerError                 the hub's Mosquitto could not be started/supervised (outpost.hub.broker)
+    └── SdkError                    module SDK (outpost.sdk.errors): ConnectError, NotAuthorizedError,
+                                    OutboxFullError, SdkTimeoutError(TimeoutError) > MethodTimeoutError
 
 Adapters translate library exceptions into these with ``raise ... from exc`` so the
 layers above never see a docker, paho or sqlite exception.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from outpost import __version__
-from outpost.cli import agent, device, manifests, routes
+from outpost.cli import agent, device, hub, manifests, routes
 
 __all__ = ["app", "main"]
 
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(manifests.app, name="manifest")
 app.add_typer(routes.app, name="route")
 app.add_typer(agent.app, name="agent")
+app.add_typer(hub.app, name="hub")
 app.command("list")(device.list_modules)
 app.command("logs")(device.logs)
 app.command("restart")(device.restart)

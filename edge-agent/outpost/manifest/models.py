@@ -13,7 +13,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from outpost.errors import ManifestError
 from outpost.manifest import create_options
@@ -182,8 +182,18 @@ class StoreExtension(_Ours):
 
 
 class HubExtension(_Ours):
+    leaf_devices: list[Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.-]+$", max_length=128)]] | None = Field(
+        default=None, alias="leafDevices"
+    )
     upstream: UpstreamSettings | None = None
     store: StoreExtension | None = None
+
+    @field_validator("leaf_devices")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("leaf device ids must be unique")
+        return value
 
 
 # --- $edgeAgent ---------------------------------------------------------------------------

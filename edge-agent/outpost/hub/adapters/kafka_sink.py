@@ -1,0 +1,307 @@
+"""The Kafka upstream sink: kafka-python's ``KafkaProducer``, one batch per ``send``.
+
+Built by ``outpost.hub.upstream.sink_from_settings``; called by the hub's upstream pump.
+
+- Durable and ordered: ``acks='all'``, the idempotent producer, one request in flight per
+  connection, bounded retries inside ``delivery_timeout``. Key = source id, value = body,
+  headers = the message's properties (see ``outpost.hub.upstream``).
+- ``send`` produces the whole batch, flushes and reads every record's outcome: delivered ->
+  succeeded; broker unreachable / timed out -> retryable (``UNREACHABLE``); too large or an
+  illegal topic -> invalid. A record the broker refused as too large is tried once more on its
+  own (a batch can exceed a topic's limit although each record fits) before it is called invalid.
+- Every wait is bounded by ``timeout`` (default 15 s) and nothing escapes ``send``.
+- After a retryable failure the producer is closed without waiting and a fresh one is made on
+  the next ``send``: records buffered for a dead broker are never sent later behind the pump's back.
+- ``connected()`` is the last contact's result; while that failed it probes the bootstrap
+  address (a TCP connect, at most every ``probe_interval`` seconds), so it turns True as soon as
+  the broker listens again and the pump drains at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaProducer  # type: ignore[import-untyped]
+from kafka import errors as kafka_errors
+
+from outpost.hub.sinks import FailureKind, SinkResult
+from outpost.hub.store import Stored
+from outpost.hub.upstream import kafka_headers, kafka_key, kafka_topic_for, kafka_topic_problem
+
+__all__ = ["KafkaSink"]
+
+log = logging.getLogger(__name__)
+
+#: Refused for what the record is: retrying the same record cannot help.
+_INVALID_ERRORS: tuple[type[BaseException], ...] = (
+    kafka_errors.InvalidTopicError,
+    kafka_errors.InvalidRecordError,
+    kafka_errors.CorruptRecordError,
+    kafka_errors.RecordListTooLargeError,
+)
+_TOO_LARGE = kafka_errors.MessageSizeTooLargeError
+
+
+@dataclass
+class _Pending:
+    item: Stored
+    topic: str
+    key: bytes
+    headers: list[tuple[str, bytes]]
+    future: Any = None
+
+
+class KafkaSink:
+    """Delivers ``$upstream`` batches to Kafka. Thread-safe; ``send`` calls are serialised."""
+
+    name = "kafka"
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topic: str | None = None,
+        topic_by_output: Mapping[str, str] | None = None,
+        timeout: float = 15.0,
+        linger_ms: int = 5,
+        batch_size: int = 256 * 1024,
+        max_request_size: int = 1024 * 1024,
+        retries: int = 5,
+        probe_interval: float = 0.5,
+        client_id: str = "outpost-upstream",
+        producer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._topic_by_output = dict(topic_by_output or {})
+        self._timeout = timeout
+        self._probe_interval = probe_interval
+        request_timeout_ms = max(int(timeout * 1000 / 3), 1000)
+        self._config: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in bootstrap.split(",") if s.strip()],
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "max_in_flight_requests_per_connection": 1,
+            "retries": retries,
+            "linger_ms": linger_ms,
+            "batch_size": batch_size,
+            "max_request_size": max_request_size,
+            "request_timeout_ms": request_timeout_ms,
+            # Upper bound for a record from send() to its outcome; below our own deadline.
+            "delivery_timeout_ms": max(int(timeout * 1000) - 2000, request_timeout_ms + linger_ms),
+            "max_block_ms": request_timeout_ms,  # metadata waits inside producer.send()
+            "api_version_auto_timeout_ms": min(request_timeout_ms, 5000),
+            "retry_backoff_ms": 100,
+            "reconnect_backoff_ms": 50,
+            "reconnect_backoff_max_ms": 1000,
+            **dict(producer_config or {}),
+        }
+        self._producer: Any = None
+        self._healthy = False
+        self._last_probe = 0.0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # --- Sink ------------------------------------------------------------------------------
+
+    def send(self, batch: Sequence[Stored]) -> SinkResult:
+        result = SinkResult()
+        with self._lock:
+            try:
+                self._send(batch, result)
+            except Exception as exc:  # the contract: never raise; whatever is not decided is retried
+                log.exception("kafka sink: unexpected error")
+                decided = set(result.succeeded) | set(result.retryable) | {seq for seq, _ in result.invalid}
+                result.retryable.extend(item.seq for item in batch if item.seq not in decided)
+                result.failure = FailureKind.INTERNAL
+                result.detail = f"unexpected {type(exc).__name__}: {exc}"
+                self._drop_producer()
+        return result
+
+    def connected(self) -> bool:
+        if self._healthy:
+            return True
+        now = time.monotonic()
+        if now - self._last_probe < self._probe_interval:
+            return False
+        self._last_probe = now
+        return self._probe()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._drop_producer(wait=2.0)
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _send(self, batch: Sequence[Stored], result: SinkResult) -> None:
+        if self._closed:
+            result.retryable.extend(item.seq for item in batch)
+            result.failure, result.detail = FailureKind.INTERNAL, "sink closed"
+            return
+        pending: list[_Pending] = []
+        for item in batch:
+            topic = kafka_topic_for(item.message, topic=self._topic, topic_by_output=self._topic_by_output)
+            problem = kafka_topic_problem(topic)
+            if problem is not None:
+                result.invalid.append((item.seq, problem))
+                continue
+            pending.append(_Pending(item, topic, kafka_key(item.message), kafka_headers(item.message)))
+        if not pending:
+            self._finish(result)
+            return
+        deadline = time.monotonic() + self._timeout
+        producer = self._ensure_producer(result)
+        if producer is None:
+            result.retryable.extend(p.item.seq for p in pending)
+            self._finish(result)
+            return
+
+        pending = self._produce(producer, pending, result, deadline)
+        with contextlib.suppress(kafka_errors.KafkaTimeoutError):  # unfinished records are retryable
+            producer.flush(timeout=max(deadline - time.monotonic(), 0.0))
+        self._collect(pending, result, deadline)
+        self._finish(result)
+
+    def _produce(self, producer: Any, pending: list[_Pending], result: SinkResult, deadline: float) -> list[_Pending]:
+        """Hand every record to the producer; returns those handed over (the rest are retryable)."""
+        for index, entry in enumerate(pending):
+            try:
+                entry.future = producer.send(
+                    entry.topic, value=entry.item.message.body, key=entry.key, headers=entry.headers
+                )
+            except kafka_errors.KafkaTimeoutError as exc:  # no metadata within max_block_ms
+                self._unreachable(result, f"no metadata for {entry.topic!r}: {exc}")
+                result.retryable.extend(p.item.seq for p in pending[index:])
+                return pending[:index]
+            except (ValueError, TypeError, AssertionError, kafka_errors.KafkaError) as exc:
+                entry.future = exc  # decided in _collect, per record
+            if time.monotonic() >= deadline:
+                result.retryable.extend(p.item.seq for p in pending[index + 1 :])
+                return pending[: index + 1]
+        return pending
+
+    def _collect(self, pending: list[_Pending], result: SinkResult, deadline: float) -> None:
+        too_large: list[_Pending] = []
+        for entry in pending:
+            outcome = self._outcome(entry.future)
+            if outcome is None:
+                result.succeeded.append(entry.item.seq)
+            elif isinstance(outcome, _TOO_LARGE):
+                too_large.append(entry)
+            elif isinstance(outcome, _INVALID_ERRORS):
+                result.invalid.append((entry.item.seq, f"{type(outcome).__name__}: {outcome}"))
+            elif isinstance(outcome, (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError)) or getattr(
+                outcome, "retriable", False
+            ):
+                result.retryable.append(entry.item.seq)
+                self._unreachable(result, f"{type(outcome).__name__}: {outcome}")
+            else:
+                result.retryable.append(entry.item.seq)
+                self._internal(result, f"{type(outcome).__name__}: {outcome}")
+        for entry in too_large:
+            self._retry_alone(entry, result, deadline)
+
+    def _retry_alone(self, entry: _Pending, result: SinkResult, deadline: float) -> None:
+        """A record refused as too large: alone, it is either delivered or really too large."""
+        producer = self._producer
+        remaining = deadline - time.monotonic()
+        if producer is None or remaining <= 0:
+            result.retryable.append(entry.item.seq)
+            return
+        try:
+            future = producer.send(entry.topic, value=entry.item.message.body, key=entry.key, headers=entry.headers)
+            producer.flush(timeout=remaining)
+        except kafka_errors.KafkaTimeoutError as exc:
+            result.retryable.append(entry.item.seq)
+            self._unreachable(result, f"{type(exc).__name__}: {exc}")
+            return
+        except (ValueError, TypeError, AssertionError, kafka_errors.KafkaError) as exc:
+            future = exc
+        outcome = self._outcome(future)
+        if outcome is None:
+            result.succeeded.append(entry.item.seq)
+        elif isinstance(outcome, (_TOO_LARGE, *_INVALID_ERRORS)):
+            result.invalid.append((entry.item.seq, f"{type(outcome).__name__}: {outcome}"))
+        else:
+            result.retryable.append(entry.item.seq)
+            self._unreachable(result, f"{type(outcome).__name__}: {outcome}")
+
+    @staticmethod
+    def _outcome(future: Any) -> BaseException | None:
+        """None when delivered; else the reason (a timeout when it is still not done)."""
+        if isinstance(future, BaseException):
+            return future
+        reason: BaseException
+        if future is None or not future.is_done:
+            reason = kafka_errors.KafkaTimeoutError("no acknowledgement before the sink's deadline")
+            return reason
+        if future.failed():
+            exc: object = future.exception
+            reason = exc if isinstance(exc, BaseException) else kafka_errors.KafkaError(str(exc))
+            return reason
+        return None
+
+    def _ensure_producer(self, result: SinkResult) -> Any:
+        if self._producer is not None:
+            return self._producer
+        try:
+            self._producer = KafkaProducer(**self._config)
+        except kafka_errors.KafkaConfigurationError as exc:
+            self._internal(result, f"producer configuration: {exc}")
+            return None
+        except Exception as exc:  # NoBrokersAvailable, KafkaTimeoutError, socket errors
+            self._unreachable(result, f"cannot reach Kafka at {self._bootstrap}: {type(exc).__name__}: {exc}")
+            return None
+        return self._producer
+
+    def _unreachable(self, result: SinkResult, detail: str) -> None:
+        self._healthy = False
+        self._last_probe = time.monotonic()
+        if result.failure in {FailureKind.NONE, FailureKind.INVALID, FailureKind.INTERNAL}:
+            result.failure, result.detail = FailureKind.UNREACHABLE, detail
+
+    @staticmethod
+    def _internal(result: SinkResult, detail: str) -> None:
+        if result.failure in {FailureKind.NONE, FailureKind.INVALID}:
+            result.failure, result.detail = FailureKind.INTERNAL, detail
+
+    def _finish(self, result: SinkResult) -> None:
+        if result.failure is FailureKind.UNREACHABLE:
+            self._healthy = False
+        elif result.succeeded:
+            self._healthy = True
+        if result.retryable:
+            # A fresh producer next time: nothing left behind in this one's buffers.
+            self._drop_producer()
+            if result.failure is FailureKind.NONE:
+                result.failure = FailureKind.INTERNAL
+        elif result.invalid and result.failure is FailureKind.NONE:
+            result.failure, result.detail = FailureKind.INVALID, result.invalid[0][1]
+
+    def _drop_producer(self, wait: float = 0.0) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=wait)
+        except Exception:  # closing must not turn into a failure of its own
+            log.warning("kafka sink: closing the producer failed", exc_info=True)
+
+    def _probe(self) -> bool:
+        for server in self._config["bootstrap_servers"]:
+            host, _, port = server.rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]") or "localhost", int(port or 9092)), timeout=0.5):
+                    return True
+            except (OSError, ValueError):
+                continue
+        return False

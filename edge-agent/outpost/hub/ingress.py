@@ -1,0 +1,186 @@
+"""Ingress: messages from the broker, stored in batches, acknowledged only once on disk.
+
+The broker link's thread only enqueues (``offer``); the ingress thread takes up to
+``batch_max`` messages (waiting at most ``linger_secs`` for more), routes them, stores them in
+ONE transaction, and only then sends the MQTT acknowledgements and the receipts that release
+the senders' outboxes. Messages the store rejects (disk cap, ``reject-new``) are neither acked
+nor receipted and are retried from memory; memory stays bounded because the broker sends at
+most ``receive_maximum`` unacknowledged messages. Called by ``service.HubService``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from outpost.errors import StoreError
+from outpost.hub.metrics import HubMetrics
+from outpost.hub.routing import RouteTable
+from outpost.hub.store import Delivery, MessageStore
+from outpost.wire import topics
+from outpost.wire.message import Message, new_id, split_properties
+
+__all__ = ["BrokerLink", "Ingress", "Received", "decode"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One PUBLISH as the link hands it over (the fields of the link's ``Incoming`` event)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    token: int
+    user_properties: tuple[tuple[str, str], ...]
+    content_type: str | None
+
+
+class BrokerLink(Protocol):
+    """What the hub needs of its MQTT connection (``wire.adapters.paho_link.PahoLink`` fits)."""
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        user_properties: Sequence[tuple[str, str]] = (),
+        content_type: str | None = None,
+    ) -> int: ...
+
+    def ack(self, token: int, qos: int) -> None: ...
+
+
+def decode(received: Received) -> Message | None:
+    """A module output or leaf telemetry PUBLISH -> a Message; None when it is neither."""
+    origin = topics.parse_ingress(received.topic)
+    if origin is None or (origin.module is not None and not origin.output):
+        return None
+    app, system = split_properties([*origin.topic_properties, *received.user_properties])
+    if received.content_type and "contentType" not in system:
+        system["contentType"] = received.content_type
+    message_id = system.pop("messageId", "") or new_id()
+    for key in ("connectionDeviceId", "connectionModuleId", "outputName"):
+        system.pop(key, None)  # the hub sets these from the topic: a sender cannot forge them
+    return Message(
+        id=message_id,
+        body=received.payload,
+        source_device=origin.device,
+        source_module=origin.module,
+        output=origin.output,
+        properties=app,
+        system=system,
+    )
+
+
+class Ingress:
+    """Batching, store-then-ack ingress. ``offer`` from any thread; ``run`` on its own thread."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        routes: Callable[[], RouteTable],
+        link: BrokerLink,
+        *,
+        on_stored: Callable[[set[str]], None],
+        metrics: HubMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+        batch_max: int = 500,
+        linger_secs: float = 0.002,
+        retry_secs: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.routes = routes
+        self.link = link
+        self.on_stored = on_stored
+        self.metrics = metrics
+        self.clock = clock
+        self.batch_max = batch_max
+        self.linger_secs = linger_secs
+        self.retry_secs = retry_secs
+        self._queue: queue.Queue[Received] = queue.Queue()
+        self._rejected: list[tuple[Received, Message]] = []
+        self.malformed = 0
+
+    def offer(self, received: Received) -> None:
+        self._queue.put(received)
+
+    def run(self, stop: threading.Event) -> None:
+        retry_at = 0.0
+        while not stop.is_set():
+            batch = self._take(timeout=0.2)
+            if self._rejected and time.monotonic() >= retry_at:
+                batch = [r for r, _ in self._rejected] + batch
+                self._rejected = []
+                retry_at = time.monotonic() + self.retry_secs
+            if batch:
+                try:
+                    self.process(batch)
+                except StoreError as exc:  # nothing was committed: nothing acked; retried from memory
+                    log.error("store failed, %d message(s) kept for retry: %s", len(batch), exc)
+                    self._rejected.extend((r, m) for r in batch if (m := decode(r)) is not None)
+                    stop.wait(self.retry_secs)
+
+    def _take(self, timeout: float) -> list[Received]:
+        try:
+            first = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.linger_secs
+        while len(batch) < self.batch_max:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def process(self, batch: list[Received]) -> None:
+        """Route, store (one transaction), then ack and receipt what was stored."""
+        now = self.clock()
+        table = self.routes()
+        items: list[tuple[Message, Sequence[Delivery]]] = []
+        decoded: list[tuple[Received, Message]] = []
+        for received in batch:
+            message = decode(received)
+            if message is None:
+                self.malformed += 1
+                log.warning("dropped a PUBLISH on %s: not a module output or device telemetry topic", received.topic)
+                self.link.ack(received.token, received.qos)
+                continue
+            deliveries = table.deliveries(message, now)
+            if self.metrics:
+                self.metrics.observe_ingress(message, routed=bool(deliveries))
+            items.append((message, deliveries))
+            decoded.append((received, message))
+        if not items:
+            return
+        result = self.store.put_batch(items, now)
+        if self.metrics:
+            self.metrics.observe_put(result)
+        rejected = set(result.rejected)
+        receipts: dict[tuple[str, str], list[str]] = defaultdict(list)
+        endpoints: set[str] = set()
+        for (received, message), (_, targets) in zip(decoded, items, strict=True):
+            if message.id in rejected:
+                self._rejected.append((received, message))
+                continue
+            self.link.ack(received.token, received.qos)
+            if message.source_module is not None:
+                receipts[(message.source_device, message.source_module)].append(message.id)
+            endpoints.update(d.endpoint for d in targets)
+        for (device, module), ids in receipts.items():
+            self.link.publish(topics.receipts(device, module), json.dumps(ids).encode(), qos=1)
+        if endpoints:
+            self.on_stored(endpoints)

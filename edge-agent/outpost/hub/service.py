@@ -1,0 +1,317 @@
+"""The hub's composition root: broker, store, ingress, pumps, twins and metrics, wired together.
+
+``HubService.start(document)`` brings everything up for a manifest; ``apply(document)`` changes
+routes, modules and twins live (already stored messages stay where they are and are delivered
+under the new routes' endpoints if those still exist; endpoints no route uses any more keep
+their queue until it drains or expires); ``run`` keeps the hub going and follows a manifest
+source. Called by the CLI (``outpost hub run``) and by the integration tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from outpost.hub.acl import HUB_USER, identities_for
+from outpost.hub.adapters.mosquitto import MosquittoSupervisor, load_hub_password
+from outpost.hub.adapters.sqlite_store import SqliteStore
+from outpost.hub.broker import BrokerConfig, TlsListener
+from outpost.hub.delivery import ModuleInputSink, Modules
+from outpost.hub.ingress import Ingress, Received
+from outpost.hub.metrics import HubMetrics
+from outpost.hub.pump import Pump, Purger
+from outpost.hub.routing import RouteTable
+from outpost.hub.sinks import Sink
+from outpost.hub.store import UPSTREAM, FullPolicy
+from outpost.hub.twin import Twins
+from outpost.hub.upstream import sink_from_settings
+from outpost.manifest import Manifest, load_manifest
+from outpost.wire import topics
+from outpost.wire.adapters.paho_link import Connected, Event, Incoming, LinkSettings, PahoLink
+from outpost.wire.credentials import device_key
+
+__all__ = ["HubService", "HubSettings"]
+
+log = logging.getLogger("outpost.hub")
+
+
+@dataclass
+class HubSettings:
+    """Where the hub keeps its files and listens; defaults suit a device."""
+
+    state_dir: Path
+    device_id: str
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls_port: int | None = None
+    metrics_port: int = 9600
+    key_root: Path | None = None
+    receive_maximum: int = 2000
+    ack_timeout: float = 5.0
+    upstream: Sink | None = None  # overrides the manifest's outpost.upstream (tests, tools)
+    broker_user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Endpoint:
+    pump: Pump
+    sink: Sink
+    thread: threading.Thread
+    stop: threading.Event
+
+
+class HubService:
+    """One device's edge hub. ``start``, then ``apply`` new manifests, then ``stop``."""
+
+    def __init__(self, settings: HubSettings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = HubMetrics()
+        self.modules = Modules()
+        self.modules.on_online = self._module_online
+        self.endpoints: dict[str, _Endpoint] = {}
+        self.table = RouteTable.from_specs({}, default_ttl_secs=7200)
+        self.manifest: Manifest | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.RLock()
+        self._connected = threading.Event()
+        state = settings.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        self.hub_password = load_hub_password(state)
+        self.broker: MosquittoSupervisor | None = None
+        self.store: SqliteStore | None = None
+        self.link: PahoLink | None = None
+        self.ingress: Ingress | None = None
+        self.purger: Purger | None = None
+        self.twins: Twins | None = None
+        self._metrics_server: Any = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, document: Mapping[str, Any]) -> None:
+        """Validate the manifest (ManifestError leaves nothing started), then bring the hub up."""
+        manifest = load_manifest(dict(document))
+        hub = manifest.edge_hub
+        s = self.settings
+        key = device_key(s.key_root or s.state_dir.parent)
+        identities = identities_for(
+            s.device_id, key, self.hub_password, list(manifest.edge_agent.modules), self._leaves(manifest)
+        )
+        tls = TlsListener(port=s.tls_port) if s.tls_port else None
+        self.broker = MosquittoSupervisor(
+            s.state_dir, BrokerConfig(port=s.port, host=s.host, tls=tls, user=s.broker_user), identities
+        )
+        self.broker.start()
+        ext = hub.outpost.store if hub.outpost and hub.outpost.store else None
+        limit = (ext.max_size_bytes if ext else None) or (
+            hub.store_and_forward_configuration.store_limits.max_size_bytes
+            if hub.store_and_forward_configuration.store_limits
+            else None
+        )
+        policy = FullPolicy(ext.full_policy) if ext and ext.full_policy else FullPolicy.DROP_OLDEST
+        self.store = SqliteStore(s.state_dir / "store.db", max_bytes=limit, full_policy=policy, clock=self.clock)
+        self.metrics.watch_store(self.store, clock=self.clock)
+        self.link = PahoLink(
+            LinkSettings(
+                host=s.host,
+                port=s.port,
+                client_id=f"{HUB_USER}-{s.device_id}",
+                username=HUB_USER,
+                password=self.hub_password,
+                receive_maximum=s.receive_maximum,
+                max_inflight=s.receive_maximum,
+                session_expiry=14 * 86400,
+            ),
+            self._on_event,
+        )
+        self.twins = Twins(self.link, s.device_id, s.state_dir)
+        self.ingress = Ingress(
+            self.store, lambda: self.table, self.link, on_stored=self._wake, metrics=self.metrics, clock=self.clock
+        )
+        self.purger = Purger(self.store, clock=self.clock, metrics=self.metrics)
+        self._spawn("outpost-ingress", self.ingress.run)
+        self._spawn("outpost-purger", self.purger.run)
+        self.link.start()
+        if not self._connected.wait(15):
+            raise OSError(
+                f"the hub could not connect to its broker on {s.host}:{s.port}; see {self.broker.paths.log_file}"
+            )
+        self.apply(document, _validated=manifest)
+        if s.metrics_port:
+            from prometheus_client import start_http_server
+
+            self._metrics_server = start_http_server(s.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
+        log.info("edge hub up: broker %s:%d, %d route(s)", s.host, s.port, len(self.table.routes))
+
+    def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        thread = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    @staticmethod
+    def _leaves(manifest: Manifest) -> list[str]:
+        ext = manifest.edge_hub.outpost
+        return list(ext.leaf_devices) if ext and ext.leaf_devices else []
+
+    def apply(self, document: Mapping[str, Any], *, _validated: Manifest | None = None) -> None:
+        """Switch to a new manifest live: routes, endpoints, broker identities, twins."""
+        manifest = _validated or load_manifest(dict(document))
+        table = RouteTable.from_desired(manifest.edge_hub)
+        if self.link is None or self.store is None or self.broker is None:
+            raise RuntimeError("HubService.apply before start")
+        with self._lock:
+            if self.manifest is not None:
+                s = self.settings
+                key = device_key(s.key_root or s.state_dir.parent)
+                self.broker.reload(
+                    identities_for(
+                        s.device_id, key, self.hub_password, list(manifest.edge_agent.modules), self._leaves(manifest)
+                    )
+                )
+            self.table = table
+            wanted = set(table.endpoints()) | set(self.store.endpoints())
+            upstream = self.settings.upstream or sink_from_settings(
+                manifest.edge_hub.outpost.upstream if manifest.edge_hub.outpost else None,
+                device_id=self.settings.device_id,
+            )
+            for endpoint in sorted(wanted):
+                if endpoint in self.endpoints:
+                    continue
+                sink = upstream if endpoint == UPSTREAM else self._module_sink(endpoint)
+                if sink is not None:
+                    self._start_pump(endpoint, sink)
+            self.manifest = manifest
+        assert self.twins is not None
+        self.twins.publish_desired({m: manifest.module_twins.get(m, {}) for m in manifest.edge_agent.modules})
+        for entry in self.endpoints.values():
+            entry.pump.wake()
+
+    def _module_sink(self, endpoint: str) -> Sink | None:
+        if not endpoint.startswith("module:") or "/" not in endpoint:
+            return None
+        module, _, input_name = endpoint.removeprefix("module:").partition("/")
+        assert self.link is not None
+        return ModuleInputSink(
+            self.link, self.modules, device=self.settings.device_id, module=module, input_name=input_name,
+            ack_timeout=self.settings.ack_timeout,
+        )  # fmt: skip
+
+    def _start_pump(self, endpoint: str, sink: Sink) -> None:
+        if self.store is None or self.purger is None:
+            raise RuntimeError("HubService pump before start")
+        stop = threading.Event()
+        pump = Pump(self.store, endpoint, sink, clock=self.clock, metrics=self.metrics, on_drained=self.purger.wake)
+        thread = threading.Thread(target=pump.run, args=(stop,), name=f"outpost-pump-{endpoint}", daemon=True)
+        thread.start()
+        self.endpoints[endpoint] = _Endpoint(pump=pump, sink=sink, thread=thread, stop=stop)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for endpoint in self.endpoints.values():
+            endpoint.stop.set()
+            endpoint.pump.wake()
+        if self.purger:
+            self.purger.wake()
+        for endpoint in self.endpoints.values():
+            endpoint.thread.join(timeout=10)
+            endpoint.sink.close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self.link:
+            self.link.stop()
+        if self._metrics_server is not None:
+            server, thread = self._metrics_server
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+        if self.store:
+            self.store.close()
+        if self.broker:
+            self.broker.stop()
+
+    def run(self, stop: threading.Event, *, source: Callable[[], Mapping[str, Any] | None] | None = None) -> None:
+        """Until ``stop``: follow ``source`` (a new valid manifest is applied live; an invalid one
+        is logged and ignored), renew certificates, refresh metrics."""
+        last = None
+        while not stop.wait(2.0):
+            document = source() if source else None
+            if document is not None and document != last:
+                try:
+                    self.apply(document)
+                    last = document
+                except Exception as exc:
+                    log.error("new manifest refused; the hub keeps its current routes: %s", exc)
+                    last = document
+            if self.broker:
+                self.broker.renew_certificates()
+            for name, endpoint in self.endpoints.items():
+                if name == UPSTREAM:
+                    self.metrics.set_upstream_connected(endpoint.sink.connected(), self.clock())
+
+    # -- events from the broker link ----------------------------------------------------------
+
+    def _wake(self, endpoints: set[str]) -> None:
+        for endpoint in endpoints:
+            entry = self.endpoints.get(endpoint)
+            if entry is not None:
+                entry.pump.wake()
+
+    def _module_online(self, module: str) -> None:
+        self._wake({e for e in self.endpoints if e.startswith(f"module:{module}/")})
+
+    def _on_event(self, event: Event) -> None:
+        """Runs on the link's network thread: only hand over, never block."""
+        if isinstance(event, Connected):
+            if event.ok:
+                self._subscribe()
+                self._connected.set()
+            return
+        if not isinstance(event, Incoming):
+            return
+        device = self.settings.device_id
+        parts = event.topic.split("/")
+        if len(parts) == 5 and parts[0] == "devices" and parts[2] == "modules" and parts[1] == device:
+            module, kind = parts[3], parts[4]
+            if kind == "acks":
+                self.modules.acked(module, event.payload)
+            elif kind == "status":
+                self.modules.set_status(module, event.payload)
+            assert self.link is not None
+            self.link.ack(event.token, event.qos)
+            return
+        if len(parts) == 6 and parts[4:] == ["twin", "reported"] and self.twins is not None:
+            self.twins.reported(parts[3], event.payload)
+            assert self.link is not None
+            self.link.ack(event.token, event.qos)
+            return
+        assert self.ingress is not None
+        self.ingress.offer(
+            Received(
+                topic=event.topic,
+                payload=event.payload,
+                qos=event.qos,
+                token=event.token,
+                user_properties=event.user_properties,
+                content_type=event.content_type,
+            )
+        )
+
+    def _subscribe(self) -> None:
+        d = self.settings.device_id
+        assert self.link is not None
+        self.link.subscribe(
+            [
+                f"devices/{d}/modules/+/outputs/#",
+                "devices/+/messages/events/#",
+                topics.acks(d, "+"),
+                topics.status(d, "+"),
+                topics.reported(d, "+"),
+            ]
+        )

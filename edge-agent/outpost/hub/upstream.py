@@ -1,0 +1,239 @@
+"""Upstream: which sink the manifest asks for, and how a message looks on each upstream.
+
+Pure (no I/O, no client library at import time). Called by the hub's composition root
+(``sink_from_settings``) and by the adapters ``hub/adapters/{kafka,mqtt,azure}_sink.py``, which
+turn these shapes into library calls.
+
+How an Outpost ``Message`` is carried upstream:
+
+- **Kafka**: value = body; key = the source id (``device`` for a leaf device, ``device/module``
+  for a module) so one source's messages share a partition and keep their order; headers = the
+  message's MQTT 5 user properties (application properties by name, system properties by IoT
+  Hub's short keys: ``$.mid`` message id, ``$.cdid``/``$.cmid`` source, ``$.on`` output, ...),
+  values UTF-8. Topic = ``topicByOutput[output]``, else ``topic``, else ``outpost-upstream``.
+- **MQTT** (a cloud broker): payload = body; the same user properties as MQTT 5 user properties,
+  ``$.ct`` also as the MQTT 5 content type. Topic = the ``topic`` template rendered with
+  ``{device}``, ``{module}``, ``{output}`` and ``{source}`` (a leaf device has no module and no
+  output: ``-``); default ``outpost/{device}/messages``.
+- **Azure IoT Hub** (through ``modules/azure-bridge``): ``AzureFields`` are the fields of an
+  ``azure.iot.device.Message``; the source device/module go to the custom properties
+  ``outpostSourceDevice``/``outpostSourceModule`` because the bridge sends with one identity.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from outpost.wire.message import Message
+
+if TYPE_CHECKING:
+    from outpost.hub.sinks import Sink
+    from outpost.manifest.models import UpstreamSettings
+
+__all__ = [
+    "DEFAULT_AZURE_BRIDGE",
+    "DEFAULT_KAFKA_TOPIC",
+    "DEFAULT_MQTT_TOPIC",
+    "AzureFields",
+    "azure_fields",
+    "kafka_headers",
+    "kafka_key",
+    "kafka_topic_for",
+    "kafka_topic_problem",
+    "mqtt_template_problem",
+    "mqtt_topic_for",
+    "mqtt_topic_problem",
+    "sink_from_settings",
+    "source_id",
+]
+
+DEFAULT_KAFKA_TOPIC = "outpost-upstream"
+DEFAULT_MQTT_TOPIC = "outpost/{device}/messages"
+#: Where the hub finds the azure-bridge module (its TCP JSON-lines protocol, see ``azure_sink``).
+DEFAULT_AZURE_BRIDGE = "127.0.0.1:8890"
+MISSING = "-"  # placeholder value for a leaf device's module and output in MQTT topics
+SOURCE_DEVICE_PROPERTY = "outpostSourceDevice"
+SOURCE_MODULE_PROPERTY = "outpostSourceModule"
+
+_KAFKA_TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+_MQTT_FIELDS = frozenset({"device", "module", "output", "source"})
+_MQTT_MAX_TOPIC_BYTES = 65535
+
+
+def source_id(message: Message) -> str:
+    """``device/module`` for a module's message, ``device`` for a leaf device's."""
+    if message.source_module is None:
+        return message.source_device
+    return f"{message.source_device}/{message.source_module}"
+
+
+# --- Kafka ---------------------------------------------------------------------------------
+
+
+def kafka_topic_for(message: Message, *, topic: str | None, topic_by_output: Mapping[str, str]) -> str:
+    """The topic for a message: its output's mapped topic, else ``topic``, else the default."""
+    if message.output is not None and message.output in topic_by_output:
+        return topic_by_output[message.output]
+    return topic or DEFAULT_KAFKA_TOPIC
+
+
+def kafka_topic_problem(topic: str) -> str | None:
+    """Why Kafka would refuse this topic name (None when it is legal)."""
+    if topic in {".", ".."}:
+        return f"Kafka topic name {topic!r} is not allowed"
+    if not _KAFKA_TOPIC.match(topic):
+        return f"Kafka topic name {topic!r} must be 1-249 characters of a-z A-Z 0-9 . _ -"
+    return None
+
+
+def kafka_key(message: Message) -> bytes:
+    return source_id(message).encode()
+
+
+def kafka_headers(message: Message) -> list[tuple[str, bytes]]:
+    return [(key, value.encode()) for key, value in message.user_properties()]
+
+
+# --- MQTT ----------------------------------------------------------------------------------
+
+
+def mqtt_template_problem(template: str) -> str | None:
+    """Why a topic template cannot be used (None when it is fine)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return f"MQTT topic template {template!r}: {exc}"
+    for _text, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in _MQTT_FIELDS or spec or conversion:
+            allowed = ", ".join("{" + f + "}" for f in sorted(_MQTT_FIELDS))
+            return f"MQTT topic template {template!r}: unknown placeholder {{{name}}} (use {allowed})"
+    sample = template.format(device="d", module="m", output="o", source="d/m")
+    return mqtt_topic_problem(sample)
+
+
+def mqtt_topic_for(template: str, message: Message) -> str:
+    """Render a (checked) topic template for a message."""
+    return template.format(
+        device=message.source_device,
+        module=message.source_module or MISSING,
+        output=message.output or MISSING,
+        source=source_id(message),
+    )
+
+
+def mqtt_topic_problem(topic: str) -> str | None:
+    """Why a broker would refuse to accept a PUBLISH to this topic (None when it is fine)."""
+    if not topic:
+        return "MQTT topic is empty"
+    if "+" in topic or "#" in topic or "\0" in topic:
+        return f"MQTT topic {topic!r} contains a wildcard or NUL"
+    if topic.startswith("$"):
+        return f"MQTT topic {topic!r} starts with '$' (reserved by brokers)"
+    if len(topic.encode()) > _MQTT_MAX_TOPIC_BYTES:
+        return "MQTT topic is longer than 65535 bytes"
+    return None
+
+
+# --- Azure IoT Hub -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AzureFields:
+    """The fields of an ``azure.iot.device.Message`` for one Outpost message."""
+
+    data: bytes
+    message_id: str
+    custom_properties: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    content_encoding: str | None = None
+    correlation_id: str | None = None
+    user_id: str | None = None
+    output_name: str | None = None
+
+    def to_wire(self, seq: int) -> dict[str, Any]:
+        """The JSON object the azure-bridge reads (body base64): see ``hub/adapters/azure_sink.py``."""
+        return {
+            "seq": seq,
+            "data": base64.b64encode(self.data).decode(),
+            "message_id": self.message_id,
+            "custom_properties": dict(self.custom_properties),
+            "content_type": self.content_type,
+            "content_encoding": self.content_encoding,
+            "correlation_id": self.correlation_id,
+            "user_id": self.user_id,
+            "output_name": self.output_name,
+        }
+
+
+def azure_fields(message: Message) -> AzureFields:
+    """Application properties -> custom properties; system properties -> the Message fields."""
+    custom = dict(message.properties)
+    custom[SOURCE_DEVICE_PROPERTY] = message.source_device
+    if message.source_module is not None:
+        custom[SOURCE_MODULE_PROPERTY] = message.source_module
+    system = message.system
+    return AzureFields(
+        data=message.body,
+        message_id=message.id,
+        custom_properties=custom,
+        content_type=system.get("contentType"),
+        content_encoding=system.get("contentEncoding"),
+        correlation_id=system.get("correlationId"),
+        user_id=system.get("userId"),
+        output_name=message.output,
+    )
+
+
+# --- settings -> sink ----------------------------------------------------------------------
+
+
+def sink_from_settings(
+    settings: UpstreamSettings | None,
+    *,
+    device_id: str = "outpost",
+    azure_bridge: str = DEFAULT_AZURE_BRIDGE,
+) -> Sink | None:
+    """The sink the manifest's ``outpost.upstream`` asks for; None for ``none`` or no settings.
+
+    Imports the chosen adapter only (so a hub without Kafka configured never imports kafka).
+    Raises ``ValueError`` when the chosen sink's own section is missing or unusable (the manifest
+    schema requires it; this guards hand-made settings).
+    """
+    if settings is None or settings.sink == "none":
+        return None
+    if settings.sink == "kafka":
+        if settings.kafka is None:
+            raise ValueError("outpost.upstream.sink is 'kafka' but outpost.upstream.kafka is missing")
+        from outpost.hub.adapters.kafka_sink import KafkaSink
+
+        return KafkaSink(
+            settings.kafka.bootstrap_servers,
+            topic=settings.kafka.topic,
+            topic_by_output=settings.kafka.topic_by_output,
+        )
+    if settings.sink == "mqtt":
+        mqtt = settings.mqtt
+        if mqtt is None:
+            raise ValueError("outpost.upstream.sink is 'mqtt' but outpost.upstream.mqtt is missing")
+        from outpost.hub.adapters.mqtt_sink import MqttSink
+
+        tls = bool(mqtt.tls)
+        return MqttSink(
+            mqtt.host,
+            mqtt.port or (8883 if tls else 1883),
+            topic=mqtt.topic or DEFAULT_MQTT_TOPIC,
+            tls=tls,
+            client_id=mqtt.client_id or f"outpost-upstream-{device_id}",
+        )
+    if settings.azure is None:
+        raise ValueError("outpost.upstream.sink is 'azure' but outpost.upstream.azure is missing")
+    from outpost.hub.adapters.azure_sink import AzureSink
+
+    return AzureSink(azure_bridge, connection_string_env=settings.azure.connection_string_env)
