@@ -212,3 +212,48 @@ def _port_open(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True
     return False
+
+
+def test_disk_cap_reject_new_holds_the_cap_and_loses_nothing(hub_factory, module_factory):
+    # The cap covers the whole store file, including the index of recently seen ids: keep the
+    # messages large next to it so a drained store has room again.
+    cap = 1_000_000
+    hub = hub_factory(hub_manifest(ALPHA_TO_BETA, hub_ext={"store": {"maxSizeBytes": cap, "fullPolicy": "reject-new"}}))
+    alpha = module_factory(hub, "alpha", max_outbox=20_000)
+    alpha.connect()
+    body = {"pad": "x" * 600}
+    sent = [alpha.send("out", body) for _ in range(3_000)]  # ~2 MB: more than the cap; beta is offline
+    wait_for(lambda: alpha.pending > 0 and hub.store.depth("module:beta/in") > 0, what="the store filling up")
+    time.sleep(2.0)
+    assert alpha.pending > 0  # the rest wait in the sender's outbox, unreceipted
+    assert hub.store.used_bytes() <= cap * 1.05
+    beta = module_factory(hub, "beta")
+    got = Counter()
+    beta.on_input("in", got)
+    beta.connect()
+    alpha.flush(timeout=180)
+    wait_for(lambda: got.count() >= len(sent), timeout=180, what="everything at beta once the store drained")
+    assert sorted(got.ids) == sorted(sent)
+
+
+def test_disk_cap_drop_oldest_keeps_the_newest_and_counts_drops(hub_factory, module_factory):
+    cap = 400_000
+    hub = hub_factory(
+        hub_manifest(ALPHA_TO_BETA, hub_ext={"store": {"maxSizeBytes": cap, "fullPolicy": "drop-oldest"}})
+    )
+    alpha = module_factory(hub, "alpha", max_outbox=20_000)
+    alpha.connect()
+    sent = [alpha.send("out", {"pad": "x" * 400}) for _ in range(3_000)]
+    alpha.flush(timeout=120)  # every message receipted: stored, some later dropped to make room
+    assert hub.store.used_bytes() <= cap * 1.05
+    kept = hub.store.depth("module:beta/in")
+    assert 0 < kept < len(sent)
+    beta = module_factory(hub, "beta")
+    got = Counter()
+    beta.on_input("in", got)
+    beta.connect()
+    wait_for(lambda: got.count() >= kept, timeout=120, what="the kept messages at beta")
+    assert got.ids == sent[-len(got.ids) :]  # the newest survived, in order
+    metrics = {m.name: m for m in hub.metrics.registry.collect()}
+    dropped = sum(s.value for s in metrics["outpost_hub_dropped"].samples if s.labels.get("reason") == "full")
+    assert dropped >= len(sent) - kept

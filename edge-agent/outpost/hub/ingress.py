@@ -93,6 +93,7 @@ class Ingress:
         link: BrokerLink,
         *,
         on_stored: Callable[[set[str]], None],
+        publisher: BrokerLink | None = None,
         metrics: HubMetrics | None = None,
         clock: Callable[[], float] = time.time,
         batch_max: int = 500,
@@ -102,6 +103,7 @@ class Ingress:
         self.store = store
         self.routes = routes
         self.link = link
+        self.publisher = publisher or link  # receipts may go out on another connection
         self.on_stored = on_stored
         self.metrics = metrics
         self.clock = clock
@@ -181,6 +183,6 @@ class Ingress:
                 receipts[(message.source_device, message.source_module)].append(message.id)
             endpoints.update(d.endpoint for d in targets)
         for (device, module), ids in receipts.items():
-            self.link.publish(topics.receipts(device, module), json.dumps(ids).encode(), qos=1)
+            self.publisher.publish(topics.receipts(device, module), json.dumps(ids).encode(), qos=1)
         if endpoints:
             self.on_stored(endpoints)

@@ -88,6 +88,8 @@ class HubService:
         self.broker: MosquittoSupervisor | None = None
         self.store: SqliteStore | None = None
         self.link: PahoLink | None = None
+        self.control: PahoLink | None = None
+        self._control_connected = threading.Event()
         self.ingress: Ingress | None = None
         self.purger: Purger | None = None
         self.twins: Twins | None = None
@@ -118,28 +120,22 @@ class HubService:
         policy = FullPolicy(ext.full_policy) if ext and ext.full_policy else FullPolicy.DROP_OLDEST
         self.store = SqliteStore(s.state_dir / "store.db", max_bytes=limit, full_policy=policy, clock=self.clock)
         self.metrics.watch_store(self.store, clock=self.clock)
-        self.link = PahoLink(
-            LinkSettings(
-                host=s.host,
-                port=s.port,
-                client_id=f"{HUB_USER}-{s.device_id}",
-                username=HUB_USER,
-                password=self.hub_password,
-                receive_maximum=s.receive_maximum,
-                max_inflight=s.receive_maximum,
-                session_expiry=14 * 86400,
-            ),
-            self._on_event,
-        )
-        self.twins = Twins(self.link, s.device_id, s.state_dir)
+        # Two connections: telemetry (acknowledged only once stored, so its receive window can fill
+        # up while the store is full) and control (acks, status, twins, deliveries), which must keep
+        # flowing precisely then, or a full store could never drain.
+        self.link = self._connection("data", self._on_data_event, s.receive_maximum)
+        self.control = self._connection("ctl", self._on_control_event, 1000)
+        self.twins = Twins(self.control, s.device_id, s.state_dir)
         self.ingress = Ingress(
-            self.store, lambda: self.table, self.link, on_stored=self._wake, metrics=self.metrics, clock=self.clock
-        )
+            self.store, lambda: self.table, self.link, publisher=self.control, on_stored=self._wake,
+            metrics=self.metrics, clock=self.clock,
+        )  # fmt: skip
         self.purger = Purger(self.store, clock=self.clock, metrics=self.metrics)
         self._spawn("outpost-ingress", self.ingress.run)
         self._spawn("outpost-purger", self.purger.run)
+        self.control.start()
         self.link.start()
-        if not self._connected.wait(15):
+        if not (self._connected.wait(15) and self._control_connected.wait(15)):
             raise OSError(
                 f"the hub could not connect to its broker on {s.host}:{s.port}; see {self.broker.paths.log_file}"
             )
@@ -149,6 +145,22 @@ class HubService:
 
             self._metrics_server = start_http_server(s.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
         log.info("edge hub up: broker %s:%d, %d route(s)", s.host, s.port, len(self.table.routes))
+
+    def _connection(self, role: str, on_event: Callable[[Event], None], receive_maximum: int) -> PahoLink:
+        s = self.settings
+        return PahoLink(
+            LinkSettings(
+                host=s.host,
+                port=s.port,
+                client_id=f"{HUB_USER}-{role}-{s.device_id}",
+                username=HUB_USER,
+                password=self.hub_password,
+                receive_maximum=receive_maximum,
+                max_inflight=receive_maximum,
+                session_expiry=14 * 86400,
+            ),
+            on_event,
+        )
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
         thread = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
@@ -164,7 +176,7 @@ class HubService:
         """Switch to a new manifest live: routes, endpoints, broker identities, twins."""
         manifest = _validated or load_manifest(dict(document))
         table = RouteTable.from_desired(manifest.edge_hub)
-        if self.link is None or self.store is None or self.broker is None:
+        if self.control is None or self.store is None or self.broker is None:
             raise RuntimeError("HubService.apply before start")
         with self._lock:
             if self.manifest is not None:
@@ -197,9 +209,9 @@ class HubService:
         if not endpoint.startswith("module:") or "/" not in endpoint:
             return None
         module, _, input_name = endpoint.removeprefix("module:").partition("/")
-        assert self.link is not None
+        assert self.control is not None
         return ModuleInputSink(
-            self.link, self.modules, device=self.settings.device_id, module=module, input_name=input_name,
+            self.control, self.modules, device=self.settings.device_id, module=module, input_name=input_name,
             ack_timeout=self.settings.ack_timeout,
         )  # fmt: skip
 
@@ -224,8 +236,9 @@ class HubService:
             endpoint.sink.close()
         for thread in self._threads:
             thread.join(timeout=10)
-        if self.link:
-            self.link.stop()
+        for link in (self.link, self.control):
+            if link is not None:
+                link.stop()
         if self._metrics_server is not None:
             server, thread = self._metrics_server
             server.shutdown()
@@ -266,30 +279,15 @@ class HubService:
     def _module_online(self, module: str) -> None:
         self._wake({e for e in self.endpoints if e.startswith(f"module:{module}/")})
 
-    def _on_event(self, event: Event) -> None:
-        """Runs on the link's network thread: only hand over, never block."""
+    def _on_data_event(self, event: Event) -> None:
+        """Telemetry, on the data link's network thread: only hand over to ingress, never block."""
         if isinstance(event, Connected):
-            if event.ok:
-                self._subscribe()
+            if event.ok and self.link is not None:
+                d = self.settings.device_id
+                self.link.subscribe([f"devices/{d}/modules/+/outputs/#", "devices/+/messages/events/#"])
                 self._connected.set()
             return
         if not isinstance(event, Incoming):
-            return
-        device = self.settings.device_id
-        parts = event.topic.split("/")
-        if len(parts) == 5 and parts[0] == "devices" and parts[2] == "modules" and parts[1] == device:
-            module, kind = parts[3], parts[4]
-            if kind == "acks":
-                self.modules.acked(module, event.payload)
-            elif kind == "status":
-                self.modules.set_status(module, event.payload)
-            assert self.link is not None
-            self.link.ack(event.token, event.qos)
-            return
-        if len(parts) == 6 and parts[4:] == ["twin", "reported"] and self.twins is not None:
-            self.twins.reported(parts[3], event.payload)
-            assert self.link is not None
-            self.link.ack(event.token, event.qos)
             return
         assert self.ingress is not None
         self.ingress.offer(
@@ -303,15 +301,31 @@ class HubService:
             )
         )
 
-    def _subscribe(self) -> None:
-        d = self.settings.device_id
-        assert self.link is not None
-        self.link.subscribe(
-            [
-                f"devices/{d}/modules/+/outputs/#",
-                "devices/+/messages/events/#",
-                topics.acks(d, "+"),
-                topics.status(d, "+"),
-                topics.reported(d, "+"),
-            ]
-        )
+    def _on_control_event(self, event: Event) -> None:
+        """Acks, status and reported properties, on the control link's network thread."""
+        if isinstance(event, Connected):
+            if event.ok and self.control is not None:
+                d = self.settings.device_id
+                self.control.subscribe([topics.acks(d, "+"), topics.status(d, "+"), topics.reported(d, "+")])
+                self._control_connected.set()
+                if self.manifest is not None:  # a restarted broker may have lost the retained twins
+                    threading.Thread(target=self._republish_twins, name="outpost-twins", daemon=True).start()
+            return
+        if not isinstance(event, Incoming) or self.control is None:
+            return
+        device = self.settings.device_id
+        parts = event.topic.split("/")
+        if len(parts) == 5 and parts[0] == "devices" and parts[2] == "modules" and parts[1] == device:
+            module, kind = parts[3], parts[4]
+            if kind == "acks":
+                self.modules.acked(module, event.payload)
+            elif kind == "status":
+                self.modules.set_status(module, event.payload)
+        elif len(parts) == 6 and parts[4:] == ["twin", "reported"] and self.twins is not None:
+            self.twins.reported(parts[3], event.payload)
+        self.control.ack(event.token, event.qos)
+
+    def _republish_twins(self) -> None:
+        manifest = self.manifest
+        if manifest is not None and self.twins is not None:
+            self.twins.publish_desired({m: manifest.module_twins.get(m, {}) for m in manifest.edge_agent.modules})

@@ -124,7 +124,7 @@ class SqliteStore:
         *,
         max_bytes: int | None = None,
         full_policy: FullPolicy = FullPolicy.DROP_OLDEST,
-        dedupe_window_secs: float = DAY,
+        dedupe_window_secs: float = 3600.0,
         dead_letter_retention_secs: float = 7 * DAY,
         clock: Callable[[], float] = time.time,
     ) -> None:
