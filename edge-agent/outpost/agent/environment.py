@@ -31,10 +31,11 @@ class HubAddress:
 class ModuleEnvironment:
     """Callable: module name -> the variables the agent adds to that module's environment."""
 
-    def __init__(self, device_id: str, hub: HubAddress, key_root: Path) -> None:
+    def __init__(self, device_id: str, hub: HubAddress, key_root: Path, agent_state: Path | None = None) -> None:
         self.device_id = device_id
         self.hub = hub
         self.key_root = key_root
+        self.agent_state = agent_state
         self._key: bytes | None = None
 
     def __call__(self, module: str) -> Mapping[str, str]:
@@ -47,4 +48,6 @@ class ModuleEnvironment:
             "OUTPOST_HUB_HOST": self.hub.host,
             "OUTPOST_HUB_PORT": str(self.hub.port),
             "OUTPOST_MODULE_PASSWORD": module_password(self._key, module),
+            # Where the hub (the edgeHub module) reads the deployment when it runs as a process.
+            **({"OUTPOST_AGENT_STATE_DIR": str(self.agent_state)} if self.agent_state else {}),
         }

@@ -91,7 +91,10 @@ def make_reconciler(state: StateDir, runtime: ContainerRuntime, **kw: Any) -> Re
     info = state.read("runtime.json") or {}
     host, _, port = str(info.get("hub", "127.0.0.1:1883")).rpartition(":")
     env = ModuleEnvironment(
-        str(info.get("deviceId") or default_device_id()), HubAddress(host, int(port)), key_root=state.path.parent
+        str(info.get("deviceId") or default_device_id()),
+        HubAddress(host, int(port)),
+        key_root=state.path.parent,
+        agent_state=state.path.resolve(),
     )
     return Reconciler(runtime, state, module_env=env, **kw)
 

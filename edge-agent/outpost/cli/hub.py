@@ -55,7 +55,12 @@ def run(
         Path | None, typer.Option("--manifest", help="Manifest to take routes and modules from.", dir_okay=False)
     ] = None,
     agent_state: Annotated[
-        Path | None, typer.Option("--agent-state", help="Or: the agent's state dir (follows its deployment).")
+        Path | None,
+        typer.Option(
+            "--agent-state",
+            envvar="OUTPOST_AGENT_STATE_DIR",
+            help="Or: the agent's state dir (follows its deployment).",
+        ),
     ] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Hub state directory.")] = None,
     device_id: Annotated[
@@ -79,7 +84,7 @@ def run(
     if document is None:
         err.print("[red]error:[/] no readable manifest yet; apply one with `outpost agent apply` or pass --manifest")
         raise typer.Exit(1)
-    root = state_dir or _default_state_dir()
+    root = state_dir or (agent_state.parent / "hub" if agent_state else _default_state_dir())
     service = HubService(
         HubSettings(
             state_dir=root,

@@ -61,6 +61,8 @@ class _Probe:
     spec: HealthProbe
     started: float
     next_at: float
+    cwd: Path
+    env: dict[str, str]
     failures: int = 0
     health: Health = Health.STARTING
 
@@ -273,7 +275,13 @@ class ProcessRuntime:
             probe = HealthProbe.model_validate(record["health"])
             now = time.monotonic()
             with self._lock:
-                self._probes[module] = _Probe(spec=probe, started=now, next_at=now + min(1.0, probe.interval_secs))
+                self._probes[module] = _Probe(
+                    spec=probe,
+                    started=now,
+                    next_at=now + min(1.0, probe.interval_secs),
+                    cwd=workdir,  # a command probe runs where, and with the environment that, the module does
+                    env={**os.environ, **record["env"]},
+                )
                 (self.dir / f"{module}.health").write_text(Health.STARTING.value)
             self._ensure_prober()
 
@@ -329,7 +337,7 @@ class ProcessRuntime:
             with self._lock:
                 due = [(m, p) for m, p in self._probes.items() if p.next_at <= time.monotonic()]
             for module, probe in due:
-                ok = self._check(probe.spec)
+                ok = self._check(probe)
                 now = time.monotonic()
                 with self._lock:
                     before = probe.health
@@ -345,13 +353,21 @@ class ProcessRuntime:
             time.sleep(0.1)
 
     @staticmethod
-    def _check(spec: HealthProbe) -> bool:
+    def _check(probe: _Probe) -> bool:
+        spec = probe.spec
         try:
             if spec.http:
                 with urllib.request.urlopen(spec.http, timeout=spec.timeout_secs) as response:
                     return 200 <= int(response.status) < 400
             if spec.command:
-                done = subprocess.run(spec.command, capture_output=True, timeout=spec.timeout_secs, check=False)
+                done = subprocess.run(
+                    spec.command,
+                    cwd=probe.cwd,
+                    env=probe.env,
+                    capture_output=True,
+                    timeout=spec.timeout_secs,
+                    check=False,
+                )
                 return done.returncode == 0
         except (OSError, subprocess.TimeoutExpired, urllib.error.URLError, ValueError):
             return False

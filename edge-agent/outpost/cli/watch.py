@@ -1,0 +1,302 @@
+"""``outpost watch``: a live view of the local device: modules, message rates, score, alerts, valve.
+
+The modules come from the agent's state dir, computed as ``outpost list`` does. The messages are
+observed on the device's broker by a subscriber of its own (``outpost.cli.adapters.mqtt_tap``:
+the hub user, a separate client id, a clean session that expires on disconnect), so the hub's
+persistent session is never touched. What the messages mean is ``outpost.hub.observer``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import queue
+import secrets
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from outpost.agent.adapters import make_runtime
+from outpost.agent.environment import default_device_id
+from outpost.agent.runtime import ContainerRuntime
+from outpost.agent.state import StateDir
+from outpost.cli.adapters.mqtt_tap import MqttTap, TapError
+from outpost.cli.agent import StateOpt, default_state_dir
+from outpost.cli.device import _COLOURS, _live_status
+from outpost.cli.hub import _default_state_dir as default_hub_state_dir
+from outpost.cli.output import err, out, print_json
+from outpost.errors import OutpostError
+from outpost.hub.acl import HUB_USER
+from outpost.hub.observer import Observer, Snapshot, subscriptions
+
+REFRESH_SECS = 0.5
+MODULES_EVERY_SECS = 2.0  # runtime.observe() may ask Docker: not twice a second
+WINDOW_SECS = 5.0
+PASSWORD_FILE = "hub.password"  # outpost.hub.adapters.mosquitto.load_hub_password's file
+
+
+class _Agent:
+    """The agent's view of the modules, or why there is none (then only messages are shown)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.info: dict[str, Any] = {}
+        self.problem: str | None = None
+        self._state: StateDir | None = None
+        self._runtime: ContainerRuntime | None = None
+        if not (path / "runtime.json").exists():
+            self.problem = f"no agent state in {path}: run `outpost agent apply MANIFEST` first, or pass --state-dir"
+            return
+        self._state = StateDir(path)
+        self.info = self._state.read("runtime.json") or {}
+        try:
+            self._runtime = make_runtime(
+                str(self.info.get("kind", "auto")),
+                state_dir=path,
+                namespace=str(self.info.get("namespace", "default")),
+                workdir=Path(self.info["workdir"]) if self.info.get("workdir") else None,
+            )
+        except OutpostError as exc:
+            self.problem = f"cannot read the modules: {exc}"
+
+    def modules(self) -> list[dict[str, Any]]:
+        if self._state is None or self._runtime is None:
+            return []
+        try:
+            status = _live_status(self._state, self._runtime)
+        except (OutpostError, OSError) as exc:
+            self.problem = f"cannot read the modules: {exc}"
+            return []
+        self.problem = None
+        merged = {**status.get("systemModules", {}), **status.get("modules", {})}
+        return [
+            {
+                "name": name,
+                "runtimeStatus": module.get("runtimeStatus", "unknown"),
+                "restartCount": module.get("restartCount", 0),
+                "statusDescription": module.get("statusDescription", ""),
+            }
+            for name, module in merged.items()
+        ]
+
+
+def _hub_address(option: str | None, port: int | None, info: dict[str, Any]) -> tuple[str, int]:
+    text = option or str(info.get("hub") or "127.0.0.1:1883")
+    host, _, port_text = text.rpartition(":")
+    if not host or not port_text.isdigit():
+        err.print(f"[red]error:[/] --hub expects HOST:PORT, got {escape(text)!r}")
+        raise typer.Exit(2)
+    return host, port if port is not None else int(port_text)
+
+
+def _hub_password(hub_state: Path) -> str:
+    path = hub_state / PASSWORD_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        err.print(
+            f"[red]error:[/] no hub password in {escape(str(path))}: pass the running hub's state dir with "
+            "--hub-state-dir (its `outpost hub run --state-dir`, or $OUTPOST_HUB_STATE_DIR)"
+        )
+    except PermissionError:
+        err.print(
+            f"[red]error:[/] cannot read {escape(str(path))} (permission denied): run as the hub's user, e.g. with sudo"
+        )
+    raise typer.Exit(1)
+
+
+def _clock(at: float) -> str:
+    return dt.datetime.fromtimestamp(at).strftime("%H:%M:%S")
+
+
+def _ago(at: float, now: float) -> str:
+    return f"{max(0.0, now - at):.1f}s ago"
+
+
+def render(
+    snap: Snapshot, modules: list[dict[str, Any]], *, hub: str, problem: str | None, connected: bool = True
+) -> RenderableType:
+    """The whole screen: one renderable, used by the live view and by ``--once``."""
+    parts: list[RenderableType] = []
+    link = "[green]connected[/]" if connected else "[red]disconnected, reconnecting[/]"
+    parts.append(
+        Text.from_markup(
+            f"[bold]device {escape(snap.device_id)}[/]  hub {escape(hub)} {link}  "
+            f"observed {snap.observed_secs:.1f}s, rates over {snap.window:g}s"
+        )
+    )
+    if modules:
+        table = Table(title="modules", title_justify="left")
+        for column in ("MODULE", "STATUS", "RESTARTS", "DESCRIPTION"):
+            table.add_column(column)
+        for m in modules:
+            colour = _COLOURS.get(str(m["runtimeStatus"]), "white")
+            table.add_row(
+                escape(m["name"]),
+                f"[{colour}]{escape(str(m['runtimeStatus']))}[/]",
+                str(m["restartCount"]),
+                escape(str(m["statusDescription"])),
+            )
+        parts.append(table)
+    if problem:
+        parts.append(Text.from_markup(f"[yellow]modules:[/] {escape(problem)}"))
+    rates = Table(title="messages", title_justify="left")
+    for column, justify in (("SOURCE", "left"), ("MSG/S", "right"), ("TOTAL", "right"), ("LAST", "right")):
+        rates.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for s in snap.sources:
+        rates.add_row(escape(s.source), f"{s.per_second:.1f}", str(s.total), _ago(s.last_at, snap.now))
+    rates.add_section()
+    dups = f" ({snap.duplicates} re-sent)" if snap.duplicates else ""
+    rates.add_row("[bold]total[/]", f"[bold]{snap.per_second:.1f}[/]", f"[bold]{snap.total}[/]{dups}", "")
+    parts.append(rates)
+    if snap.score is None:
+        parts.append(Text("anomaly score: - (no score seen yet)"))
+    else:
+        sc = snap.score
+        hot = sc.alert is True or (sc.threshold is not None and sc.value > sc.threshold)
+        limit = f" (threshold {sc.threshold:g})" if sc.threshold is not None else ""
+        parts.append(
+            Text.from_markup(
+                f"anomaly score: [{'bold red' if hot else 'green'}]{sc.value:.4f}[/]{limit}  "
+                f"from {escape(sc.source)}, {_ago(sc.at, snap.now)}"
+            )
+        )
+    if snap.valve is None:
+        parts.append(Text("valve: - (no state seen yet)"))
+    else:
+        v = snap.valve
+        colour = "bold yellow" if v.open else "green"
+        extra = ", ".join(escape(x) for x in (v.reason, v.mode) if x)
+        parts.append(
+            Text.from_markup(
+                f"valve: [{colour}]{escape(v.state)}[/]{f' ({extra})' if extra else ''}  "
+                f"from {escape(v.source)}, {_ago(v.at, snap.now)}"
+            )
+        )
+    if snap.alerts:
+        alerts = Table(title="last alerts", title_justify="left")
+        for column in ("TIME", "SOURCE", "SCORE", "FAULT", "DEVICE"):
+            alerts.add_column(column)
+        for a in snap.alerts:
+            alerts.add_row(
+                _clock(a.at),
+                escape(a.source),
+                "-" if a.score is None else f"{a.score:.4f}",
+                escape(a.fault or "-"),
+                escape(a.device or "-"),
+            )
+        parts.append(alerts)
+    else:
+        parts.append(Text("alerts: none seen"))
+    return Group(*parts)
+
+
+def watch(
+    state_dir: StateOpt = None,
+    hub_state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--hub-state-dir",
+            help="The hub's state dir, for its broker password [default: $OUTPOST_HUB_STATE_DIR, as `outpost hub run`].",
+        ),
+    ] = None,
+    hub: Annotated[
+        str | None,
+        typer.Option("--hub", help="The device's broker, HOST:PORT [default: the agent's, else 127.0.0.1:1883]."),
+    ] = None,
+    hub_port: Annotated[int | None, typer.Option("--hub-port", help="Only change the broker's port.")] = None,
+    device_id: Annotated[
+        str | None,
+        typer.Option("--device-id", envvar="OUTPOST_DEVICE_ID", help="The device id [default: the agent's, else hostname]."),
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Observe --seconds, print one snapshot and exit.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="With --once: print the snapshot as JSON.")] = False,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=0.0, help="With --once: how long to observe before the snapshot.")
+    ] = 2.0,
+) -> None:
+    """Watch the device live: modules, message rates per output, anomaly score, alerts, valve (Ctrl-C ends).
+
+    Messages are observed on the device's broker as the hub user, with a session of its own that
+    leaves nothing behind: the hub and the modules are not disturbed.
+    """
+    if json_out and not once:
+        err.print("[red]error:[/] --json needs --once (the live view is for people)")
+        raise typer.Exit(2)
+    agent = _Agent(state_dir or default_state_dir())
+    host, port = _hub_address(hub, hub_port, agent.info)
+    device = device_id or str(agent.info.get("deviceId") or default_device_id())
+    password = _hub_password(hub_state_dir or default_hub_state_dir())
+    inbox: queue.SimpleQueue[tuple[float, str, bytes, tuple[tuple[str, str], ...]]] = queue.SimpleQueue()
+    tap = MqttTap(
+        host,
+        port,
+        client_id=f"{HUB_USER}-watch-{os.getpid()}-{secrets.token_hex(3)}",
+        username=HUB_USER,
+        password=password,
+        topics=subscriptions(device),
+        on_message=lambda topic, payload, props: inbox.put((time.time(), topic, payload, props)),
+    )
+    try:
+        tap.start()
+    except TapError as exc:
+        if exc.unreachable:
+            hint = f"is the hub running? Check with `outpost check --broker {host}:{port}` and `outpost list`"
+        elif exc.refused:
+            hint = f"is --hub-state-dir the state dir of the hub serving {host}:{port}?"
+        else:
+            hint = "see `outpost check`"
+        err.print(f"[red]error:[/] hub broker {escape(f'{host}:{port}')}: {escape(str(exc))}; {escape(hint)}")
+        raise typer.Exit(1) from exc
+    observer = Observer(device, window=WINDOW_SECS)
+
+    def drain() -> None:
+        while True:
+            try:
+                at, topic, payload, props = inbox.get_nowait()
+            except queue.Empty:
+                return
+            observer.observe(topic, payload, props, at=at)
+
+    address = f"{host}:{port}"
+    with tap:
+        if once:
+            err.print(f"watching {escape(device)} on {escape(address)} for {seconds:g} s")
+            modules = agent.modules()
+            time.sleep(seconds)
+            drain()
+            snap = observer.snapshot()
+            if json_out:
+                print_json(
+                    {
+                        "hub": address,
+                        "agent": {"stateDir": str(agent.path), "problem": agent.problem},
+                        "modules": modules,
+                        **snap.as_dict(),
+                    }
+                )
+            else:
+                out.print(render(snap, modules, hub=address, problem=agent.problem, connected=tap.connected))
+            return
+        modules = agent.modules()
+        modules_at = time.monotonic()
+        try:
+            with Live(console=out, refresh_per_second=1 / REFRESH_SECS, auto_refresh=False) as live:
+                while True:
+                    drain()
+                    if time.monotonic() - modules_at >= MODULES_EVERY_SECS:
+                        modules, modules_at = agent.modules(), time.monotonic()
+                    view = render(
+                        observer.snapshot(), modules, hub=address, problem=agent.problem, connected=tap.connected
+                    )
+                    live.update(view, refresh=True)
+                    time.sleep(REFRESH_SECS)
+        except KeyboardInterrupt:
+            return
