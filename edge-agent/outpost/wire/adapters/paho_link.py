@@ -10,6 +10,8 @@ and paho reconnects by itself with a capped backoff.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -127,6 +129,7 @@ class PahoLink:
             client.tls_set(ca_certs=str(settings.ca_file), cert_reqs=ssl.CERT_REQUIRED)
         if settings.will_topic is not None:
             client.will_set(settings.will_topic, settings.will_payload, qos=1, retain=True)
+        client.on_socket_open = _no_delay
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         client.on_publish = self._published
@@ -228,6 +231,12 @@ class PahoLink:
         self._client.disconnect()
         self._client.loop_stop()
         close_sockets(self._client)
+
+
+def _no_delay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+    """Disable Nagle's algorithm: small MQTT packets otherwise wait ~40 ms for delayed ACKs."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def close_sockets(client: mqtt.Client) -> None:
