@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from outpost import __version__
-from outpost.cli import agent, device, hub, manifests, routes
+from outpost.cli import agent, device, hub, manifests, routes, watch
 
 __all__ = ["app", "main"]
 
@@ -24,6 +24,7 @@ app.command("list")(device.list_modules)
 app.command("logs")(device.logs)
 app.command("restart")(device.restart)
 app.command("check")(device.check)
+app.command("watch")(watch.watch)
 
 
 def _version(value: bool) -> None:

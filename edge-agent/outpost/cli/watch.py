@@ -148,8 +148,9 @@ def render(
     if problem:
         parts.append(Text.from_markup(f"[yellow]modules:[/] {escape(problem)}"))
     rates = Table(title="messages", title_justify="left")
-    for column, justify in (("SOURCE", "left"), ("MSG/S", "right"), ("TOTAL", "right"), ("LAST", "right")):
-        rates.add_column(column, justify=justify)  # type: ignore[arg-type]
+    rates.add_column("SOURCE")
+    for column in ("MSG/S", "TOTAL", "LAST"):
+        rates.add_column(column, justify="right")
     for s in snap.sources:
         rates.add_row(escape(s.source), f"{s.per_second:.1f}", str(s.total), _ago(s.last_at, snap.now))
     rates.add_section()
@@ -198,43 +199,11 @@ def render(
     return Group(*parts)
 
 
-def watch(
-    state_dir: StateOpt = None,
-    hub_state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--hub-state-dir",
-            help="The hub's state dir, for its broker password [default: $OUTPOST_HUB_STATE_DIR, as `outpost hub run`].",
-        ),
-    ] = None,
-    hub: Annotated[
-        str | None,
-        typer.Option("--hub", help="The device's broker, HOST:PORT [default: the agent's, else 127.0.0.1:1883]."),
-    ] = None,
-    hub_port: Annotated[int | None, typer.Option("--hub-port", help="Only change the broker's port.")] = None,
-    device_id: Annotated[
-        str | None,
-        typer.Option("--device-id", envvar="OUTPOST_DEVICE_ID", help="The device id [default: the agent's, else hostname]."),
-    ] = None,
-    once: Annotated[bool, typer.Option("--once", help="Observe --seconds, print one snapshot and exit.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="With --once: print the snapshot as JSON.")] = False,
-    seconds: Annotated[
-        float, typer.Option("--seconds", min=0.0, help="With --once: how long to observe before the snapshot.")
-    ] = 2.0,
-) -> None:
-    """Watch the device live: modules, message rates per output, anomaly score, alerts, valve (Ctrl-C ends).
+Inbox = queue.SimpleQueue[tuple[float, str, bytes, tuple[tuple[str, str], ...]]]
 
-    Messages are observed on the device's broker as the hub user, with a session of its own that
-    leaves nothing behind: the hub and the modules are not disturbed.
-    """
-    if json_out and not once:
-        err.print("[red]error:[/] --json needs --once (the live view is for people)")
-        raise typer.Exit(2)
-    agent = _Agent(state_dir or default_state_dir())
-    host, port = _hub_address(hub, hub_port, agent.info)
-    device = device_id or str(agent.info.get("deviceId") or default_device_id())
-    password = _hub_password(hub_state_dir or default_hub_state_dir())
-    inbox: queue.SimpleQueue[tuple[float, str, bytes, tuple[tuple[str, str], ...]]] = queue.SimpleQueue()
+
+def _open_tap(host: str, port: int, password: str, device: str, inbox: Inbox) -> MqttTap:
+    """Subscribed to the device's messages, or a message saying what to check and exit 1."""
     tap = MqttTap(
         host,
         port,
@@ -255,48 +224,89 @@ def watch(
             hint = "see `outpost check`"
         err.print(f"[red]error:[/] hub broker {escape(f'{host}:{port}')}: {escape(str(exc))}; {escape(hint)}")
         raise typer.Exit(1) from exc
-    observer = Observer(device, window=WINDOW_SECS)
+    return tap
 
-    def drain() -> None:
-        while True:
-            try:
-                at, topic, payload, props = inbox.get_nowait()
-            except queue.Empty:
-                return
-            observer.observe(topic, payload, props, at=at)
 
-    address = f"{host}:{port}"
-    with tap:
-        if once:
-            err.print(f"watching {escape(device)} on {escape(address)} for {seconds:g} s")
-            modules = agent.modules()
-            time.sleep(seconds)
-            drain()
-            snap = observer.snapshot()
-            if json_out:
-                print_json(
-                    {
-                        "hub": address,
-                        "agent": {"stateDir": str(agent.path), "problem": agent.problem},
-                        "modules": modules,
-                        **snap.as_dict(),
-                    }
-                )
-            else:
-                out.print(render(snap, modules, hub=address, problem=agent.problem, connected=tap.connected))
-            return
-        modules = agent.modules()
-        modules_at = time.monotonic()
+def _drain(inbox: Inbox, observer: Observer) -> None:
+    while True:
         try:
-            with Live(console=out, refresh_per_second=1 / REFRESH_SECS, auto_refresh=False) as live:
-                while True:
-                    drain()
-                    if time.monotonic() - modules_at >= MODULES_EVERY_SECS:
-                        modules, modules_at = agent.modules(), time.monotonic()
-                    view = render(
-                        observer.snapshot(), modules, hub=address, problem=agent.problem, connected=tap.connected
-                    )
-                    live.update(view, refresh=True)
-                    time.sleep(REFRESH_SECS)
-        except KeyboardInterrupt:
+            at, topic, payload, props = inbox.get_nowait()
+        except queue.Empty:
             return
+        observer.observe(topic, payload, props, at=at)
+
+
+def _live(tap: MqttTap, inbox: Inbox, observer: Observer, agent: _Agent, address: str) -> None:
+    """Redraw every REFRESH_SECS until Ctrl-C."""
+    modules = agent.modules()
+    modules_at = time.monotonic()
+    try:
+        with Live(console=out, auto_refresh=False) as live:
+            while True:
+                _drain(inbox, observer)
+                if time.monotonic() - modules_at >= MODULES_EVERY_SECS:
+                    modules, modules_at = agent.modules(), time.monotonic()
+                snap = observer.snapshot()
+                live.update(render(snap, modules, hub=address, problem=agent.problem, connected=tap.connected))
+                live.refresh()
+                time.sleep(REFRESH_SECS)
+    except KeyboardInterrupt:
+        return
+
+
+def watch(
+    state_dir: StateOpt = None,
+    hub_state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--hub-state-dir",
+            help="The hub's state dir, for its broker password [default: as `outpost hub run`].",
+        ),
+    ] = None,
+    hub: Annotated[
+        str | None,
+        typer.Option("--hub", help="The device's broker, HOST:PORT [default: the agent's, else 127.0.0.1:1883]."),
+    ] = None,
+    hub_port: Annotated[int | None, typer.Option("--hub-port", help="Only change the broker's port.")] = None,
+    device_id: Annotated[
+        str | None,
+        typer.Option(
+            "--device-id", envvar="OUTPOST_DEVICE_ID", help="Device id [default: the agent's, else hostname]."
+        ),
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Observe --seconds, print one snapshot and exit.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="With --once: print the snapshot as JSON.")] = False,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=0.0, help="With --once: how long to observe before the snapshot.")
+    ] = 2.0,
+) -> None:
+    """Watch the device live: modules, message rates per output, anomaly score, alerts, valve (Ctrl-C ends).
+
+    Messages are observed on the device's broker as the hub user, with a session of its own that
+    leaves nothing behind: the hub and the modules are not disturbed.
+    """
+    if json_out and not once:
+        err.print("[red]error:[/] --json needs --once (the live view is for people)")
+        raise typer.Exit(2)
+    agent = _Agent(state_dir or default_state_dir())
+    host, port = _hub_address(hub, hub_port, agent.info)
+    address = f"{host}:{port}"
+    device = device_id or str(agent.info.get("deviceId") or default_device_id())
+    password = _hub_password(hub_state_dir or default_hub_state_dir())
+    observer = Observer(device, window=WINDOW_SECS)
+    inbox: Inbox = queue.SimpleQueue()
+    with _open_tap(host, port, password, device, inbox) as tap:
+        observer.restart()  # rates count from the moment the subscription is in place
+        if not once:
+            _live(tap, inbox, observer, agent, address)
+            return
+        err.print(f"watching {escape(device)} on {escape(address)} for {seconds:g} s")
+        time.sleep(seconds)
+        _drain(inbox, observer)
+        snap = observer.snapshot()
+        modules = agent.modules()
+        if json_out:
+            doc = {"hub": address, "agent": {"stateDir": str(agent.path), "problem": agent.problem}, "modules": modules}
+            print_json({**doc, **snap.as_dict()})
+        else:
+            out.print(render(snap, modules, hub=address, problem=agent.problem, connected=tap.connected))

@@ -217,13 +217,12 @@ class Observer:
         if self._seen(dict(origin.topic_properties).get("$.mid") or dict(user_properties).get("$.mid")):
             self.duplicates += 1
             return
-        if origin.module is not None:
-            label = f"{origin.module}/{origin.output}"
-        else:
-            label = f"device:{origin.device}"
+        label = f"{origin.module}/{origin.output}" if origin.module is not None else f"device:{origin.device}"
         source = self._sources.get(label)
         if source is None:
-            source = self._sources[label] = _Source(origin.device, origin.module, origin.output, SlidingRate(self.window))
+            source = self._sources[label] = _Source(
+                origin.device, origin.module, origin.output, SlidingRate(self.window)
+            )
         source.rate.add(when)
         source.total += 1
         source.last_at = when
@@ -254,7 +253,9 @@ class Observer:
             )
         if output == "alerts" or body.get("alert") is True:
             self._alerts.appendleft(
-                Alert(at=at, source=label, score=score, fault=_text(body.get("fault")), device=_text(body.get("deviceID")))
+                Alert(
+                    at=at, source=label, score=score, fault=_text(body.get("fault")), device=_text(body.get("deviceID"))
+                )
             )
         self._read_valve(label, body, at)
 
@@ -319,14 +320,13 @@ class Observer:
 
 def _reported_module(topic: str, device: str) -> str | None:
     parts = topic.split("/")
-    if len(parts) == 6 and parts[0] == "devices" and parts[1] == device and parts[2] == "modules":
-        if parts[4:] == ["twin", "reported"]:
-            return parts[3]
+    if len(parts) == 6 and parts[:3] == ["devices", device, "modules"] and parts[4:] == ["twin", "reported"]:
+        return parts[3]
     return None
 
 
 def _json_object(payload: bytes) -> dict[str, Any] | None:
-    if len(payload) > MAX_PARSED_BYTES or not payload.lstrip()[:1] == b"{":
+    if len(payload) > MAX_PARSED_BYTES or payload.lstrip()[:1] != b"{":
         return None
     try:
         value = json.loads(payload)
