@@ -29,6 +29,7 @@ from typing import Any
 import docker
 
 from integration.agent_harness import IMAGE, Device, manifest, module
+from outpost.agent.adapters import make_runtime
 
 DOCKER_CLI = "/usr/bin/docker"
 MODULES = 6
@@ -69,7 +70,7 @@ def bare_sdk(client: docker.DockerClient) -> float:
     began = time.perf_counter()
     for i in range(MODULES):
         container = client.containers.create(
-            IMAGE, name=f"bench-sdk-{i}-{label[-8:]}", network_mode="none", labels=[label]
+            IMAGE, name=f"bench-sdk-{i}-{label[-8:]}", network_mode="none", labels={"outpost.bench": label[-8:]}
         )
         container.start()
     elapsed = time.perf_counter() - began
@@ -121,7 +122,9 @@ def agent_rss(root: Path, runtime: str) -> float:
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=30)
-        Device(runtime, root, ns).cleanup()
+        leftover = make_runtime(runtime, state_dir=state, namespace=ns)
+        for name, module_state in leftover.observe().modules.items():
+            leftover.remove(name, module_state.id)
 
 
 def main() -> None:

@@ -12,9 +12,10 @@ import time
 import uuid
 from pathlib import Path
 
-from integration.agent_harness import Device, manifest, module
+from integration.agent_harness import manifest, module
 from integration.conftest_mosquitto import wait_for
 from integration.hub_harness import ALPHA_TO_BETA, DEVICE, OUTPOST, Counter, hub_manifest
+from outpost.agent.adapters.process_runtime import ProcessRuntime
 
 MODULES = ("alpha", "beta", "anomaly-detector", "alert-actuator")
 
@@ -135,4 +136,6 @@ def test_watch_takes_device_and_hub_from_the_agent_and_lists_its_modules(tmp_pat
         assert modules["app"]["restartCount"] == 0
         assert [(s["source"], s["total"]) for s in snap["sources"]] == [("alpha/out", 1)]
     finally:
-        Device("process", tmp_path, ns).cleanup()
+        runtime = ProcessRuntime(state, ns)
+        for name, module_state in runtime.observe().modules.items():
+            runtime.remove(name, module_state.id)

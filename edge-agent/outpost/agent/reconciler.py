@@ -88,6 +88,7 @@ class Reconciler:
         self.runner = Runner(runtime, clock)
         self.status = DeploymentStatus(version=0, code=StatusCode.UNKNOWN, description="no deployment yet")
         self._wake = threading.Event()
+        self.stopping = threading.Event()  # set by run()'s stop: long converges give up at once
         self._platform: dict[str, str] | None = None
         self._last_report: dict[str, Any] | None = None
 
@@ -173,6 +174,8 @@ class Reconciler:
                 return False, f"gave up restarting {names}", dict.fromkeys(round_.plan.failed, "restart limit reached")
             if not round_.plan and self._settled(desired, round_.observed):
                 break
+            if self.stopping.is_set():
+                return False, "the agent is stopping", failures
             if self.clock() >= deadline:
                 pending = [
                     n for n, s in desired.modules.items() if s.status is ModuleStatus.RUNNING
@@ -190,7 +193,7 @@ class Reconciler:
         """Fail if any module crashes, turns unhealthy or is restarted within the window."""
         start_counts = {name: rec.count for name, rec in self.state.restarts().items()}
         end = self.clock() + window
-        while self.clock() < end:
+        while self.clock() < end and not self.stopping.is_set():
             self.sleep(min(self.poll_secs * 4, max(0.0, end - self.clock())))
             round_ = self.reconcile(desired)
             bad: dict[str, str] = {}
@@ -208,6 +211,8 @@ class Reconciler:
             if bad:
                 why = "; ".join(f"{m}: {r}" for m, r in sorted(bad.items()))
                 return False, f"not healthy within the {window:g}s health window ({why})", bad
+        if self.stopping.is_set():
+            return False, "the agent is stopping", {}
         return True, "", {}
 
     # -- apply and run -------------------------------------------------------------------------
@@ -248,6 +253,9 @@ class Reconciler:
             converging=True,
         )  # fmt: skip
         ok, why, failures = self.converge(desired, timeout=timeout, health_window=window)
+        if self.stopping.is_set():
+            # Interrupted, not failed: no verdict, no rollback; the next start resumes this apply.
+            return ApplyResult(False, StatusCode.UNKNOWN, "interrupted: the agent is stopping", deployment_id=stored.id)
         if ok:
             self.state.set_last_known_good(stored)
             self.prune_images(desired, stored)
@@ -323,6 +331,7 @@ class Reconciler:
         is polled for a new manifest document; a changed, valid one is applied with rollback,
         an invalid one is logged and ignored while the current deployment keeps running.
         """
+        self.stopping = stop
         stored = self.resume()
         good = self.state.last_known_good()
         if stored is not None and (good is None or good.id != stored.id):

@@ -221,7 +221,14 @@ def run(
     if metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        try:
+            start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        except OSError as exc:
+            err.print(
+                f"[red]error:[/] metrics port 127.0.0.1:{metrics_port} is taken ({exc.strerror}): is another agent "
+                "running? Stop it, or pass --metrics-port (0 turns metrics off)"
+            )
+            raise typer.Exit(1) from exc
     reconciler = make_reconciler(state, rt, metrics=metrics)
     stop = threading.Event()
 
