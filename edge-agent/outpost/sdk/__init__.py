@@ -18,6 +18,7 @@ from outpost.sdk.errors import (
     SdkTimeoutError,
 )
 from outpost.sdk.messages import InputMessage
+from outpost.sdk.module import ModuleRun, initial_twin, start_module
 
 __all__ = [
     "ConnectError",
@@ -26,9 +27,12 @@ __all__ = [
     "MethodHandler",
     "MethodTimeoutError",
     "ModuleClient",
+    "ModuleRun",
     "NotAuthorizedError",
     "OutboxFullError",
     "SdkError",
     "SdkTimeoutError",
     "TwinHandler",
+    "initial_twin",
+    "start_module",
 ]

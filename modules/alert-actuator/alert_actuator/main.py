@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
 from alert_actuator.service import ActuatorService
@@ -17,21 +14,12 @@ REPORT_EVERY_SECS = 10.0
 
 
 def main() -> int:
-    from outpost.sdk import InputMessage, ModuleClient, SdkError
+    from outpost.sdk import InputMessage, initial_twin, start_module
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     device_id = os.environ.get("MOTOR_ID") or os.environ.get("IOTEDGE_DEVICEID") or "motor-1"
     service = ActuatorService(device_id)
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    client = ModuleClient.from_environment()
-    client.connect()
+    run = start_module(log.name)
+    client, stop = run.client, run.stop
 
     def publish(message: dict[str, Any] | None) -> None:
         if message is not None:
@@ -55,7 +43,7 @@ def main() -> int:
         client.report(service.reported())
 
     client.on_desired_change(on_desired)
-    on_desired(_initial_twin(client, SdkError))
+    on_desired(initial_twin(client))
     client.on_input("alerts", on_alert)
     client.on_method("setValve", on_set_valve)
     ticks_per_report = int(REPORT_EVERY_SECS / TICK_SECS)
@@ -69,13 +57,3 @@ def main() -> int:
     finally:
         client.close()
     return 0
-
-
-def _initial_twin(client: Any, sdk_error: type[Exception]) -> dict[str, Any]:
-    """The desired properties, or ``{}`` (defaults) when the hub has none for this module yet."""
-    try:
-        twin: dict[str, Any] = client.twin()
-    except sdk_error as exc:
-        log.warning("no desired properties yet (%s); running with defaults until a patch arrives", exc)
-        return {}
-    return twin

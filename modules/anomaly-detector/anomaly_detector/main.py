@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from anomaly_detector.detector import Detector
@@ -38,22 +35,13 @@ def models_dir() -> Path | None:
 
 
 def main() -> int:
-    from outpost.sdk import InputMessage, ModuleClient, SdkError
+    from outpost.sdk import InputMessage, initial_twin, start_module
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     manager = ModelManager(cache_dir=models_dir(), edgetpu=edgetpu_mode())
     manager.load_file(BUNDLED_MODEL)
     detector = Detector(manager)
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    client = ModuleClient.from_environment()
-    client.connect()
+    run = start_module(log.name)
+    client, stop = run.client, run.stop
 
     def on_swapped(_result: SwapResult) -> None:
         client.report(detector.reported())
@@ -80,7 +68,7 @@ def main() -> int:
             client.send("alerts", outcome.alert, properties={"alertType": "anomaly"})
 
     client.on_desired_change(on_desired)
-    on_desired(_initial_twin(client, SdkError))
+    on_desired(initial_twin(client))
     client.on_input("features", on_features)
 
     beat_path = heartbeat_path()
@@ -100,13 +88,3 @@ def main() -> int:
         client.close()
         beat_path.unlink(missing_ok=True)
     return 0
-
-
-def _initial_twin(client: Any, sdk_error: type[Exception]) -> dict[str, Any]:
-    """The desired properties, or ``{}`` (defaults) when the hub has none for this module yet."""
-    try:
-        twin: dict[str, Any] = client.twin()
-    except sdk_error as exc:
-        log.warning("no desired properties yet (%s); running with defaults until a patch arrives", exc)
-        return {}
-    return twin

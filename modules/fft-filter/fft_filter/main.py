@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
 from fft_filter.service import FilterService
@@ -15,20 +12,11 @@ REPORT_EVERY_SECS = 30.0
 
 
 def main() -> int:
-    from outpost.sdk import InputMessage, ModuleClient, SdkError
+    from outpost.sdk import InputMessage, initial_twin, start_module
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     service = FilterService()
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    client = ModuleClient.from_environment()
-    client.connect()
+    run = start_module(log.name)
+    client, stop = run.client, run.stop
 
     def on_desired(patch: dict[str, Any]) -> None:
         service.apply_desired(patch)
@@ -47,7 +35,7 @@ def main() -> int:
             client.send("features", features)  # a dict goes out as JSON, so routes can read $body
 
     client.on_desired_change(on_desired)
-    service.apply_desired(_initial_twin(client, SdkError))
+    service.apply_desired(initial_twin(client))
     client.report(service.reported())
     client.on_input("raw", on_raw)
     try:
@@ -56,13 +44,3 @@ def main() -> int:
     finally:
         client.close()
     return 0
-
-
-def _initial_twin(client: Any, sdk_error: type[Exception]) -> dict[str, Any]:
-    """The desired properties, or ``{}`` (defaults) when the hub has none for this module yet."""
-    try:
-        twin: dict[str, Any] = client.twin()
-    except sdk_error as exc:
-        log.warning("no desired properties yet (%s); running with defaults until a patch arrives", exc)
-        return {}
-    return twin

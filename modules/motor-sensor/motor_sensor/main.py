@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 import time
-from types import FrameType
 from typing import Any
 
 from motor_sensor.service import SensorService
@@ -21,28 +18,19 @@ REPORT_EVERY_SECS = 30.0
 
 
 def main() -> int:
-    from outpost.sdk import ModuleClient, SdkError
+    from outpost.sdk import initial_twin, start_module
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     device_id = os.environ.get("MOTOR_ID") or os.environ.get("IOTEDGE_DEVICEID") or "motor-1"
     service = SensorService(device_id)
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    client = ModuleClient.from_environment()
-    client.connect()
+    run = start_module(log.name)
+    client, stop = run.client, run.stop
 
     def on_desired(patch: dict[str, Any]) -> None:
         service.apply_desired(patch)
         client.report(service.reported())
 
     client.on_desired_change(on_desired)
-    service.apply_desired(_initial_twin(client, SdkError))
+    service.apply_desired(initial_twin(client))
     client.report(service.reported())
     log.info("publishing raw windows for %s", device_id)
 
@@ -60,13 +48,3 @@ def main() -> int:
     finally:
         client.close()
     return 0
-
-
-def _initial_twin(client: Any, sdk_error: type[Exception]) -> dict[str, Any]:
-    """The desired properties, or ``{}`` (defaults) when the hub has none for this module yet."""
-    try:
-        twin: dict[str, Any] = client.twin()
-    except sdk_error as exc:
-        log.warning("no desired properties yet (%s); running with defaults until a patch arrives", exc)
-        return {}
-    return twin

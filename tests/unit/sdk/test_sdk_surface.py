@@ -18,11 +18,14 @@ def test_exported_members() -> None:
         "MethodHandler",
         "MethodTimeoutError",
         "ModuleClient",
+        "ModuleRun",
         "NotAuthorizedError",
         "OutboxFullError",
         "SdkError",
         "SdkTimeoutError",
         "TwinHandler",
+        "initial_twin",
+        "start_module",
     ]
     for name in outpost.sdk.__all__:
         assert getattr(outpost.sdk, name) is not None
