@@ -242,6 +242,9 @@ class Reconciler:
             id=f"{name}@{deployment_hash(document)}", version=self.state.next_version(), document=document
         )
         self.state.set_desired(stored)
+        good = self.state.last_known_good()
+        if good is not None and good.id == stored.id and health_window is None:
+            window = 0.0  # the same deployment proved itself already: converge, no second health window
         return self._converge_stored(stored, timeout=timeout, window=window, rollback=allowed)
 
     def _converge_stored(
