@@ -9,6 +9,8 @@
 # mmdebstrap; runs as root.
 #
 # Environment: OUTPOST_BASE_IMAGE (default outpost/base:bookworm),
+#              OUTPOST_BASE_EXTRA_PACKAGES (comma-separated Debian packages added to the rootfs, e.g.
+#              mosquitto for the hub's base, see base-image-hub.sh; default none),
 #              OUTPOST_DEBIAN_MIRROR (default: the bookworm mirror apt uses on this machine),
 #              OUTPOST_CACHE_DIR (default /var/cache/outpost).
 set -euo pipefail
@@ -18,6 +20,11 @@ CACHE=${OUTPOST_CACHE_DIR:-/var/cache/outpost}
 SUITE=bookworm
 VARIANT=apt
 INCLUDE=python3,python3-venv,ca-certificates
+EXTRA=${OUTPOST_BASE_EXTRA_PACKAGES:-}
+EXTRA=${EXTRA// /}
+[ -z "$EXTRA" ] || INCLUDE="$INCLUDE,$EXTRA"
+# Tarballs of each package set are cached side by side (the plain base keeps its historical name).
+FLAVOR=${EXTRA:+-${EXTRA//,/+}}
 DOCKER=/usr/bin/docker  # Debian's client (see docker.sh)
 # Keep it slim like debian:bookworm-slim: no man pages, docs (except copyrights) or translations.
 DPKG_OPTS=(
@@ -53,7 +60,7 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/.base-image.lock"
 flock -w 600 9 || die "timed out waiting for another base-image.sh to finish"
 
-tarball="$CACHE/rootfs-$SUITE-$arch-$key.tar"
+tarball="$CACHE/rootfs-$SUITE-$arch$FLAVOR-$key.tar"
 if [ ! -s "$tarball" ]; then
     command -v mmdebstrap >/dev/null || die "mmdebstrap not installed: run scripts/services/docker.sh first"
 
@@ -100,8 +107,9 @@ if [ ! -s "$tarball" ]; then
         || { rm -f "$tmp_tarball"; tail -n 40 "$CACHE/mmdebstrap.log" >&2; die "mmdebstrap failed (log: $CACHE/mmdebstrap.log)"; }
     mv "$tmp_tarball" "$tarball"
     say "rootfs built in $((SECONDS - t0)) s: $tarball ($(du -h "$tarball" | cut -f1))"
-    # Tarballs of older recipes are dead weight.
-    find "$CACHE" -maxdepth 1 -name "rootfs-*.tar" ! -name "$(basename "$tarball")" -delete
+    # Tarballs of older recipes of this package set are dead weight (other sets' are kept).
+    find "$CACHE" -maxdepth 1 -name "rootfs-$SUITE-$arch$FLAVOR-????????????????.tar" \
+        ! -name "$(basename "$tarball")" -delete
 fi
 
 ctx=$(mktemp -d)

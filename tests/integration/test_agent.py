@@ -253,3 +253,35 @@ def test_status_stopped_module_is_created_but_not_run_then_started(device):
     after = device.observe().modules["busy"]
     assert not after.running
     assert after.id == before  # stopped in place, not re-created
+
+
+def test_run_follows_a_new_manifest_during_the_health_window_and_does_not_retry_a_failed_one(tmp_path):
+    import threading
+
+    device = Device("process", tmp_path, f"t{uuid.uuid4().hex[:8]}")
+    current: dict = {"doc": manifest({"app": module(env={"V": "1"})}, window=30.0)}
+    stop = threading.Event()
+    loop = threading.Thread(
+        target=device.reconciler.run, args=(stop,), kwargs={"source": lambda: current["doc"], "interval": 0.2}
+    )
+    loop.start()
+    try:
+        wait_for(lambda: "app" in device.running(), what="first deployment running")
+        first = device.running()["app"]
+        began = time.monotonic()
+        current["doc"] = manifest({"app": module(env={"V": "2"})}, window=0.5)  # inside v1's 30 s window
+        wait_for(lambda: device.running().get("app") not in (None, first), timeout=20, what="v2 applied")
+        assert time.monotonic() - began < 15  # did not wait out v1's health window
+        wait_for(lambda: device.state.last_known_good() is not None, what="v2 recorded as last known good")
+        good = device.state.last_known_good().id
+        crash = {"V": "3", "BEHAVE_EXIT_AFTER": "0.2", "BEHAVE_EXIT_CODE": "1"}
+        current["doc"] = manifest({"app": module(env=crash)}, window=1.0)
+        metric = device.reconciler.metrics.deployments.labels(result="rolled-back")
+        wait_for(lambda: metric._value.get() >= 1, timeout=30, what="the bad manifest rolled back")
+        time.sleep(3.0)
+        assert metric._value.get() == 1  # not applied again and again
+        assert device.state.desired().id == good
+    finally:
+        stop.set()
+        loop.join(timeout=30)
+        device.cleanup()

@@ -89,6 +89,8 @@ class Reconciler:
         self.status = DeploymentStatus(version=0, code=StatusCode.UNKNOWN, description="no deployment yet")
         self._wake = threading.Event()
         self.stopping = threading.Event()  # set by run()'s stop: long converges give up at once
+        self._source: Callable[[], dict[str, Any] | None] | None = None  # run()'s manifest source
+        self._failed = ""  # hash of the last manifest that failed and was rolled back
         self._platform: dict[str, str] | None = None
         self._last_report: dict[str, Any] | None = None
 
@@ -174,8 +176,8 @@ class Reconciler:
                 return False, f"gave up restarting {names}", dict.fromkeys(round_.plan.failed, "restart limit reached")
             if not round_.plan and self._settled(desired, round_.observed):
                 break
-            if self.stopping.is_set():
-                return False, "the agent is stopping", failures
+            if self._interrupted(desired.deployment_id):
+                return False, "interrupted", failures
             if self.clock() >= deadline:
                 pending = [
                     n for n, s in desired.modules.items() if s.status is ModuleStatus.RUNNING
@@ -193,7 +195,7 @@ class Reconciler:
         """Fail if any module crashes, turns unhealthy or is restarted within the window."""
         start_counts = {name: rec.count for name, rec in self.state.restarts().items()}
         end = self.clock() + window
-        while self.clock() < end and not self.stopping.is_set():
+        while self.clock() < end and not self._interrupted(desired.deployment_id):
             self.sleep(min(self.poll_secs * 4, max(0.0, end - self.clock())))
             round_ = self.reconcile(desired)
             bad: dict[str, str] = {}
@@ -211,9 +213,24 @@ class Reconciler:
             if bad:
                 why = "; ".join(f"{m}: {r}" for m, r in sorted(bad.items()))
                 return False, f"not healthy within the {window:g}s health window ({why})", bad
-        if self.stopping.is_set():
-            return False, "the agent is stopping", {}
+        if self._interrupted(desired.deployment_id):
+            return False, "interrupted", {}
         return True, "", {}
+
+    def _interrupted(self, deployment_id: str) -> bool:
+        """Stop converging: the agent is stopping, or a newer manifest supersedes this one."""
+        if self.stopping.is_set():
+            return True
+        document = self._source() if self._source is not None else None
+        return self._is_new(document, None, deployment_id)
+
+    def _is_new(self, document: dict[str, Any] | None, current: StoredDeployment | None, current_id: str = "") -> bool:
+        """A manifest from the source that should be applied: not the current one, not one that failed."""
+        if document is None:
+            return False
+        digest = deployment_hash(document)
+        current_id = current.id if current is not None else current_id
+        return digest != self._failed and not (current_id and current_id.endswith(digest))
 
     # -- apply and run -------------------------------------------------------------------------
 
@@ -256,9 +273,10 @@ class Reconciler:
             converging=True,
         )  # fmt: skip
         ok, why, failures = self.converge(desired, timeout=timeout, health_window=window)
-        if self.stopping.is_set():
-            # Interrupted, not failed: no verdict, no rollback; the next start resumes this apply.
-            return ApplyResult(False, StatusCode.UNKNOWN, "interrupted: the agent is stopping", deployment_id=stored.id)
+        if self._interrupted(stored.id):
+            # Not failed: stopping (the next start resumes this apply) or superseded by a newer
+            # manifest (which the run loop applies next). No verdict, no rollback.
+            return ApplyResult(False, StatusCode.UNKNOWN, "interrupted", deployment_id=stored.id)
         if ok:
             self.state.set_last_known_good(stored)
             self.prune_images(desired, stored)
@@ -267,6 +285,7 @@ class Reconciler:
             self.metrics.deployments.labels(result="converged").inc()
             return ApplyResult(True, StatusCode.OK, "", deployment_id=stored.id)
         self.metrics.deployments.labels(result="failed").inc()
+        self._failed = stored.id.rpartition("@")[2]  # not retried by run() until the manifest changes
         good = self.state.last_known_good()
         if not rollback or good is None or good.id == stored.id:
             self.status = DeploymentStatus(
@@ -335,6 +354,7 @@ class Reconciler:
         an invalid one is logged and ignored while the current deployment keeps running.
         """
         self.stopping = stop
+        self._source = source
         stored = self.resume()
         good = self.state.last_known_good()
         if stored is not None and (good is None or good.id != stored.id):
@@ -342,10 +362,11 @@ class Reconciler:
         while not stop.is_set():
             document = source() if source else None
             current = self.state.desired()
-            if document is not None and (current is None or not current.id.endswith(deployment_hash(document))):
+            if document is not None and self._is_new(document, current):
                 try:
                     self.apply(document, name=name, timeout=timeout)
                 except ManifestError as exc:
+                    self._failed = deployment_hash(document)  # logged once, not every round
                     log.error("new manifest refused; the running deployment is untouched:\n%s", exc)
                 current = self.state.desired()
             wait = interval

@@ -68,7 +68,10 @@ def run(
     ] = None,
     port: Annotated[int, typer.Option(help="Broker port on 127.0.0.1 for modules.")] = 1883,
     tls_port: Annotated[int | None, typer.Option(help="TLS listener for leaf devices (off when unset).")] = None,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port on 127.0.0.1 (0: off).")] = 9600,
+    metrics_port: Annotated[
+        int,
+        typer.Option(envvar="OUTPOST_HUB_METRICS_PORT", help="Prometheus metrics port on 127.0.0.1 (0: off)."),
+    ] = 9600,
 ) -> None:
     """Run the hub until SIGINT/SIGTERM, following manifest changes live.
 

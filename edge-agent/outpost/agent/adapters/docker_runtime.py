@@ -6,11 +6,18 @@ agent supervises restarts itself, so the container's own restart policy is force
 logs are capped (json-file, 3 x 10 MB) unless the manifest sets ``LogConfig``, so a chatty
 module cannot fill the disk. Library exceptions become ``TemporaryError`` or
 ``PermanentError`` here and nowhere else.
+
+The ``edgeHub`` system module (image ``outpost/edge-hub``, ``outpost hub run``) reads the agent's
+deployment and the device key: its container also gets the agent's state root, the parent of the
+``OUTPOST_AGENT_STATE_DIR`` the agent puts in every module's environment, bind-mounted at the same
+path. The hub then follows the deployment and keeps its own state in ``<root>/hub``, exactly as
+when it runs as a process.
 """
 
 from __future__ import annotations
 
 import copy
+import posixpath
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -38,6 +45,7 @@ _STATES = {
     "removing": RunState.EXITED,
 }
 _FRACTION = re.compile(r"\.(\d{1,9})")
+_HUB_MODULE = "edgeHub"
 _REFUSED = re.compile(r"unauthorized|authentication required|denied|manifest unknown|not found", re.IGNORECASE)
 
 
@@ -198,6 +206,12 @@ class DockerRuntime:
         }
         host = config.setdefault("HostConfig", {})
         host["RestartPolicy"] = {"Name": "no"}
+        if spec.name == _HUB_MODULE and (agent_state := env.get("OUTPOST_AGENT_STATE_DIR")):
+            # The hub reads <root>/<agent>/deployment.json and <root>/device.key, writes <root>/hub.
+            root = posixpath.dirname(agent_state.rstrip("/")) or "/"
+            bind = f"{root}:{root}"
+            if bind not in (host.get("Binds") or []):
+                host["Binds"] = [*(host.get("Binds") or []), bind]
         host.setdefault("LogConfig", {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}})
         if spec.health and spec.health.command and "Healthcheck" not in config:
             probe = spec.health
