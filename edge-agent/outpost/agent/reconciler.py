@@ -3,9 +3,9 @@
 ``apply`` takes a manifest document, refuses it whole if it is invalid (nothing running is
 touched), stores it as the desired deployment, converges, watches a health window, and
 then either records it as last known good or rolls back to the previous good one. ``run``
-does the same for a manifest source forever, waking on a timer, on backoff deadlines and
-whenever ``trigger()`` is called (triggers carry no payload: the plan is always made from
-fresh state). Called by the CLI (``outpost agent apply|run``).
+does the same for a manifest source forever, waking on a timer and on backoff deadlines;
+every round plans from fresh state, never from what an event said. Called by the CLI
+(``outpost agent apply|run``).
 """
 
 from __future__ import annotations
@@ -87,7 +87,6 @@ class Reconciler:
         self.module_env = module_env
         self.runner = Runner(runtime, clock)
         self.status = DeploymentStatus(version=0, code=StatusCode.UNKNOWN, description="no deployment yet")
-        self._wake = threading.Event()
         self.stopping = threading.Event()  # set by run()'s stop: long converges give up at once
         self._source: Callable[[], dict[str, Any] | None] | None = None  # run()'s manifest source
         self._failed = ""  # hash of the last manifest that failed and was rolled back
@@ -329,10 +328,6 @@ class Reconciler:
         self.state.set_image_history(history)
         return removed
 
-    def trigger(self) -> None:
-        """Ask the running loop to reconcile now (from a file watcher, a Docker event, a signal)."""
-        self._wake.set()
-
     def resume(self) -> StoredDeployment | None:
         """What to run after a restart with no outside help: the stored desired, else last known good."""
         return self.state.desired() or self.state.last_known_good()
@@ -380,8 +375,7 @@ class Reconciler:
                         wait = self.poll_secs
                     elif round_.plan.wake_at is not None:
                         wait = max(0.0, min(interval, round_.plan.wake_at - self.clock()))
-            self._wake.wait(wait)
-            self._wake.clear()
+            stop.wait(wait)  # a stop ends the wait at once
 
     @staticmethod
     def _window(stored: StoredDeployment) -> float:
