@@ -9,16 +9,15 @@ new file, never a torn one. Used by the reconciler and by the local CLI (``outpo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from outpost.agent.restarts import RestartRecord
+from outpost.files import write_atomic
 
 __all__ = ["DEFAULT_STATE_DIR", "StateDir", "StoredDeployment", "deployment_hash"]
 
@@ -57,23 +56,7 @@ class StateDir:
     # -- atomic JSON files -------------------------------------------------------------------
 
     def write(self, name: str, data: Any) -> None:
-        target = self.path / name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.path)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=2, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path / name, json.dumps(data, indent=2, sort_keys=True), 0o600, sync_dir=True)
 
     def read(self, name: str) -> Any | None:
         try:

@@ -66,9 +66,7 @@ def run(
     device_id: Annotated[
         str | None, typer.Option("--device-id", envvar="OUTPOST_DEVICE_ID", help="Device id [default: hostname].")
     ] = None,
-    port: Annotated[
-        int, typer.Option(envvar="OUTPOST_HUB_PORT", help="Broker port on 127.0.0.1 for modules.")
-    ] = 1883,
+    port: Annotated[int, typer.Option(envvar="OUTPOST_HUB_PORT", help="Broker port on 127.0.0.1 for modules.")] = 1883,
     tls_port: Annotated[int | None, typer.Option(help="TLS listener for leaf devices (off when unset).")] = None,
     metrics_port: Annotated[
         int,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from outpost.files import write_atomic
 
 __all__ = [
     "CA_LIFETIME",
@@ -166,17 +167,6 @@ def generate_server(
     return Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 def _load(cert: Path, key: Path) -> Issued | None:
     with contextlib.suppress(FileNotFoundError, ValueError):
         issued = Issued(cert.read_bytes(), key.read_bytes())
@@ -205,14 +195,14 @@ def ensure_certificates(
     ca = _load(files.ca_cert, files.ca_key)
     if ca is None or needs_renewal(ca.cert, now, outside_window_only=True):
         ca = generate_ca(now, common_name=common_name, lifetime=ca_lifetime)
-        _write_atomic(files.ca_key, ca.key_pem, 0o600)
-        _write_atomic(files.ca_cert, ca.cert_pem, 0o644)
+        write_atomic(files.ca_key, ca.key_pem, 0o600)
+        write_atomic(files.ca_cert, ca.cert_pem, 0o644)
         changed = True
     server = _load(files.server_cert, files.server_key)
     if server is None or changed or needs_renewal(server.cert, now) or not _issued_by(server.cert, ca.cert):
         server = generate_server(ca, now, hosts=hosts, lifetime=server_lifetime)
-        _write_atomic(files.server_key, server.key_pem, 0o600)
-        _write_atomic(files.server_cert, server.cert_pem, 0o644)
+        write_atomic(files.server_key, server.key_pem, 0o600)
+        write_atomic(files.server_cert, server.cert_pem, 0o644)
         changed = True
     return changed
 

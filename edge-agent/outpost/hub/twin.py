@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from outpost.files import write_atomic
 from outpost.hub.ingress import BrokerLink
 from outpost.wire import topics
 
@@ -45,9 +45,7 @@ def merge_patch(document: dict[str, Any], patch: Mapping[str, Any]) -> dict[str,
 
 
 def _write(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, sort_keys=True), 0o600)
 
 
 class Twins:

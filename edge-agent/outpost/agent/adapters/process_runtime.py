@@ -31,6 +31,7 @@ from outpost.agent.observed import Health, ModuleState, Observed, RunState, boot
 from outpost.agent.runtime import Platform
 from outpost.agent.spec import ModuleSpec, RegistryAuth
 from outpost.errors import PermanentError, TemporaryError
+from outpost.files import write_atomic
 from outpost.manifest.models import HealthProbe
 
 __all__ = ["ProcessRuntime"]
@@ -96,10 +97,7 @@ class ProcessRuntime:
         return data
 
     def _write(self, module: str, record: dict[str, Any]) -> None:
-        path = self._record_path(module)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
+        write_atomic(self._record_path(module), json.dumps(record), 0o600)  # holds the module's password
 
     def _alive(self, record: dict[str, Any]) -> bool:
         pid = record.get("pid")

@@ -27,6 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from outpost.files import write_atomic
 from outpost.hub import tls
 from outpost.hub.acl import BrokerIdentities, acl_text, password_file_text
 from outpost.hub.broker import BrokerConfig, BrokerError, BrokerPaths, render_config
@@ -49,18 +50,6 @@ def find_mosquitto(binary: str | None = None) -> str:
     if found is None:
         raise BrokerError(f"the 'mosquitto' broker is not installed; {INSTALL_HINT}")
     return found
-
-
-def _write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
-    raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(raw)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def load_hub_password(state_dir: Path) -> str:
@@ -154,11 +143,11 @@ class MosquittoSupervisor:
         if self.config.tls is not None:
             tls.ensure_certificates(self._tls_files(), now or dt.datetime.now(dt.UTC))
         self._write_auth()
-        _write_atomic(p.config, render_config(self.config, p), 0o600)
+        write_atomic(p.config, render_config(self.config, p), 0o600)
 
     def _write_auth(self) -> None:
-        _write_atomic(self.paths.password_file, password_file_text(self._identities), 0o600)
-        _write_atomic(self.paths.acl_file, acl_text(self._identities), 0o600)
+        write_atomic(self.paths.password_file, password_file_text(self._identities), 0o600)
+        write_atomic(self.paths.acl_file, acl_text(self._identities), 0o600)
 
     @property
     def identities(self) -> BrokerIdentities:
@@ -228,7 +217,7 @@ class MosquittoSupervisor:
                 start_new_session=True,  # a Ctrl-C to the hub's terminal does not kill the broker first
             )
         self._started_at = time.monotonic()
-        _write_atomic(self.paths.root / "mosquitto.pid", f"{self._proc.pid}\n", 0o644)
+        write_atomic(self.paths.root / "mosquitto.pid", f"{self._proc.pid}\n", 0o644)
         log.info("mosquitto started (pid %d, port %d)", self._proc.pid, self.config.port)
 
     def _failure_detail(self) -> str:
