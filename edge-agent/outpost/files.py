@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+__all__ = ["read_or_create", "write_atomic"]
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o600, *, sync_dir: bool = False) -> None:
@@ -38,3 +39,26 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o600, *, sync_dir: 
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def read_or_create(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The content of ``path``, which ``make()`` creates (mode 0600) on first use.
+
+    Safe when several processes race (agent and hub both want the device key): the first
+    hard link wins and everyone reads the winner's content.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_bytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(make())
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink()
+    return path.read_bytes()

@@ -18,8 +18,9 @@ from typing import Any
 from outpost.files import write_atomic
 from outpost.hub.ingress import BrokerLink
 from outpost.wire import topics
+from outpost.wire.patch import merge_patch
 
-__all__ = ["Twins", "desired_patch", "merge_patch"]
+__all__ = ["Twins", "desired_patch"]
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +30,6 @@ def desired_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
     patch = {key: value for key, value in new.items() if old.get(key, object()) != value}
     patch.update({key: None for key in old if key not in new})
     return patch
-
-
-def merge_patch(document: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """JSON merge patch (RFC 7386): None deletes, objects merge, anything else replaces."""
-    result = dict(document)
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), dict):
-            result[key] = merge_patch(result[key], value)
-        else:
-            result[key] = value
-    return result
 
 
 def _write(path: Path, data: Any) -> None:

@@ -50,7 +50,7 @@ from outpost.sdk.errors import (
     SdkError,
     SdkTimeoutError,
 )
-from outpost.sdk.messages import InputMessage, merge_patch
+from outpost.sdk.messages import InputMessage
 from outpost.wire import topics
 from outpost.wire.adapters.paho_link import (
     NOT_AUTHORIZED,
@@ -63,6 +63,7 @@ from outpost.wire.adapters.paho_link import (
     Subscribed,
 )
 from outpost.wire.message import new_id, split_properties
+from outpost.wire.patch import merge_patch
 
 __all__ = ["InputHandler", "MethodHandler", "ModuleClient", "TwinHandler"]
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["InputMessage", "merge_patch"]
+__all__ = ["InputMessage"]
 
 
 @dataclass(frozen=True)
@@ -38,18 +38,3 @@ class InputMessage:
     def json(self) -> Any:
         """The body parsed as JSON (whatever the content type says)."""
         return json.loads(self.text())
-
-
-def merge_patch(document: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """Twin patch semantics: objects merge recursively, ``null`` removes a key, anything else replaces."""
-    merged = dict(document)
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = merge_patch(merged[key], value)
-        elif isinstance(value, Mapping):
-            merged[key] = merge_patch({}, value)
-        else:
-            merged[key] = value
-    return merged

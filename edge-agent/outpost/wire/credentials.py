@@ -8,12 +8,13 @@ Called by the agent (module environment) and the hub (Mosquitto password file).
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import os
 import secrets
 from pathlib import Path
+
+from outpost.files import read_or_create
 
 __all__ = ["DEFAULT_ROOT", "device_key", "leaf_password", "module_password"]
 
@@ -22,23 +23,7 @@ DEFAULT_ROOT = Path(os.environ.get("OUTPOST_STATE_ROOT", "/var/lib/outpost"))
 
 def device_key(root: Path = DEFAULT_ROOT) -> bytes:
     """The device's secret key, created on first use."""
-    path = root / "device.key"
-    with contextlib.suppress(FileNotFoundError):
-        return path.read_bytes()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".device.key.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secrets.token_bytes(32))
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        os.link(tmp, path)  # fails if another process won the race: then use theirs
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-    return path.read_bytes()
+    return read_or_create(root / "device.key", lambda: secrets.token_bytes(32))
 
 
 def _derive(key: bytes, label: str) -> str:

@@ -7,7 +7,7 @@ import pytest
 import outpost.sdk
 from outpost.errors import OutpostError
 from outpost.sdk import ConnectError, InputMessage, MethodTimeoutError, ModuleClient, SdkError, SdkTimeoutError
-from outpost.sdk.messages import merge_patch
+from outpost.wire.patch import merge_patch
 
 
 def test_exported_members() -> None:
@@ -43,7 +43,7 @@ ENV = {
     "IOTEDGE_MODULEID": "filter",
     "IOTEDGE_DEVICEID": "dev-azure",
     "OUTPOST_DEVICE_ID": "dev1",
-    "OUTPOST_HUB_HOST": "10.0.0.5",
+    "OUTPOST_HUB_HOST": "127.0.0.5",
     "OUTPOST_HUB_PORT": "1884",
     "OUTPOST_MODULE_PASSWORD": "secret",
 }
@@ -53,7 +53,7 @@ def test_from_environment_reads_what_the_agent_sets() -> None:
     client = ModuleClient.from_environment(ENV)
     assert (client.device_id, client.module_id) == ("dev1", "filter")
     settings = client._settings
-    assert (settings.host, settings.port) == ("10.0.0.5", 1884)
+    assert (settings.host, settings.port) == ("127.0.0.5", 1884)
     assert (settings.username, settings.password) == ("filter", "secret")
     assert settings.client_id == "dev1/filter"
     assert settings.will_topic == "devices/dev1/modules/filter/status"

@@ -27,7 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from outpost.files import write_atomic
+from outpost.files import read_or_create, write_atomic
 from outpost.hub import tls
 from outpost.hub.acl import BrokerIdentities, acl_text, password_file_text
 from outpost.hub.broker import BrokerConfig, BrokerError, BrokerPaths, render_config
@@ -54,23 +54,7 @@ def find_mosquitto(binary: str | None = None) -> str:
 
 def load_hub_password(state_dir: Path) -> str:
     """The hub user's random broker password, created (0600) in ``state_dir`` on first use."""
-    path = state_dir / "hub.password"
-    with contextlib.suppress(FileNotFoundError):
-        return path.read_text().strip()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir / f".hub.password.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(32))
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        os.link(tmp, path)  # another process won the race: use theirs
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-    return path.read_text().strip()
+    return read_or_create(state_dir / "hub.password", lambda: secrets.token_urlsafe(32).encode()).decode().strip()
 
 
 def _port_free(host: str, port: int) -> bool:
