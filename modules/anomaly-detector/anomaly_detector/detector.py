@@ -19,14 +19,28 @@ from anomaly_detector.swap import Inference, ModelManager, ModelSource
 log = logging.getLogger("anomaly-detector")
 
 DEFAULT_THRESHOLD = 0.8
-#: Copied from the features message into an alert when present.
+#: Copied from the features message into an alert (and an inference result) when present.
 PASSTHROUGH: tuple[str, ...] = ("sequence", "timestamp", "fault")
+#: Application property motor-sensor stamps on a raw window (epoch seconds when it was sent); fft-filter
+#: carries it onto the features, and the alerts and inference results scored from them carry it on.
+SOURCE_TIMESTAMP = "sourceTimestamp"
+
+
+def carried_properties(properties: Mapping[str, str]) -> dict[str, str]:
+    """The application properties of an input that its outputs carry on: the source window's timestamp
+    (absent when the input had none)."""
+    value = properties.get(SOURCE_TIMESTAMP)
+    return {} if value is None else {SOURCE_TIMESTAMP: value}
 
 
 @dataclass(frozen=True)
 class Outcome:
+    """One scored message: the inference, the ``inference`` output's message (sent only when the desired
+    ``publishInferences`` is true) and the alert message when the score is above the threshold."""
+
     inference: Inference
     alert: dict[str, Any] | None
+    result: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,7 @@ class Detector:
     ) -> None:
         self.manager = manager
         self.threshold = threshold
+        self.publish_inferences = False
         self.clock = clock
         self._lock = threading.Lock()
         self._latencies: deque[float] = deque(maxlen=history)
@@ -72,6 +87,13 @@ class Detector:
             else:
                 with self._lock:
                     self.threshold = float(value)
+        if "publishInferences" in desired:
+            flag = desired["publishInferences"]  # null (removed by a patch): back to the default, off
+            if flag is None or isinstance(flag, bool):
+                with self._lock:
+                    self.publish_inferences = bool(flag)
+            else:
+                errors.append(f"publishInferences: expected true or false, got {flag!r}")
         if desired.get("model") is not None:
             try:
                 source = ModelSource.from_desired(desired["model"])
@@ -113,6 +135,8 @@ class Detector:
                 "modelVersion": inference.version,
                 "at": round(now, 3),
             }
+            publish = self.publish_inferences
+        passed = {key: features[key] for key in PASSTHROUGH if key in features}
         alert: dict[str, Any] | None = None
         if is_alert:
             alert = {
@@ -124,11 +148,21 @@ class Detector:
                 "features": {n: round(float(v), 4) for n, v in zip(names, inference.inputs, strict=False)},
                 "detectedAt": round(now, 3),
                 "latencyMs": round(inference.latency_s * 1e3, 3),
+                **passed,
             }
-            for key in PASSTHROUGH:
-                if key in features:
-                    alert[key] = features[key]
-        return Outcome(inference=inference, alert=alert)
+        result: dict[str, Any] | None = None
+        if publish:
+            result = {
+                "deviceID": features.get("deviceID"),
+                "score": round(inference.score, 4),
+                "alert": is_alert,
+                "threshold": threshold,
+                "modelVersion": inference.version,
+                "detectedAt": round(now, 3),
+                "latencyMs": round(inference.latency_s * 1e3, 3),
+                **passed,
+            }
+        return Outcome(inference=inference, alert=alert, result=result)
 
     def reported(self) -> dict[str, Any]:
         """Reported properties: model, inference latency, alert rate, errors."""
@@ -146,6 +180,7 @@ class Detector:
                 "model": model.describe() if model is not None else None,
                 "modelError": self.manager.last_error,
                 "threshold": self.threshold,
+                "publishInferences": self.publish_inferences,
                 "inference": {
                     "count": self.inferences,
                     "latencyMsP50": pct(50),

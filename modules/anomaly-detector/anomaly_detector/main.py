@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anomaly_detector.detector import Detector
+from anomaly_detector.detector import Detector, carried_properties
 from anomaly_detector.health import HEARTBEAT_EVERY_SECS, beat, heartbeat_path
 from anomaly_detector.model import edgetpu_mode
 from anomaly_detector.swap import BackgroundSwapper, ModelManager, SwapResult
@@ -64,8 +64,13 @@ def main() -> int:
             log.warning("message %s skipped: body is not a JSON object", message.id)
             return
         outcome = detector.handle(features)
-        if outcome is not None and outcome.alert is not None:
-            client.send("alerts", outcome.alert, properties={"alertType": "anomaly"})
+        if outcome is None:
+            return
+        carried = carried_properties(message.properties)  # the window's sourceTimestamp
+        if outcome.alert is not None:
+            client.send("alerts", outcome.alert, properties={"alertType": "anomaly", **carried})
+        if outcome.result is not None:
+            client.send("inference", outcome.result, properties=carried)
 
     client.on_desired_change(on_desired)
     on_desired(initial_twin(client))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fft_filter.service import FilterService
+from fft_filter.service import FilterService, carried_properties
 
 log = logging.getLogger("fft-filter")
 REPORT_EVERY_SECS = 30.0
@@ -32,7 +32,8 @@ def main() -> int:
         system = getattr(message, "system", {}) or {}
         features = service.process(raw, device_id=system.get("connectionDeviceId"))
         if features is not None:
-            client.send("features", features)  # a dict goes out as JSON, so routes can read $body
+            # A dict goes out as JSON, so routes can read $body; the window's sourceTimestamp rides along.
+            client.send("features", features, properties=carried_properties(message.properties))
 
     client.on_desired_change(on_desired)
     service.apply_desired(initial_twin(client))

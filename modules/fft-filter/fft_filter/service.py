@@ -11,6 +11,17 @@ from fft_filter.features import FeatureError, FilterSettings, extract
 
 log = logging.getLogger("fft-filter")
 
+#: Application property motor-sensor stamps on a raw window (epoch seconds when it was sent); the
+#: features derived from that window carry it on unchanged.
+SOURCE_TIMESTAMP = "sourceTimestamp"
+
+
+def carried_properties(properties: Mapping[str, str]) -> dict[str, str]:
+    """The application properties of an input that its output carries on: the source window's timestamp
+    (absent when the input had none, e.g. a leaf device's message)."""
+    value = properties.get(SOURCE_TIMESTAMP)
+    return {} if value is None else {SOURCE_TIMESTAMP: value}
+
 
 class FilterService:
     """Thread-safe holder of the settings, with counters for the reported properties."""

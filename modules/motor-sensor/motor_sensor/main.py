@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-from motor_sensor.service import SensorService
+from motor_sensor.service import SensorService, source_properties
 
 log = logging.getLogger("motor-sensor")
 REPORT_EVERY_SECS = 30.0
@@ -38,7 +38,8 @@ def main() -> int:
     next_report = next_due + REPORT_EVERY_SECS
     try:
         while not stop.is_set():
-            client.send("raw", service.next_message(time.time()))
+            message = service.next_message(time.time())
+            client.send("raw", message, properties=source_properties(time.time()))  # stamped once the window is built
             now = time.monotonic()
             if now >= next_report:
                 client.report(service.reported())

@@ -11,6 +11,16 @@ from motor_sensor.simulator import MotorSimulator, SensorSettings, SettingsError
 
 log = logging.getLogger("motor-sensor")
 
+#: Application property on every ``raw`` message: when this module handed the window to the hub
+#: client (epoch seconds, 6 decimals). fft-filter and anomaly-detector copy it onto what they derive
+#: from the window, so any consumer can tell how old the window behind a message is.
+SOURCE_TIMESTAMP = "sourceTimestamp"
+
+
+def source_properties(sent_at: float) -> dict[str, str]:
+    """The application properties of a ``raw`` message sent at ``sent_at`` (``time.time()``)."""
+    return {SOURCE_TIMESTAMP: f"{sent_at:.6f}"}
+
 
 class SensorService:
     """Owns the simulator; thread-safe (desired-property patches arrive on the SDK's worker thread)."""

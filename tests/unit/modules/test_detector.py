@@ -91,6 +91,44 @@ def test_desired_model_is_parsed_for_the_swapper(detector: Detector) -> None:
     assert ok.errors == []
 
 
+def test_inference_results_are_published_only_when_desired(detector: Detector) -> None:
+    outcome = detector.handle(HEALTHY)
+    assert outcome is not None
+    assert outcome.result is None  # off by default: the manifest routes no inference output
+    assert detector.apply_desired({"publishInferences": True}).errors == []
+    assert detector.reported()["publishInferences"] is True
+    healthy, stalled = detector.handle(HEALTHY), detector.handle(STALLED)
+    assert healthy is not None
+    assert stalled is not None
+    assert healthy.result is not None
+    assert healthy.result["alert"] is False
+    assert healthy.result["score"] < 0.5
+    assert (healthy.result["sequence"], healthy.result["timestamp"]) == (41, 1700000000.0)
+    assert healthy.result["modelVersion"] == "1"
+    assert stalled.result is not None
+    assert stalled.alert is not None
+    assert stalled.result["alert"] is True
+    assert stalled.result["score"] == stalled.alert["score"]
+    assert stalled.result["fault"] == "stall"
+    assert detector.apply_desired({"publishInferences": "yes"}).errors == [
+        "publishInferences: expected true or false, got 'yes'"
+    ]
+    assert detector.publish_inferences is True  # a refused value changes nothing
+    assert detector.apply_desired({"publishInferences": None}).errors == []  # removed by a patch: default
+    outcome = detector.handle(HEALTHY)
+    assert outcome is not None
+    assert outcome.result is None
+
+
+def test_outputs_carry_the_source_windows_timestamp() -> None:
+    from anomaly_detector.detector import carried_properties
+
+    assert carried_properties({"sourceTimestamp": "1700000000.123456", "other": "x"}) == {
+        "sourceTimestamp": "1700000000.123456"
+    }
+    assert carried_properties({}) == {}
+
+
 def test_message_without_the_models_inputs_is_skipped_and_counted(detector: Detector) -> None:
     assert detector.handle({"deviceID": "x", "current": 1.0}) is None
     assert detector.handle({**HEALTHY, "current": "high"}) is None

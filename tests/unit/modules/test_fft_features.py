@@ -182,3 +182,12 @@ def test_service_keeps_settings_on_a_bad_patch_and_counts_refused_messages() -> 
     assert service.process(raw_message(current=sine(50.0).tolist())) is not None
     reported = service.reported()
     assert (reported["processed"], reported["rejected"]) == (1, 1)
+
+
+def test_features_carry_the_source_windows_timestamp_on() -> None:
+    from fft_filter.service import carried_properties
+
+    assert carried_properties({"sourceTimestamp": "1700000000.5", "alertType": "x"}) == {
+        "sourceTimestamp": "1700000000.5"
+    }
+    assert carried_properties({}) == {}  # a leaf device's window has none

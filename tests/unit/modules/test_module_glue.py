@@ -56,15 +56,20 @@ class FakeClient:
     def report(self, patch: dict[str, Any]) -> None:
         self.reported.append(dict(patch))
 
-    def deliver(self, input_name: str, body: Any) -> None:
+    def deliver(self, input_name: str, body: Any, properties: dict[str, str] | None = None) -> None:
         import json
 
         self._count += 1
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.inputs[input_name](sdk.InputMessage(id=f"in{self._count}", input_name=input_name, body=raw))
+        message = sdk.InputMessage(id=f"in{self._count}", input_name=input_name, body=raw, properties=properties or {})
+        self.inputs[input_name](message)
 
     def outputs(self, name: str) -> list[Any]:
         return [payload for output, payload, _ in self.sent if output == name]
+
+    def sent_on(self, name: str) -> list[tuple[Any, dict[str, str]]]:
+        """(payload, application properties) of each message sent on output ``name``."""
+        return [(payload, dict(props or {})) for output, payload, props in self.sent if output == name]
 
 
 @pytest.fixture
@@ -123,8 +128,13 @@ def test_the_four_modules_chained_with_a_stall(monkeypatch: pytest.MonkeyPatch, 
         while len(sensor.outputs("raw")) < 6:
             time.sleep(0.01)
 
+    began = time.time()
     assert run_main(sensor_main, sensor, monkeypatch, wait_for_windows) == 0
     raws = sensor.outputs("raw")
+    # Each window carries the moment it was sent (sourceTimestamp, epoch seconds) as a property.
+    stamps = [props["sourceTimestamp"] for _, props in sensor.sent_on("raw")]
+    assert began <= float(stamps[0]) < float(stamps[-1]) <= time.time()
+    assert all(float(stamp) >= raw["timestamp"] - 0.001 for stamp, raw in zip(stamps, raws, strict=True))
     assert raws[0]["deviceID"] == "motor-1"
     assert raws[0]["fault"] == "stall"
     assert sensor.reported[0]["faults"][0]["type"] == "stall"
@@ -134,20 +144,24 @@ def test_the_four_modules_chained_with_a_stall(monkeypatch: pytest.MonkeyPatch, 
 
     def feed_raw() -> None:
         fft.deliver("raw", b"not json")
-        for raw in raws:
-            fft.deliver("raw", raw)
+        for raw, props in sensor.sent_on("raw"):
+            fft.deliver("raw", raw, props)
+        fft.deliver("raw", {**raws[0], "sequence": 99})  # a leaf device's window: no sourceTimestamp
 
     assert run_main(fft_main, fft, monkeypatch, feed_raw) == 0
-    features = fft.outputs("features")
-    assert len(features) == len(raws)
+    features = fft.outputs("features")[: len(raws)]
+    assert len(fft.outputs("features")) == len(raws) + 1
+    # The features carry their window's sourceTimestamp on; the leaf's carry none.
+    assert [props.get("sourceTimestamp") for _, props in fft.sent_on("features")] == [*stamps, None]
     assert {"deviceID", "current", "temperature", "vibration", "sound", "fft_data"} <= set(features[0])
 
     # anomaly-detector: the stalled motor's features alert.
-    detector = FakeClient({"threshold": 0.8, "model": {"version": "1", "path": "/var/lib/outpost/models/x.tflite"}})
+    model = {"version": "1", "path": "/var/lib/outpost/models/x.tflite"}
+    detector = FakeClient({"threshold": 0.8, "publishInferences": True, "model": model})
 
     def feed_features() -> None:
-        for f in features:
-            detector.deliver("features", f)
+        for f, props in fft.sent_on("features")[: len(raws)]:
+            detector.deliver("features", f, props)
         assert (tmp_path / "heartbeat").exists()  # the main loop beats while a model serves
 
     assert run_main(detector_main, detector, monkeypatch, feed_features) == 0
@@ -155,6 +169,14 @@ def test_the_four_modules_chained_with_a_stall(monkeypatch: pytest.MonkeyPatch, 
     assert len(alerts) == len(features)
     assert alerts[0]["score"] > 0.8
     assert alerts[0]["model"]["version"] == "1"
+    # Alerts and inference results carry the window's sourceTimestamp on (alerts also alertType).
+    assert [props for _, props in detector.sent_on("alerts")] == [
+        {"alertType": "anomaly", "sourceTimestamp": stamp} for stamp in stamps
+    ]
+    results = detector.sent_on("inference")
+    assert [props for _, props in results] == [{"sourceTimestamp": stamp} for stamp in stamps]
+    assert [r["sequence"] for r, _ in results] == [a["sequence"] for a in alerts]
+    assert all(r["alert"] is True and r["score"] > 0.8 for r, _ in results)
     last = detector.reported[-1]
     assert last["inference"]["count"] == len(features)
     assert last["alerts"]["count"] == len(features)

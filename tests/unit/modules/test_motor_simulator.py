@@ -156,3 +156,9 @@ def test_service_refuses_a_bad_patch_whole_and_reports_it() -> None:
     assert reported["lastError"] == error
     assert reported["activeFaults"] == {"stall": 1.0}
     assert service.period_secs == 0.5
+
+
+def test_raw_windows_are_stamped_with_the_moment_they_are_sent() -> None:
+    from motor_sensor.service import source_properties
+
+    assert source_properties(1700000000.1234567) == {"sourceTimestamp": "1700000000.123457"}
