@@ -257,3 +257,45 @@ def test_disk_cap_drop_oldest_keeps_the_newest_and_counts_drops(hub_factory, mod
     metrics = {m.name: m for m in hub.metrics.registry.collect()}
     dropped = sum(s.value for s in metrics["outpost_hub_dropped"].samples if s.labels.get("reason") == "full")
     assert dropped >= len(sent) - kept
+
+
+def test_batches_both_ways_and_unreadable_batches_are_dropped_and_counted(hub_factory, module_factory, tmp_path):
+    """A burst travels as batch PUBLISHes into and out of the hub; a bad batch never blocks it."""
+    from paho.mqtt import client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from outpost.wire import batch as batches
+    from outpost.wire import topics
+
+    hub = hub_factory(hub_manifest(ALPHA_TO_BETA))
+    beta = module_factory(hub, "beta")
+    got = Counter()
+    beta.on_input("in", got)
+    beta.connect()
+    raw = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="raw-alpha", protocol=mqtt.MQTTv5)
+    raw.username_pw_set("alpha", module_password(device_key(tmp_path), "alpha"))
+    raw.connect("127.0.0.1", hub.settings.port)
+    raw.loop_start()
+    try:
+        batch_topic = topics.batch_outputs(DEVICE, "alpha")
+        for payload in (b"OPB1\x00\x00\x00\x05[[]]", b"not a batch", batches.encode([])):
+            assert raw.publish(batch_topic, payload, qos=1).wait_for_publish(10) is None
+        good = [batches.Framed("out", (("$.mid", f"raw-{n}"),), "application/json", b'{"n":%d}' % n) for n in range(3)]
+        raw.publish(batch_topic, batches.encode(good), qos=1).wait_for_publish(10)
+        wait_for(lambda: got.count() == 3, what="the three messages of the good batch")
+        assert got.ids == ["raw-0", "raw-1", "raw-2"]
+        assert hub.ingress is not None
+        assert hub.ingress.malformed == 2
+        assert hub.metrics.dropped.labels(reason="malformed")._value.get() == 2
+    finally:
+        raw.loop_stop()
+        raw.disconnect()
+
+    alpha = module_factory(hub, "alpha")
+    alpha.connect()
+    sent = [alpha.send("out", {"n": n}) for n in range(3000)]
+    alpha.flush(timeout=60)
+    wait_for(lambda: got.count() >= 3003, timeout=60, what="the burst at beta")
+    assert got.ids[3:] == sent
+    assert alpha.batches_sent > 0
+    assert beta.batches_received > 0

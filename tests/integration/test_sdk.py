@@ -32,6 +32,7 @@ from outpost.sdk import (
     NotAuthorizedError,
     OutboxFullError,
 )
+from outpost.wire import batch as batches
 from outpost.wire import topics
 
 Route = dict[tuple[str, str], tuple[str, str]]  # (module, output) -> (module, input)
@@ -54,24 +55,20 @@ class FakeHub:
         self.raw = broker.raw(HUB_USER, client_id="fake-hub")
         self.raw.on_message = self._message
         self.raw.wait_connack()
-        for sub in ("outputs/#", "acks", "twin/reported", "status"):
+        for sub in ("outputs/#", "batch/outputs", "acks", "twin/reported", "status"):
             self.raw.subscribe(f"devices/{DEVICE}/modules/+/{sub}")
+        self.batches = 0  # batch PUBLISHes received
 
     def _message(self, msg: mqtt.MQTTMessage) -> None:  # paho's thread: publish, never wait
         parts = msg.topic.split("/")
         module, kind = parts[3], parts[4]
         if kind == "outputs":
             pairs = [(str(k), str(v)) for k, v in getattr(msg.properties, "UserProperty", [])]
-            mid = dict(pairs)["$.mid"]
-            with self.lock:
-                self.outputs.append((module, parts[5], mid))
-            target = self.routes.get((module, parts[5]))
-            if target is not None:
-                props = Properties(PacketTypes.PUBLISH)
-                props.UserProperty = [*pairs, ("$.cdid", DEVICE), ("$.cmid", module)]
-                self.raw.client.publish(topics.input_topic(DEVICE, *target), msg.payload, qos=1, properties=props)
-            if self.receipting.is_set():
-                self.raw.client.publish(topics.receipts(DEVICE, module), json.dumps([mid]), qos=1)
+            self._output(module, parts[5], pairs, msg.payload)
+        elif kind == "batch":
+            self.batches += 1
+            for item in batches.decode(msg.payload):
+                self._output(module, item.name, list(item.user_properties), item.body)
         elif kind == "acks":
             # the SDK acks INPUT/ID (one message routed to two inputs is two deliveries)
             ids = [key.split("/", 1)[1] for key in json.loads(msg.payload)]
@@ -85,6 +82,18 @@ class FakeHub:
         elif kind == "status":
             with self.lock:
                 self.status[module] = msg.payload
+
+    def _output(self, module: str, output: str, pairs: list[tuple[str, str]], body: bytes) -> None:
+        mid = dict(pairs)["$.mid"]
+        with self.lock:
+            self.outputs.append((module, output, mid))
+        target = self.routes.get((module, output))
+        if target is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = [*pairs, ("$.cdid", DEVICE), ("$.cmid", module)]
+            self.raw.client.publish(topics.input_topic(DEVICE, *target), body, qos=1, properties=props)
+        if self.receipting.is_set():
+            self.raw.client.publish(topics.receipts(DEVICE, module), json.dumps([mid]), qos=1)
 
     def output_ids(self, module: str) -> list[str]:
         with self.lock:
@@ -373,3 +382,62 @@ def test_acks_name_the_input_so_one_message_on_two_inputs_is_two_deliveries(brok
     hub.raw.client.publish(topics.input_topic(DEVICE, "beta", "in2"), b"{}", qos=1, properties=props)
     wait_for(lambda: second.ids() == [message_id], what="the second delivery")
     wait_for(lambda: hub.acked("beta").count(message_id) == 2, what="one ack per input")
+
+
+def test_a_burst_goes_out_as_batches_in_order_and_once(broker: Broker, clients) -> None:
+    hub = FakeHub(broker, {("alpha", "out1"): ("beta", "in1")})
+    received = Received()
+    beta = clients("beta")
+    beta.on_input("in1", received)
+    alpha = clients("alpha")
+    ids = [alpha.send("out1", {"n": n}, {"k": str(n)}) for n in range(3000)]
+    alpha.flush(timeout=60)
+    assert alpha.batches_sent > 0
+    assert hub.batches == alpha.batches_sent
+    assert hub.output_ids("alpha") == ids  # in order, each once, whether batched or not
+    wait_for(lambda: received.ids() == ids, timeout=60, what="beta to handle all 3000")
+    assert [m.properties["k"] for m in received.messages] == [str(n) for n in range(3000)]
+
+
+def test_max_batch_1_sends_every_message_on_its_own(broker: Broker, clients) -> None:
+    hub = FakeHub(broker)
+    alpha = clients("alpha", max_batch=1)
+    ids = [alpha.send("out1", {"n": n}) for n in range(500)]
+    alpha.flush(timeout=30)
+    assert alpha.batches_sent == 0
+    assert hub.batches == 0
+    assert hub.output_ids("alpha") == ids
+    with pytest.raises(ValueError, match="max_batch must be between 1 and 250"):
+        clients("gamma", connect=False, max_batch=0)
+
+
+def test_batched_inputs_are_handled_in_order_deduplicated_and_acked_each(broker: Broker, clients) -> None:
+    hub = FakeHub(broker)
+    received = Received()
+    beta = clients("beta")
+    beta.on_input("in1", received)
+
+    def framed(mid: str) -> batches.Framed:
+        return batches.Framed("in1", (("$.mid", mid), ("$.cmid", "alpha")), "application/json", b'{"v":1}')
+
+    batch_topic = topics.batch_inputs(DEVICE, "beta")
+    hub.publish(batch_topic, batches.encode([framed("b-1"), framed("b-2"), framed("b-1")]))
+    hub.publish(batch_topic, b"OPB1 garbage")  # unreadable: logged and ignored
+    hub.publish(batch_topic, batches.encode([framed("b-3"), batches.Framed("nope", (("$.mid", "b-4"),), None, b"")]))
+    wait_for(lambda: received.ids() == ["b-1", "b-2", "b-3"], what="three distinct batched inputs")
+    wait_for(lambda: {"b-1", "b-2", "b-3"} <= set(hub.acked("beta")), what="an ack for each")
+    assert "b-4" not in hub.acked("beta")  # no handler for input 'nope': left for the hub to resend
+    assert beta.batches_received == 2
+    assert beta.duplicates == 1
+    assert received.messages[0].system["connectionModuleId"] == "alpha"
+
+
+def test_online_status_announces_that_the_client_reads_batches(broker: Broker, clients) -> None:
+    seen: list[list[tuple[str, str]]] = []
+    raw = broker.raw(HUB_USER, client_id="status-reader")
+    raw.on_message = lambda msg: seen.append([(str(k), str(v)) for k, v in getattr(msg.properties, "UserProperty", [])])
+    raw.wait_connack()
+    raw.subscribe(topics.status(DEVICE, "beta"))
+    clients("beta")
+    wait_for(lambda: any(batches.READS_BATCHES in pairs for pairs in seen), what="beta's online status")
+    raw.close()

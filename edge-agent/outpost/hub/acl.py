@@ -104,11 +104,13 @@ def module_rules(device: str, module: str) -> list[str]:
     base = f"devices/{device}/modules/{module}"
     return [
         f"topic write {base}/outputs/#",
+        f"topic write {topics.batch_outputs(device, module)}",
         f"topic write {topics.reported(device, module)}",
         f"topic write {topics.acks(device, module)}",
         f"topic write {topics.status(device, module)}",
         f"topic write {topics.method_response_prefix(device, module)}/#",
         f"topic read {base}/inputs/#",
+        f"topic read {topics.batch_inputs(device, module)}",
         f"topic read {topics.desired(device, module)}/#",
         f"topic read {base}/methods/#",
         f"topic read {topics.receipts(device, module)}",

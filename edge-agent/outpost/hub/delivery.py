@@ -2,7 +2,8 @@
 SDK acknowledges it (after its handler returned), never merely when the broker took it.
 
 ``ModuleInputSink`` implements ``Sink`` for one endpoint ``module:M/INPUT``: it publishes a
-batch to the input topic and waits (bounded) for the module's acks; unacknowledged
+batch to the input topic (as batch PUBLISHes, ``outpost.wire.batch``, when the module announced
+it reads them and more than one delivery is due) and waits (bounded) for the module's acks; unacknowledged
 deliveries stay retryable and are sent again (the SDK drops the repeated ids). ``Modules``
 tracks which modules are online (their retained status) and routes acks to the sinks.
 Called by ``service.HubService``.
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from outpost.hub.ingress import BrokerLink
 from outpost.hub.sinks import FailureKind, SinkResult
 from outpost.hub.store import Stored
+from outpost.wire import batch as batches
 from outpost.wire import topics
 
 __all__ = ["ModuleInputSink", "Modules", "ack_key"]
@@ -36,6 +38,8 @@ class Modules:
 
     def __init__(self) -> None:
         self._online: dict[str, bool] = {}
+        self._batches: dict[str, bool] = {}
+        self._sessions: dict[str, int] = {}
         self._sinks: dict[str, list[ModuleInputSink]] = {}
         self._lock = threading.Lock()
         self.on_online: Callable[[str], None] = lambda _module: None
@@ -52,10 +56,25 @@ class Modules:
     def online(self, module: str) -> bool:
         return self._online.get(module, False)
 
-    def set_status(self, module: str, payload: bytes) -> None:
+    def reads_batches(self, module: str) -> bool:
+        return self._batches.get(module, False)
+
+    def session(self, module: str) -> int:
+        """Counts the module's ``online`` announcements: a new value means a new connection, and
+        QoS 0 deliveries sent to the old one are gone (no point waiting for their acks)."""
+        return self._sessions.get(module, 0)
+
+    def set_status(self, module: str, payload: bytes, properties: Sequence[tuple[str, str]] = ()) -> None:
         online = payload.strip() == b"online"
         was = self._online.get(module, False)
+        self._batches[module] = online and batches.READS_BATCHES in properties
+        if online:
+            self._sessions[module] = self._sessions.get(module, 0) + 1
         self._online[module] = online
+        with self._lock:
+            sinks = list(self._sinks.get(module, []))
+        for sink in sinks:
+            sink.status_changed()
         if online and not was:
             self.on_online(module)
 
@@ -101,6 +120,11 @@ class ModuleInputSink:
     def connected(self) -> bool:
         return self.modules.online(self.module)
 
+    def status_changed(self) -> None:
+        """The module went offline or (re)connected: a waiting ``send`` looks again at once."""
+        with self._cond:
+            self._cond.notify_all()
+
     def acked(self, keys: set[str]) -> None:
         with self._cond:
             for key in keys & self._pending.keys():
@@ -111,26 +135,41 @@ class ModuleInputSink:
         if not self.connected():
             return SinkResult(retryable=[s.seq for s in batch], failure=FailureKind.UNREACHABLE, detail="offline")
         topic = topics.input_topic(self.device, self.module, self.input)
+        session = self.modules.session(self.module)
         with self._cond:
             self._done.clear()
             self._pending = {ack_key(self.input, s.message.id): s.seq for s in batch}
+        # QoS 0 is enough on this hop: the delivery stays in the store until the module's SDK acks
+        # it, and is sent again otherwise; QoS 1 would add two packets per PUBLISH.
         try:
-            for stored in batch:
-                message = stored.message
-                # QoS 0 is enough on this hop: the delivery stays in the store until the module's SDK
-                # acks it, and is sent again otherwise; QoS 1 would add two packets per message.
-                self.link.publish(
-                    topic,
-                    message.body,
-                    qos=0,
-                    user_properties=message.user_properties(),
-                    content_type=message.system.get("contentType"),
-                )
+            if len(batch) > 1 and self.modules.reads_batches(self.module):
+                framed = [
+                    batches.Framed(
+                        self.input,
+                        tuple(s.message.user_properties()),
+                        s.message.system.get("contentType"),
+                        s.message.body,
+                    )
+                    for s in batch
+                ]
+                batch_topic = topics.batch_inputs(self.device, self.module)
+                for run in batches.chunks(framed):
+                    self.link.publish(batch_topic, batches.encode(run), qos=0)
+            else:
+                for stored in batch:
+                    message = stored.message
+                    self.link.publish(
+                        topic,
+                        message.body,
+                        qos=0,
+                        user_properties=message.user_properties(),
+                        content_type=message.system.get("contentType"),
+                    )
         except OSError as exc:
             return SinkResult(retryable=[s.seq for s in batch], failure=FailureKind.UNREACHABLE, detail=str(exc))
         deadline = time.monotonic() + self.ack_timeout
         with self._cond:
-            while self._pending and self.connected():
+            while self._pending and self.connected() and self.modules.session(self.module) == session:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

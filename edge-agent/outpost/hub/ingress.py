@@ -1,7 +1,8 @@
 """Ingress: messages from the broker, stored in batches, acknowledged only once on disk.
 
 The broker link's thread only enqueues (``offer``); the ingress thread takes up to
-``batch_max`` messages (waiting at most ``linger_secs`` for more), routes them, stores them in
+``batch_max`` PUBLISHes or ``batch_bytes`` of payload (waiting at most ``linger_secs`` for more;
+a PUBLISH may be a batch of messages, ``outpost.wire.batch``), routes them, stores them in
 ONE transaction, and only then sends the MQTT acknowledgements and the receipts that release
 the senders' outboxes. Messages the store rejects (disk cap, ``reject-new``) are neither acked
 nor receipted and are retried from memory; memory stays bounded because the broker sends at
@@ -20,10 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from outpost.errors import StoreError
+from outpost.errors import InputError, StoreError
 from outpost.hub.metrics import HubMetrics
 from outpost.hub.routing import RouteTable
 from outpost.hub.store import Delivery, MessageStore
+from outpost.wire import batch as batches
 from outpost.wire import topics
 from outpost.wire.message import Message, new_id, split_properties
 
@@ -61,23 +63,58 @@ class BrokerLink(Protocol):
     def ack(self, token: int, qos: int) -> None: ...
 
 
-def decode(received: Received) -> Message | None:
-    """A module output or leaf telemetry PUBLISH -> a Message; None when it is neither."""
+def decode(received: Received) -> list[Message]:
+    """A module output, a module's batch of outputs or leaf telemetry -> its messages, in order.
+
+    ``InputError`` says why a PUBLISH is none of these (unknown topic, unreadable batch).
+    """
     origin = topics.parse_ingress(received.topic)
-    if origin is None or (origin.module is not None and not origin.output):
-        return None
-    app, system = split_properties([*origin.topic_properties, *received.user_properties])
-    if received.content_type and "contentType" not in system:
-        system["contentType"] = received.content_type
+    if origin is None:
+        parts = received.topic.split("/")
+        if len(parts) == 6 and parts[0] == "devices" and parts[2] == "modules" and parts[4:] == ["batch", "outputs"]:
+            return [
+                _message(
+                    parts[1], parts[3], item.name, item.user_properties, content_type=item.content_type, body=item.body
+                )
+                for item in batches.decode(received.payload)
+            ]
+        raise InputError(f"topic {received.topic!r} is not a module output or device telemetry topic")
+    if origin.module is not None and not origin.output:
+        raise InputError(f"topic {received.topic!r} names no output")
+    pairs = (*origin.topic_properties, *received.user_properties)
+    return [
+        _message(
+            origin.device,
+            origin.module,
+            origin.output,
+            pairs,
+            content_type=received.content_type,
+            body=received.payload,
+        )
+    ]
+
+
+def _message(
+    device: str,
+    module: str | None,
+    output: str | None,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    content_type: str | None,
+    body: bytes,
+) -> Message:
+    app, system = split_properties(pairs)
+    if content_type and "contentType" not in system:
+        system["contentType"] = content_type
     message_id = system.pop("messageId", "") or new_id()
     for key in ("connectionDeviceId", "connectionModuleId", "outputName"):
         system.pop(key, None)  # the hub sets these from the topic: a sender cannot forge them
     return Message(
         id=message_id,
-        body=received.payload,
-        source_device=origin.device,
-        source_module=origin.module,
-        output=origin.output,
+        body=body,
+        source_device=device,
+        source_module=module,
+        output=output,
         properties=app,
         system=system,
     )
@@ -97,6 +134,7 @@ class Ingress:
         metrics: HubMetrics | None = None,
         clock: Callable[[], float] = time.time,
         batch_max: int = 500,
+        batch_bytes: int = 1024 * 1024,
         linger_secs: float = 0.002,
         retry_secs: float = 1.0,
     ) -> None:
@@ -108,6 +146,7 @@ class Ingress:
         self.metrics = metrics
         self.clock = clock
         self.batch_max = batch_max
+        self.batch_bytes = batch_bytes
         self.linger_secs = linger_secs
         self.retry_secs = retry_secs
         self._queue: queue.Queue[Received] = queue.Queue()
@@ -122,7 +161,8 @@ class Ingress:
         while not stop.is_set():
             batch = self._take(timeout=0.2)
             if self._rejected and time.monotonic() >= retry_at:
-                batch = [r for r, _ in self._rejected] + batch
+                # A batch PUBLISH may have several rejected messages: retry the PUBLISH once.
+                batch = list({id(r): r for r, _ in self._rejected}.values()) + batch
                 self._rejected = []
                 retry_at = time.monotonic() + self.retry_secs
             if batch:
@@ -130,7 +170,7 @@ class Ingress:
                     self.process(batch)
                 except StoreError as exc:  # nothing was committed: nothing acked; retried from memory
                     log.error("store failed, %d message(s) kept for retry: %s", len(batch), exc)
-                    self._rejected.extend((r, m) for r in batch if (m := decode(r)) is not None)
+                    self._rejected.extend((r, m) for r in batch for m in _decoded_or_none(r))
                     stop.wait(self.retry_secs)
 
     def _take(self, timeout: float) -> list[Received]:
@@ -139,13 +179,16 @@ class Ingress:
         except queue.Empty:
             return []
         batch = [first]
+        size = len(first.payload)
         deadline = time.monotonic() + self.linger_secs
-        while len(batch) < self.batch_max:
+        while len(batch) < self.batch_max and size < self.batch_bytes:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+                received = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
+            batch.append(received)
+            size += len(received.payload)
         return batch
 
     def process(self, batch: list[Received]) -> None:
@@ -155,17 +198,23 @@ class Ingress:
         items: list[tuple[Message, Sequence[Delivery]]] = []
         decoded: list[tuple[Received, Message]] = []
         for received in batch:
-            message = decode(received)
-            if message is None:
+            try:
+                messages = decode(received)
+            except InputError as exc:
                 self.malformed += 1
-                log.warning("dropped a PUBLISH on %s: not a module output or device telemetry topic", received.topic)
+                if self.metrics:
+                    self.metrics.observe_dropped("malformed", 1)
+                log.warning("dropped a PUBLISH on %s: %s", received.topic, exc)
                 self.link.ack(received.token, received.qos)
                 continue
-            deliveries = table.deliveries(message, now)
-            if self.metrics:
-                self.metrics.observe_ingress(message, routed=bool(deliveries))
-            items.append((message, deliveries))
-            decoded.append((received, message))
+            if not messages:  # an empty batch: nothing to store
+                self.link.ack(received.token, received.qos)
+            for message in messages:
+                deliveries = table.deliveries(message, now)
+                if self.metrics:
+                    self.metrics.observe_ingress(message, routed=bool(deliveries))
+                items.append((message, deliveries))
+                decoded.append((received, message))
         if not items:
             return
         result = self.store.put_batch(items, now)
@@ -174,11 +223,18 @@ class Ingress:
         rejected = set(result.rejected)
         receipts: dict[tuple[str, str], list[str]] = defaultdict(list)
         endpoints: set[str] = set()
-        for (received, message), (_, targets) in zip(decoded, items, strict=True):
+        held: set[int] = set()  # PUBLISHes with a rejected message: not acked, retried whole
+        for received, message in decoded:
             if message.id in rejected:
                 self._rejected.append((received, message))
+                held.add(id(received))
+        acked: set[int] = set()
+        for (received, message), (_, targets) in zip(decoded, items, strict=True):
+            if message.id in rejected:
                 continue
-            self.link.ack(received.token, received.qos)
+            if id(received) not in held and id(received) not in acked:
+                acked.add(id(received))
+                self.link.ack(received.token, received.qos)
             if message.source_module is not None:
                 receipts[(message.source_device, message.source_module)].append(message.id)
             endpoints.update(d.endpoint for d in targets)
@@ -186,3 +242,11 @@ class Ingress:
             self.publisher.publish(topics.receipts(device, module), json.dumps(ids).encode(), qos=1)
         if endpoints:
             self.on_stored(endpoints)
+
+
+def _decoded_or_none(received: Received) -> list[Message]:
+    """``decode`` for the retry list: an undecodable PUBLISH was already dropped and acked."""
+    try:
+        return decode(received)
+    except InputError:
+        return []

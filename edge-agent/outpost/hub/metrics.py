@@ -23,7 +23,7 @@ from outpost.wire.message import Message
 
 __all__ = ["DROP_REASONS", "HubMetrics", "source_label"]
 
-DROP_REASONS = ("expired", "full", "invalid")
+DROP_REASONS = ("expired", "full", "invalid", "malformed")
 
 
 def source_label(message: Message) -> str:
@@ -55,7 +55,8 @@ class HubMetrics:
         )
         self.dropped = Counter(
             "outpost_hub_dropped",
-            "Deliveries given up, by reason: expired (TTL), full (drop-oldest), invalid (dead-lettered).",
+            "Deliveries given up, by reason: expired (TTL), full (drop-oldest), invalid (dead-lettered), "
+            "malformed (a PUBLISH the hub cannot read: unknown topic, unreadable batch).",
             ["reason"],
             registry=registry,
         )

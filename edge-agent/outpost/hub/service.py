@@ -284,7 +284,9 @@ class HubService:
         if isinstance(event, Connected):
             if event.ok and self.link is not None:
                 d = self.settings.device_id
-                self.link.subscribe([f"devices/{d}/modules/+/outputs/#", "devices/+/messages/events/#"])
+                self.link.subscribe(
+                    [f"devices/{d}/modules/+/outputs/#", topics.batch_outputs(d, "+"), "devices/+/messages/events/#"]
+                )
                 self._connected.set()
             return
         if not isinstance(event, Incoming):
@@ -320,7 +322,7 @@ class HubService:
             if kind == "acks":
                 self.modules.acked(module, event.payload)
             elif kind == "status":
-                self.modules.set_status(module, event.payload)
+                self.modules.set_status(module, event.payload, event.user_properties)
         elif len(parts) == 6 and parts[4:] == ["twin", "reported"] and self.twins is not None:
             self.twins.reported(parts[3], event.payload)
         self.control.ack(event.token, event.qos)

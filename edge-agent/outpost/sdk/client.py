@@ -9,14 +9,19 @@ for direct methods, so a slow handler never stalls the connection and a handler 
 Delivery (at least once, end to end):
 
 - ``send`` puts the message in an in-memory **outbox** and publishes it (QoS 1). It leaves the
-  outbox only when the hub's receipt names its id: the hub has stored it. Messages the broker
+  outbox only when the hub's receipt names its id: the hub has stored it. While earlier
+  PUBLISHes await the broker's PUBACK (at most ``_BATCH_WINDOW`` of them), new messages wait and
+  then go out together as one batch PUBLISH (``outpost.wire.batch``, up to ``max_batch``): a
+  lone message is never delayed, a burst costs one packet per batch instead of one per message.
+  ``max_batch=1`` sends every message on its own (window ``_WINDOW``). Messages the broker
   accepted but the hub never receipted are published again after every reconnect and after
   ``resend_after`` seconds (doubling, capped at 10 minutes), covering a broker that crashed or
   dropped them. The hub drops ids it already stored.
 - Inputs are acknowledged to the broker (PUBACK) and to the hub (``acks`` topic, batched every
-  ``ack_interval`` seconds) only after the handler returned; a handler exception is logged and
-  still counts as handled (a poison message must not loop forever). Redelivered ids are dropped
-  before the handler and acknowledged again.
+  ``ack_interval`` seconds) only after the handler returned (the hub may deliver several inputs
+  in one batch PUBLISH: the client announces it reads them with its ``online`` status); a
+  handler exception is logged and still counts as handled (a poison message must not loop
+  forever). Redelivered ids are dropped before the handler and acknowledged again.
 
 What a crash of the module process itself loses: the outbox is in memory, so messages that
 ``send`` returned for but the hub had not yet receipted are lost with the process (anything
@@ -51,6 +56,7 @@ from outpost.sdk.errors import (
     SdkTimeoutError,
 )
 from outpost.sdk.messages import InputMessage
+from outpost.wire import batch as batches
 from outpost.wire import topics
 from outpost.wire.adapters.paho_link import (
     NOT_AUTHORIZED,
@@ -77,7 +83,8 @@ MethodHandler = Callable[[Any], tuple[int, Any]]
 JSON = "application/json"
 STATUS_PROPERTY = "status"  # user property of a method response carrying the status code
 _MAX_RESEND = 600.0
-_WINDOW = 1000  # outputs handed to paho and not yet acknowledged by the broker
+_WINDOW = 1000  # output PUBLISHes handed to paho and not yet acknowledged, when not batching
+_BATCH_WINDOW = 4  # the same when batching: what queues up behind them goes out as batches
 _SEEN = 10_000  # handled input ids remembered for duplicate detection
 #: PUBACK reason codes after which re-sending the same message cannot succeed.
 _REFUSED = {0x83, NOT_AUTHORIZED, 0x90, 0x95, 0x99}
@@ -86,6 +93,7 @@ _REFUSED = {0x83, NOT_AUTHORIZED, 0x90, 0x95, 0x99}
 @dataclass
 class _Entry:
     id: str
+    output: str
     topic: str
     payload: bytes
     user_properties: tuple[tuple[str, str], ...]
@@ -108,7 +116,7 @@ class _Handled:
     """The input worker finished a message: acknowledge it (if the connection is the same one)."""
 
     key: str  # INPUT/ID: what the hub's ack matching and our duplicate check use
-    token: int
+    token: int  # the PUBLISH to PUBACK (QoS 1 single deliveries; 0 for batched ones, which are QoS 0)
     qos: int
     generation: int
 
@@ -155,8 +163,12 @@ class ModuleClient:
         ack_interval: float = 0.005,
         session_expiry: int = 86400,
         ca_file: Path | None = None,
+        max_batch: int = batches.MAX_MESSAGES,
     ) -> None:
-        """``username`` defaults to the module id (docs/hub.md); ``ca_file`` enables TLS."""
+        """``username`` defaults to the module id (docs/hub.md); ``ca_file`` enables TLS;
+        ``max_batch`` caps the messages per batch PUBLISH (1: no batches)."""
+        if not 1 <= max_batch <= batches.MAX_MESSAGES:
+            raise ValueError(f"max_batch must be between 1 and {batches.MAX_MESSAGES}, not {max_batch}")
         _check_name("device id", device_id)
         _check_name("module id", module_id)
         self.device_id = device_id
@@ -176,6 +188,7 @@ class ModuleClient:
         self._send_timeout = send_timeout
         self._resend_after = resend_after
         self._ack_interval = ack_interval
+        self._max_batch = max_batch
         self._cond = threading.Condition(threading.RLock())
         self._link: PahoLink | None = None
         self._events: queue.Queue[object] = queue.Queue()
@@ -185,13 +198,15 @@ class ModuleClient:
         # state owned by the event thread (read elsewhere under _cond)
         self._connected = False
         self._ready = False
+        self._closing = False
         self._generation = 0
         self._connect_error: Connected | None = None
         self._connect_sub = -2  # SUBACK token of the subscriptions made on (re)connect
         self._outbox: dict[str, _Entry] = {}
-        # Flow control: at most _WINDOW outputs handed to paho and not yet PUBACKed; the rest wait
-        # here in send order (paho's own queue is keyed by 16-bit packet ids and must not overflow).
-        self._unacked = 0
+        # Flow control: at most a window of output PUBLISHes handed to paho and not yet PUBACKed
+        # (token -> the message ids it carries); the rest wait here in send order (paho's own queue
+        # is keyed by 16-bit packet ids and must not overflow).
+        self._inflight: dict[int, list[str]] = {}
         self._waiting: deque[str] = deque()
         self._tokens: dict[int, tuple[str, Any]] = {}
         self._subacks: dict[int, tuple[int, ...]] = {}
@@ -209,6 +224,8 @@ class ModuleClient:
         self.duplicates = 0
         self.resent = 0
         self.rejected = 0
+        self.batches_sent = 0  # batch PUBLISHes of outputs
+        self.batches_received = 0  # batch PUBLISHes of inputs
 
     # ------------------------------------------------------------------ construction, lifecycle
 
@@ -255,6 +272,7 @@ class ModuleClient:
         with self._cond:
             if self._link is not None:
                 return
+            self._closing = False
             self._link = PahoLink(self._settings, self._events.put)
         self._threads = [
             threading.Thread(target=self._event_loop, name=f"outpost-sdk-{self.module_id}", daemon=True),
@@ -277,14 +295,19 @@ class ModuleClient:
             raise ConnectError(f"no broker answered at {s.host}:{s.port} within {timeout:g} s")
 
     def close(self, timeout: float = 5.0) -> None:
-        """Announce ``offline``, send pending acks, disconnect and stop the threads; idempotent."""
+        """Let inputs already in a handler finish (up to 2 s) and send their acks, announce
+        ``offline``, disconnect and stop the threads; idempotent. Inputs arriving meanwhile are
+        left to the hub, which delivers them again."""
         with self._cond:
-            link, self._link = self._link, None
-        if link is None:
-            return
+            link = self._link
+            if link is None or self._closing:
+                return
+            self._closing = True
         deadline = time.monotonic() + timeout
         if self.connected:
             with self._cond:
+                if threading.current_thread() not in self._threads:  # a handler closing its own client
+                    self._cond.wait_for(lambda: not self._in_progress, max(0.0, min(2.0, deadline - time.monotonic())))
                 self._flush_acks()
                 offline = link.publish(topics.status(self.device_id, self.module_id), b"offline", retain=True)
                 self._tokens[offline] = ("close", None)
@@ -292,6 +315,8 @@ class ModuleClient:
                     lambda: not any(kind in ("close", "ack") for kind, _ in self._tokens.values()),
                     max(0.0, min(2.0, deadline - time.monotonic())),
                 )
+        with self._cond:
+            self._link = None
         link.stop()
         for q in (self._events, self._inputs_q, self._methods_q):
             q.put(_STOP)
@@ -355,6 +380,7 @@ class ModuleClient:
             pairs.append(("$.ce", encoding))
         entry = _Entry(
             id=message_id,
+            output=output,
             topic=topics.output_topic(self.device_id, self.module_id, output),
             payload=body,
             user_properties=tuple(pairs),
@@ -369,27 +395,45 @@ class ModuleClient:
                     "is the hub running and receipting?"
                 )
             self._outbox[message_id] = entry
-            if self._unacked < _WINDOW and not self._waiting:
-                self._publish_entry(link, entry)
-            else:
-                self._waiting.append(message_id)
+            self._waiting.append(message_id)
+            self._release_waiting(link)
         return message_id
 
-    def _publish_entry(self, link: PahoLink, entry: _Entry) -> None:
-        entry.stored_at = None
-        if entry.token is None:
-            self._unacked += 1
-        entry.token = link.publish(
-            entry.topic, entry.payload, user_properties=entry.user_properties, content_type=entry.content_type
-        )
-        self._tokens[entry.token] = ("out", entry.id)
-
     def _release_waiting(self, link: PahoLink) -> None:
-        """Hand waiting outputs to paho, in send order, while the window has room."""
-        while self._waiting and self._unacked < _WINDOW:
-            entry = self._outbox.get(self._waiting.popleft())
-            if entry is not None and entry.token is None and entry.stored_at is None:
-                self._publish_entry(link, entry)
+        """Hand waiting outputs to paho, in send order, while the window has room: one PUBLISH
+        per message when only one waits (or batches are off), batch PUBLISHes otherwise."""
+        window = _WINDOW if self._max_batch == 1 else _BATCH_WINDOW
+        while self._waiting and len(self._inflight) < window:
+            run: list[_Entry] = []
+            size = 0
+            while self._waiting and len(run) < self._max_batch:
+                entry = self._outbox.get(self._waiting[0])
+                if entry is None or entry.token is not None or entry.stored_at is not None:
+                    self._waiting.popleft()  # receipted, in flight or accepted meanwhile
+                    continue
+                weight = len(entry.payload) + sum(len(k) + len(v) + 8 for k, v in entry.user_properties) + 64
+                if run and size + weight > batches.MAX_BYTES:
+                    break
+                self._waiting.popleft()
+                run.append(entry)
+                size += weight
+            if not run:
+                return
+            self._publish_run(link, run)
+
+    def _publish_run(self, link: PahoLink, run: list[_Entry]) -> None:
+        if len(run) == 1:
+            entry = run[0]
+            token = link.publish(
+                entry.topic, entry.payload, user_properties=entry.user_properties, content_type=entry.content_type
+            )
+        else:
+            framed = [batches.Framed(e.output, e.user_properties, e.content_type, e.payload) for e in run]
+            token = link.publish(topics.batch_outputs(self.device_id, self.module_id), batches.encode(framed))
+            self.batches_sent += 1
+        for entry in run:
+            entry.token = token
+        self._inflight[token] = [entry.id for entry in run]
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until the hub has receipted every sent message; ``SdkTimeoutError`` after ``timeout``."""
@@ -502,7 +546,10 @@ class ModuleClient:
                     if event is not None:
                         self._handle(event)
                     now = time.monotonic()
-                    if self._acks and (now >= self._acks_since + self._ack_interval or len(self._acks) >= 256):
+                    # Acks go out when no more inputs wait (the hub's pump waits for them), else
+                    # every ack_interval or 256 acks, whichever comes first.
+                    idle = isinstance(event, _Handled) and not self._in_progress
+                    if self._acks and (idle or now >= self._acks_since + self._ack_interval or len(self._acks) >= 256):
                         self._flush_acks()
                     if now >= next_scan:
                         next_scan = now + 0.5
@@ -545,32 +592,23 @@ class ModuleClient:
         d, m = self.device_id, self.module_id
         wanted = [topics.receipts(d, m), f"{topics.desired(d, m)}/#", f"{topics.method_request(d, m, '#')}"]
         wanted += [topics.input_topic(d, m, name) for name in self._input_handlers]
+        wanted.append(topics.batch_inputs(d, m))
         if self._invoker:
             wanted.append(self._response_filter())
         self._connect_sub = link.subscribe(wanted)
-        link.publish(topics.status(d, m), b"online", retain=True)
+        link.publish(topics.status(d, m), b"online", retain=True, user_properties=[batches.READS_BATCHES])
         # Messages the broker accepted before but the hub never receipted: the broker may have
         # lost them (crash before its autosave). Messages still awaiting a PUBACK are re-sent by paho.
         self._resend([entry for entry in self._outbox.values() if entry.stored_at is not None], link)
         log.info("%s connected to the hub (session present: %s)", m, event.session_present)
 
     def _on_published(self, event: Published) -> None:
+        ids = self._inflight.pop(event.token, None)
+        if ids is not None:
+            self._on_output_acked(event, ids)
+            return
         kind, key = self._tokens.pop(event.token, ("", None))
-        if kind == "out":
-            entry = self._outbox.get(key)
-            if entry is None or entry.token != event.token:
-                return
-            entry.token = None
-            self._unacked -= 1
-            if self._link is not None:
-                self._release_waiting(self._link)
-            if event.code in _REFUSED:
-                del self._outbox[key]
-                self.rejected += 1
-                log.error("the broker refused message %s on %s: %s", key, entry.topic, event.reason)
-            else:
-                entry.stored_at = time.monotonic()
-        elif kind == "call" and not event.ok:
+        if kind == "call" and not event.ok:
             call = self._calls.get(key)
             if call is not None:
                 call.error = (
@@ -579,6 +617,29 @@ class ModuleClient:
                     else SdkError(f"the broker refused the method call: {event.reason}")
                 )
                 call.done.set()
+
+    def _on_output_acked(self, event: Published, ids: list[str]) -> None:
+        """The broker's PUBACK for an output PUBLISH (one message or a batch)."""
+        entries = [e for key in ids if (e := self._outbox.get(key)) is not None and e.token == event.token]
+        for entry in entries:
+            entry.token = None
+        if len(ids) > 1 and event.code == NOT_AUTHORIZED:
+            # A broker whose ACL predates batch PUBLISHes: send these, and all later ones, singly.
+            log.warning("%s: the broker refused a batch PUBLISH (%s); sending singly", self.module_id, event.reason)
+            self._max_batch = 1
+            for entry in reversed(entries):
+                self._waiting.appendleft(entry.id)
+        elif event.code in _REFUSED:
+            for entry in entries:
+                del self._outbox[entry.id]
+                self.rejected += 1
+                log.error("the broker refused message %s on %s: %s", entry.id, entry.topic, event.reason)
+        else:
+            now = time.monotonic()
+            for entry in entries:
+                entry.stored_at = now
+        if self._link is not None:
+            self._release_waiting(self._link)
 
     def _resend_due(self, now: float) -> None:
         link = self._link
@@ -618,9 +679,13 @@ class ModuleClient:
         base = f"devices/{d}/modules/{m}/"
         rest = event.topic[len(base) :] if event.topic.startswith(base) else None
         if rest is not None and rest.startswith("inputs/"):
-            self._on_input_message(link, event, rest[len("inputs/") :])
+            framed = batches.Framed(rest[len("inputs/") :], event.user_properties, event.content_type, event.payload)
+            self._on_input_message(link, framed, event.token, event.qos)
             return
         link.ack(event.token, event.qos)
+        if rest == "batch/inputs":
+            self._on_input_batch(link, event.payload)
+            return
         if event.topic == topics.receipts(d, m):
             self._on_receipt(event.payload)
         elif event.topic == topics.desired(d, m):
@@ -668,27 +733,40 @@ class ModuleClient:
             self._desired = merge_patch(current or {}, doc)
             self._inputs_q.put(("twin", doc))
 
-    def _on_input_message(self, link: PahoLink, event: Incoming, input_name: str) -> None:
-        app, system = split_properties(event.user_properties)
-        if event.content_type and "contentType" not in system:
-            system["contentType"] = event.content_type
+    def _on_input_batch(self, link: PahoLink, payload: bytes) -> None:
+        try:
+            items = batches.decode(payload)
+        except batches.BatchError as exc:
+            log.warning("%s: ignoring an unreadable batch of inputs (the hub sends it again): %s", self.module_id, exc)
+            return
+        self.batches_received += 1
+        for item in items:  # batched deliveries travel at QoS 0: nothing to PUBACK per message
+            self._on_input_message(link, item, 0, 0)
+
+    def _on_input_message(self, link: PahoLink, item: batches.Framed, token: int, qos: int) -> None:
+        if self._closing:
+            return  # not acknowledged: the broker (QoS 1) or the hub delivers it again
+        input_name = item.name
+        app, system = split_properties(item.user_properties)
+        if item.content_type and "contentType" not in system:
+            system["contentType"] = item.content_type
         message_id = system.get("messageId", "")
         # Per input: the same message routed to two inputs is two deliveries, each acked on its own.
         key = f"{input_name}/{message_id}" if message_id else ""
         if key and (key in self._seen or key in self._in_progress):
             self.duplicates += 1
-            link.ack(event.token, event.qos)
+            link.ack(token, qos)
             if key in self._seen:
                 self._ack_later(key)  # the hub missed our ack: say it again
             return
         if input_name not in self._input_handlers:
             log.warning("%s: no handler for input %r; the hub will deliver it again", self.module_id, input_name)
-            link.ack(event.token, event.qos)
+            link.ack(token, qos)
             return
         if key:
             self._in_progress.add(key)
-        message = InputMessage(message_id, input_name, event.payload, app, system)
-        self._inputs_q.put(("input", message, event, self._generation))
+        message = InputMessage(message_id, input_name, item.body, app, system)
+        self._inputs_q.put(("input", message, token, qos, self._generation))
 
     def _on_handled(self, done: _Handled) -> None:
         link = self._link
@@ -707,8 +785,8 @@ class ModuleClient:
         while (item := work.get()) is not _STOP:
             try:
                 match item:
-                    case ("input", InputMessage() as message, Incoming() as event, int(generation)):
-                        self._run_input(message, event, generation)
+                    case ("input", InputMessage() as message, int(token), int(qos), int(generation)):
+                        self._run_input(message, token, qos, generation)
                     case ("twin", dict(doc)):
                         for handler in list(self._twin_handlers):
                             handler(dict(doc))
@@ -717,7 +795,7 @@ class ModuleClient:
             except Exception:
                 log.exception("%s: handler failed", self.module_id)
 
-    def _run_input(self, message: InputMessage, event: Incoming, generation: int) -> None:
+    def _run_input(self, message: InputMessage, token: int, qos: int, generation: int) -> None:
         handler = self._input_handlers.get(message.input_name)
         try:
             if handler is not None:
@@ -726,7 +804,7 @@ class ModuleClient:
             log.exception("%s: input %r handler failed on message %s", self.module_id, message.input_name, message.id)
         finally:
             key = f"{message.input_name}/{message.id}" if message.id else ""
-            self._events.put(_Handled(key, event.token, event.qos, generation))
+            self._events.put(_Handled(key, token, qos, generation))
 
     def _run_method(self, name: str, event: Incoming) -> None:
         handler = self._method_handlers.get(name)

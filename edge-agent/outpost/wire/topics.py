@@ -12,6 +12,8 @@ from dataclasses import dataclass
 __all__ = [
     "Origin",
     "acks",
+    "batch_inputs",
+    "batch_outputs",
     "desired",
     "desired_patch",
     "input_topic",
@@ -32,6 +34,16 @@ def output_topic(device: str, module: str, output: str) -> str:
 
 def input_topic(device: str, module: str, input_name: str) -> str:
     return f"devices/{device}/modules/{module}/inputs/{input_name}"
+
+
+def batch_outputs(device: str, module: str) -> str:
+    """Module -> hub: several outputs in one PUBLISH (``outpost.wire.batch``)."""
+    return f"devices/{device}/modules/{module}/batch/outputs"
+
+
+def batch_inputs(device: str, module: str) -> str:
+    """Hub -> module: several deliveries in one PUBLISH, for modules that announce they read them."""
+    return f"devices/{device}/modules/{module}/batch/inputs"
 
 
 def leaf_events(device: str) -> str:
