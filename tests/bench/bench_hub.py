@@ -4,8 +4,9 @@ Run: ``scripts/bench hub`` (or ``PYTHONPATH=tests .venv/bin/python tests/bench/b
 In one run, on 127.0.0.1, with 90-byte JSON bodies:
 - baseline: one paho publisher -> Mosquitto -> one paho subscriber at QoS 1 (no hub);
 - routed: an SDK module -> the hub (stored durably in SQLite, fsync per batch) -> an SDK module,
-  end to end acknowledged, counted at the receiver;
-- latency p50/p99 at a steady 1,000 msg/s through the hub (send to handler);
+  end to end acknowledged, counted at the receiver; with the SDK's batch PUBLISHes (the default)
+  and with them turned off (``max_batch=1``: one PUBLISH per message both ways);
+- latency p50/p99 at a steady 1,000 msg/s through the hub (send to handler), both ways;
 - the hub's RSS after the runs (it runs as its own process, ``outpost hub run``).
 """
 
@@ -116,7 +117,7 @@ class _Hub:
         self.proc.wait(timeout=30)
 
 
-def routed(hub: _Hub, n: int) -> float:
+def routed(hub: _Hub, n: int, **client_kw: Any) -> float:
     got = threading.Event()
     count = [0]
 
@@ -125,10 +126,10 @@ def routed(hub: _Hub, n: int) -> float:
         if count[0] >= n:
             got.set()
 
-    beta = hub.client("beta")
+    beta = hub.client("beta", **client_kw)
     beta.on_input("in", handler)
     beta.connect(timeout=30)
-    alpha = hub.client("alpha", max_outbox=n + 10)
+    alpha = hub.client("alpha", max_outbox=n + 10, **client_kw)
     alpha.connect(timeout=30)
     began = time.perf_counter()
     for _ in range(n):
@@ -140,7 +141,7 @@ def routed(hub: _Hub, n: int) -> float:
     return n / elapsed
 
 
-def latency(hub: _Hub, rate: int, seconds: float) -> tuple[float, float]:
+def latency(hub: _Hub, rate: int, seconds: float, **client_kw: Any) -> tuple[float, float]:
     """p50/p99 ms from send() to the receiving handler, at a steady ``rate``."""
     samples: list[float] = []
     lock = threading.Lock()
@@ -152,10 +153,10 @@ def latency(hub: _Hub, rate: int, seconds: float) -> tuple[float, float]:
         with lock:
             samples.append((time.perf_counter() - sent) * 1000)
 
-    beta = hub.client("beta")
+    beta = hub.client("beta", **client_kw)
     beta.on_input("in", handler)
     beta.connect(timeout=30)
-    alpha = hub.client("alpha")
+    alpha = hub.client("alpha", **client_kw)
     alpha.connect(timeout=30)
     total = int(rate * seconds)
     began = time.perf_counter()
@@ -177,38 +178,54 @@ def latency(hub: _Hub, rate: int, seconds: float) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3, help="throughput runs of each kind (median reported)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    single = {"max_batch": 1}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        raw = raw_passthrough(args.messages, root)
+        raws = [raw_passthrough(args.messages, root) for _ in range(args.repeats)]
         hub = _Hub(root)
         try:
-            throughput = routed(hub, args.messages)
+            batched = [routed(hub, args.messages) for _ in range(args.repeats)]
+            singles = [routed(hub, args.messages, **single) for _ in range(args.repeats)]
             p50, p99 = latency(hub, rate=1000, seconds=10)
+            p50_single, p99_single = latency(hub, rate=1000, seconds=10, **single)
             rss = hub.rss_mb()
         finally:
             hub.stop()
+    raw, ours, ours_single = statistics.median(raws), statistics.median(batched), statistics.median(singles)
     summary = {
         "messages": args.messages,
+        "repeats": args.repeats,
         "raw_qos1_msgs_per_s": round(raw),
-        "routed_msgs_per_s": round(throughput),
-        "routed_vs_raw": round(throughput / raw, 2),
+        "routed_msgs_per_s": round(ours),
+        "routed_vs_raw": round(ours / raw, 2),
+        "routed_single_msgs_per_s": round(ours_single),
+        "routed_single_vs_raw": round(ours_single / raw, 2),
         "latency_p50_ms_at_1000": round(p50, 2),
         "latency_p99_ms_at_1000": round(p99, 2),
+        "latency_single_p50_ms_at_1000": round(p50_single, 2),
+        "latency_single_p99_ms_at_1000": round(p99_single, 2),
         "hub_rss_mb": round(rss, 1),
-    }
+        "runs": {"raw": [round(x) for x in raws], "routed": [round(x) for x in batched],
+                 "routed_single": [round(x) for x in singles]},
+    }  # fmt: skip
     if args.json:
         print(json.dumps(summary, indent=2))
         return
-    print(f"| measurement ({args.messages} messages of {len(BODY)} bytes) | value |")
+    s = summary
+    print(f"| measurement ({args.messages:,} messages of {len(BODY)} bytes, median of {args.repeats}) | value |")
     print("|---|---:|")
-    print(f"| baseline: paho -> Mosquitto -> paho, QoS 1 | {summary['raw_qos1_msgs_per_s']} msg/s |")
-    print(f"| module -> hub (stored) -> module, end-to-end acked | {summary['routed_msgs_per_s']} msg/s |")
-    print(f"| routed / raw | {summary['routed_vs_raw']} |")
-    print(f"| latency p50 at 1,000 msg/s | {summary['latency_p50_ms_at_1000']} ms |")
-    print(f"| latency p99 at 1,000 msg/s | {summary['latency_p99_ms_at_1000']} ms |")
-    print(f"| hub RSS | {summary['hub_rss_mb']} MB |")
+    print(f"| baseline: paho -> Mosquitto -> paho, QoS 1 | {s['raw_qos1_msgs_per_s']:,} msg/s |")
+    print(f"| module -> hub (stored) -> module, end-to-end acked | {s['routed_msgs_per_s']:,} msg/s |")
+    print(f"| routed / raw | {s['routed_vs_raw']} |")
+    print(f"| same, batches off (`max_batch=1`) | {s['routed_single_msgs_per_s']:,} msg/s |")
+    print(f"| routed with batches off / raw | {s['routed_single_vs_raw']} |")
+    print(f"| latency p50 / p99 at 1,000 msg/s | {s['latency_p50_ms_at_1000']} / {s['latency_p99_ms_at_1000']} ms |")
+    print(f"| same, batches off | {s['latency_single_p50_ms_at_1000']} / {s['latency_single_p99_ms_at_1000']} ms |")
+    print(f"| hub RSS | {s['hub_rss_mb']} MB |")
+    print(f"| runs (msg/s): raw / routed / batches off | {s['runs']} |")
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ class Ingress:
         metrics: HubMetrics | None = None,
         clock: Callable[[], float] = time.time,
         batch_max: int = 500,
-        batch_bytes: int = 1024 * 1024,
+        batch_bytes: int = 256 * 1024,
         linger_secs: float = 0.002,
         retry_secs: float = 1.0,
     ) -> None:

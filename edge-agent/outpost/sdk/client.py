@@ -13,7 +13,8 @@ Delivery (at least once, end to end):
   PUBLISHes await the broker's PUBACK (at most ``_BATCH_WINDOW`` of them), new messages wait and
   then go out together as one batch PUBLISH (``outpost.wire.batch``, up to ``max_batch``): a
   lone message is never delayed, a burst costs one packet per batch instead of one per message.
-  ``max_batch=1`` sends every message on its own (window ``_WINDOW``). Messages the broker
+  ``max_batch=1`` sends every message on its own (window ``_WINDOW``) and does not announce
+  that the client reads batches, so the hub sends it none either. Messages the broker
   accepted but the hub never receipted are published again after every reconnect and after
   ``resend_after`` seconds (doubling, capped at 10 minutes), covering a broker that crashed or
   dropped them. The hub drops ids it already stored.
@@ -166,7 +167,7 @@ class ModuleClient:
         max_batch: int = batches.MAX_MESSAGES,
     ) -> None:
         """``username`` defaults to the module id (docs/hub.md); ``ca_file`` enables TLS;
-        ``max_batch`` caps the messages per batch PUBLISH (1: no batches)."""
+        ``max_batch`` caps the messages per batch PUBLISH (1: no batches, either way)."""
         if not 1 <= max_batch <= batches.MAX_MESSAGES:
             raise ValueError(f"max_batch must be between 1 and {batches.MAX_MESSAGES}, not {max_batch}")
         _check_name("device id", device_id)
@@ -596,7 +597,8 @@ class ModuleClient:
         if self._invoker:
             wanted.append(self._response_filter())
         self._connect_sub = link.subscribe(wanted)
-        link.publish(topics.status(d, m), b"online", retain=True, user_properties=[batches.READS_BATCHES])
+        announce = [batches.READS_BATCHES] if self._max_batch > 1 else []
+        link.publish(topics.status(d, m), b"online", retain=True, user_properties=announce)
         # Messages the broker accepted before but the hub never receipted: the broker may have
         # lost them (crash before its autosave). Messages still awaiting a PUBACK are re-sent by paho.
         self._resend([entry for entry in self._outbox.values() if entry.stored_at is not None], link)

@@ -28,7 +28,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from outpost.files import read_or_create, write_atomic
-from outpost.hub import tls
 from outpost.hub.acl import BrokerIdentities, acl_text, password_file_text
 from outpost.hub.broker import BrokerConfig, BrokerError, BrokerPaths, render_config
 
@@ -115,9 +114,14 @@ class MosquittoSupervisor:
 
     # -- files ------------------------------------------------------------------------------
 
-    def _tls_files(self) -> tls.TlsFiles:
+    def _ensure_certificates(self, now: dt.datetime | None) -> bool:
+        # Imported here: cryptography costs ~8 MB of RSS, and a hub without a TLS listener (no
+        # leaf devices) never needs it.
+        from outpost.hub import tls
+
         p = self.paths
-        return tls.TlsFiles(ca_cert=p.ca_cert, ca_key=p.ca_key, server_cert=p.server_cert, server_key=p.server_key)
+        files = tls.TlsFiles(ca_cert=p.ca_cert, ca_key=p.ca_key, server_cert=p.server_cert, server_key=p.server_key)
+        return tls.ensure_certificates(files, now or dt.datetime.now(dt.UTC))
 
     def write_files(self, now: dt.datetime | None = None) -> None:
         """Render and atomically write config, password and ACL files (and certificates if TLS)."""
@@ -125,7 +129,7 @@ class MosquittoSupervisor:
         p.root.mkdir(parents=True, exist_ok=True)
         p.persistence_dir.mkdir(mode=0o700, exist_ok=True)
         if self.config.tls is not None:
-            tls.ensure_certificates(self._tls_files(), now or dt.datetime.now(dt.UTC))
+            self._ensure_certificates(now)
         self._write_auth()
         write_atomic(p.config, render_config(self.config, p), 0o600)
 
@@ -290,7 +294,7 @@ class MosquittoSupervisor:
         if self.config.tls is None:
             return False
         with self._lock:
-            changed = tls.ensure_certificates(self._tls_files(), now or dt.datetime.now(dt.UTC))
+            changed = self._ensure_certificates(now)
             if changed:
                 log.info("TLS certificates renewed; reloading mosquitto")
                 self._signal(signal.SIGHUP)
