@@ -408,11 +408,8 @@ def _table(results: dict[str, Any]) -> str:
         )
 
     for s in results["scenarios"]:
-        label = (
-            f"stalled, sensor -> alert at {s['rate']:g}/s"
-            if s["fault"]
-            else f"healthy, sensor -> inference result at {s['rate']:g}/s"
-        )
+        result = "alert" if s["fault"] else "inference result"
+        label = f"{'stalled' if s['fault'] else 'healthy'}, sensor → {result} at {s['rate']:g}/s"
         rate = f"{s['rate']:g} / {s['sentPerSec']:.1f}"
         count = f"{s['windows']:.0f} ({s['results']:.0f})"
         row(f"**{label}**", rate, count, "**total**", s["stages"]["total"])
