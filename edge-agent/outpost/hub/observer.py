@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from outpost.wire import batch as batches
 from outpost.wire import topics
 
 __all__ = ["Alert", "Observer", "Score", "SlidingRate", "Snapshot", "SourceStats", "Valve", "subscriptions"]
@@ -42,6 +43,7 @@ def subscriptions(device: str) -> list[str]:
     """The topic filters an observer of ``device`` subscribes to."""
     return [
         f"devices/{device}/modules/+/outputs/#",
+        topics.batch_outputs(device, "+"),
         "devices/+/messages/events/#",
         topics.reported(device, "+"),
     ]
@@ -212,23 +214,44 @@ class Observer:
                 self._read_reported(reported_by, body, when)
             return
         origin = topics.parse_ingress(topic)
-        if origin is None:
+        if origin is not None:
+            pairs = (*origin.topic_properties, *user_properties)
+            self._observe_output(origin.device, origin.module, origin.output, pairs=pairs, payload=payload, when=when)
             return
-        if self._seen(dict(origin.topic_properties).get("$.mid") or dict(user_properties).get("$.mid")):
+        parts = topic.split("/")
+        if topic == topics.batch_outputs(self.device_id, parts[3] if len(parts) == 6 else "+"):
+            try:
+                items = batches.decode(payload)
+            except batches.BatchError:
+                return  # the hub drops and counts it too; nothing of it was delivered
+            for item in items:
+                self._observe_output(
+                    self.device_id, parts[3], item.name, pairs=item.user_properties, payload=item.body, when=when
+                )
+
+    def _observe_output(
+        self,
+        device: str,
+        module: str | None,
+        output: str | None,
+        *,
+        pairs: Sequence[tuple[str, str]],
+        payload: bytes,
+        when: float,
+    ) -> None:
+        if self._seen(dict(pairs).get("$.mid")):
             self.duplicates += 1
             return
-        label = f"{origin.module}/{origin.output}" if origin.module is not None else f"device:{origin.device}"
+        label = f"{module}/{output}" if module is not None else f"device:{device}"
         source = self._sources.get(label)
         if source is None:
-            source = self._sources[label] = _Source(
-                origin.device, origin.module, origin.output, SlidingRate(self.window)
-            )
+            source = self._sources[label] = _Source(device, module, output, SlidingRate(self.window))
         source.rate.add(when)
         source.total += 1
         source.last_at = when
         body = _json_object(payload)
         if body is not None:
-            self._read_body(label, origin.output, body, when)
+            self._read_body(label, output, body, when)
 
     def _seen(self, message_id: str | None) -> bool:
         if not message_id:

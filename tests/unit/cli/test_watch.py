@@ -76,9 +76,28 @@ def test_sliding_rate_refuses_a_bad_window():
 def test_subscriptions_cover_outputs_leaf_telemetry_and_reported_properties():
     assert subscriptions(D) == [
         f"devices/{D}/modules/+/outputs/#",
+        f"devices/{D}/modules/+/batch/outputs",
         "devices/+/messages/events/#",
         f"devices/{D}/modules/+/twin/reported",
     ]
+
+
+def test_batched_outputs_count_like_single_ones(observer: Observer, clock: Clock):
+    from outpost.wire import batch as batches
+
+    items = [
+        batches.Framed("features", (("$.mid", f"f{i}"),), "application/json", body({"temperature": 40}))
+        for i in range(3)
+    ]
+    alert = batches.Framed("alerts", (("$.mid", "a1"),), None, body({"score": 0.97, "fault": "stall"}))
+    observer.observe(f"devices/{D}/modules/fft-filter/batch/outputs", batches.encode(items), at=1000.0)
+    observer.observe(f"devices/{D}/modules/detector/batch/outputs", batches.encode([alert, alert]), at=1000.5)
+    observer.observe(f"devices/{D}/modules/detector/batch/outputs", b"OPB1 broken", at=1000.6)  # ignored
+    snap = observer.snapshot(now=1001.0)
+    by = {s.source: s.total for s in snap.sources}
+    assert by == {"fft-filter/features": 3, "detector/alerts": 1}
+    assert snap.duplicates == 1
+    assert [a.fault for a in snap.alerts] == ["stall"]
 
 
 def test_rates_and_totals_per_source(observer: Observer, clock: Clock):
