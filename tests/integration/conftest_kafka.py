@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +103,27 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
 def kafka(kafka_broker: KafkaBroker) -> str:
     """The session broker's bootstrap address."""
     return kafka_broker.bootstrap
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout: float) -> list[Any]:
+    """Every record of ``topic`` from the beginning (kafka-python ``ConsumerRecord``s), reading
+    until ``expected`` records arrived or ``timeout`` passed; fails when the topic never appears."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        partitions = None
+        while not partitions and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            time.sleep(0.2)
+        assert partitions, f"no topic {topic} in Kafka"
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        consumer.seek_to_beginning()
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500, max_records=10_000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
