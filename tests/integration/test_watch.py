@@ -1,31 +1,45 @@
 """``outpost watch --once`` against a real hub (Mosquitto + router) and SDK modules.
 
 The watcher subscribes beside the hub with a throwaway session; the hub must still receive, route
-and deliver every message exactly as without it.
+and deliver every message exactly as without it. Its hub panel scrapes the hub's real metrics
+endpoint (an upstream sink that can be switched off stands for the cloud link).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from integration.agent_harness import manifest, module
-from integration.conftest_mosquitto import wait_for
+from integration.conftest_mosquitto import free_port, wait_for
 from integration.hub_harness import ALPHA_TO_BETA, DEVICE, OUTPOST, Counter, hub_manifest
 from outpost.agent.adapters.process_runtime import ProcessRuntime
+from outpost.hub.service import HubService, HubSettings
+from outpost.hub.sinks import FailureKind, SinkResult
+from outpost.hub.store import Stored
 
 MODULES = ("alpha", "beta", "anomaly-detector", "alert-actuator")
 
 
-def start_watch(tmp_path: Path, port: int, *extra: str) -> subprocess.Popen[str]:
-    """``outpost watch --once`` with no agent state; returns once it is subscribed."""
+def start_watch(tmp_path: Path, port: int, *extra: str, metrics: str | None = None) -> subprocess.Popen[str]:
+    """``outpost watch --once`` with no agent state; returns once it is subscribed. Without
+    ``metrics`` the hub panel reads a closed port (the test hubs serve no metrics by default)."""
+    metrics = metrics or f"http://127.0.0.1:{free_port()}/metrics"
     proc = subprocess.Popen(
         [OUTPOST, "watch", "--once", "--state-dir", str(tmp_path / "no-agent"),
-         "--hub-state-dir", str(tmp_path / "hub"), "--hub-port", str(port), "--device-id", DEVICE, *extra],
+         "--hub-state-dir", str(tmp_path / "hub"), "--hub-port", str(port), "--device-id", DEVICE,
+         "--hub-metrics", metrics, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env={**os.environ, "COLUMNS": "160"},
     )  # fmt: skip
     assert proc.stderr is not None
     first = proc.stderr.readline()
@@ -83,6 +97,8 @@ def test_watch_once_json_sees_rates_score_alerts_and_valve(tmp_path, hub_factory
         ("anomaly-detector/alerts", 0.9961, "stall")
     ]
     assert (snap["valve"]["state"], snap["valve"]["reason"]) == ("open", "alert")
+    assert snap["hubMetrics"]["available"] is False  # no metrics there: said, and the rest is all here
+    assert "connection refused" in snap["hubMetrics"]["error"]
 
     # The hub was not disturbed: everything routed was delivered once, in order, and drained.
     wait_for(lambda: got.count() >= 20, timeout=30, what="20 messages at beta")
@@ -106,6 +122,7 @@ def test_watch_once_plain_shows_reported_score(tmp_path, hub_factory, module_fac
     assert "anomaly-detector (reported)" in text
     assert "valve: -" in text
     assert "outpost agent apply" in text
+    assert "hub metrics unavailable at http://127.0.0.1:" in text
 
 
 def test_watch_takes_device_and_hub_from_the_agent_and_lists_its_modules(tmp_path, hub_factory, module_factory):
@@ -139,3 +156,102 @@ def test_watch_takes_device_and_hub_from_the_agent_and_lists_its_modules(tmp_pat
         runtime = ProcessRuntime(state, ns)
         for name, module_state in runtime.observe().modules.items():
             runtime.remove(name, module_state.id)
+
+
+class Switch:
+    """An upstream sink that is down (every send retryable) until switched on; records what it got."""
+
+    name = "switch"
+
+    def __init__(self) -> None:
+        self.down = True
+        self.delivered: list[Stored] = []
+        self.lock = threading.Lock()
+
+    def send(self, batch: Sequence[Stored]) -> SinkResult:
+        with self.lock:
+            if self.down:
+                return SinkResult(retryable=[s.seq for s in batch], failure=FailureKind.UNREACHABLE, detail="down")
+            self.delivered.extend(batch)
+            return SinkResult(succeeded=[s.seq for s in batch])
+
+    def connected(self) -> bool:
+        return not self.down
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def run_hub(mosquitto_installed: None) -> Iterator[Callable[[HubService, dict[str, Any]], HubService]]:
+    """Starts a hub and runs ``HubService.run`` (which reports the upstream link to the metrics) on a
+    thread, as ``outpost hub run`` does, until the test ends; then stops it."""
+    stop = threading.Event()
+    started: list[tuple[HubService, threading.Thread]] = []
+
+    def run(hub: HubService, document: dict[str, Any]) -> HubService:
+        hub.start(document)
+        thread = threading.Thread(target=hub.run, args=(stop,), daemon=True)
+        thread.start()
+        started.append((hub, thread))
+        return hub
+
+    yield run
+    stop.set()
+    for hub, thread in started:
+        thread.join(timeout=10)
+        hub.stop()
+
+
+def _gauge(hub: HubService, name: str) -> float | None:
+    return hub.metrics.registry.get_sample_value(name)
+
+
+def test_watch_hub_panel_shows_the_upstream_queue_offline_then_delivered(tmp_path, module_factory, run_hub):
+    sink = Switch()
+    routes = {**ALPHA_TO_BETA, "up": "FROM /messages/modules/alpha/outputs/out INTO $upstream"}
+    metrics_port = free_port()
+    settings = HubSettings(
+        state_dir=tmp_path / "hub", device_id=DEVICE, port=free_port(), metrics_port=metrics_port, key_root=tmp_path,
+        upstream=sink,
+    )  # fmt: skip  # as hub_factory's, with the metrics endpoint on
+    hub = run_hub(HubService(settings), hub_manifest(routes, modules=MODULES))
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    beta = module_factory(hub, "beta")
+    got = Counter()
+    beta.on_input("in", got)
+    beta.connect()
+    alpha = module_factory(hub, "alpha")
+    alpha.connect()
+    for n in range(5):
+        alpha.send("out", {"n": n})
+    alpha.flush(timeout=10)
+    wait_for(lambda: got.count() >= 5, timeout=30, what="5 messages at beta")
+    assert hub.store is not None
+    wait_for(lambda: hub.store.depth("upstream") == 5, timeout=30, what="5 messages queued upstream")
+    wait_for(lambda: _gauge(hub, "outpost_hub_upstream_connected") == 0.0, timeout=30, what="upstream reported down")
+
+    snap = json.loads(finish(start_watch(tmp_path, hub.settings.port, "--json", "--seconds", "1", metrics=url)))
+    stats = snap["hubMetrics"]
+    assert (stats["url"], stats["available"], stats["error"]) == (url, True, None)
+    up = stats["upstream"]
+    assert (up["connected"], up["queueDepth"], up["sent"]) == (False, 5, 0)
+    assert up["offlineSecs"] > 0
+    assert up["oldestAgeSecs"] >= 0
+    assert up["sentPerSecond"] == 0.0  # two scrapes, one observation apart
+    inputs = {q["endpoint"]: q for q in stats["inputs"]}
+    assert (inputs["module:beta/in"]["depth"], inputs["module:beta/in"]["sent"]) == (0, 5)
+    assert stats["dropped"] == {"expired": 0, "full": 0, "invalid": 0, "malformed": 0}
+    assert stats["storeBytes"] > 0
+    assert (snap["totals"]["messages"], snap["totals"]["perSecond"]) == (0, 0.0)  # the rest works as before
+
+    sink.down = False  # the link is back: the queue drains, oldest first
+    wait_for(lambda: len(sink.delivered) == 5, timeout=30, what="the upstream queue delivered")
+    assert [json.loads(s.message.body)["n"] for s in sink.delivered] == list(range(5))
+    wait_for(lambda: _gauge(hub, "outpost_hub_upstream_connected") == 1.0, timeout=30, what="upstream reported up")
+    text = finish(start_watch(tmp_path, hub.settings.port, "--seconds", "1", metrics=url))
+    assert "hub: upstream connected" in text
+    assert "dropped: none" in text
+    row = next(line for line in text.splitlines() if "$upstream" in line)
+    assert [cell.strip() for cell in row.split("│")][1:5] == ["$upstream", "0", "-", "5"]  # QUEUED, OLDEST, SENT
+    assert "beta/in" in text

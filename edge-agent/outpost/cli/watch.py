@@ -3,7 +3,10 @@
 The modules come from the agent's state dir, computed as ``outpost list`` does. The messages are
 observed on the device's broker by a subscriber of its own (``outpost.cli.adapters.mqtt_tap``:
 the hub user, a separate client id, a clean session that expires on disconnect), so the hub's
-persistent session is never touched. What the messages mean is ``outpost.hub.observer``.
+persistent session is never touched. What the messages mean is ``outpost.hub.observer``. The hub
+panel (upstream link, store-and-forward queues, drops, store size) comes from the hub's Prometheus
+endpoint (``outpost.cli.adapters.metrics_scrape``, read by ``outpost.cli.hub_metrics``); when it
+cannot be read, the panel says why and the rest of the view carries on.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from outpost.agent.adapters import make_runtime
 from outpost.agent.environment import default_device_id
 from outpost.agent.runtime import ContainerRuntime
 from outpost.agent.state import StateDir
+from outpost.cli.adapters.metrics_scrape import ScrapeError, scrape
 from outpost.cli.adapters.mqtt_tap import MqttTap, TapError
 from outpost.cli.agent import StateOpt, default_state_dir
 from outpost.cli.device import _COLOURS, _live_status
 from outpost.cli.hub import _default_state_dir as default_hub_state_dir
+from outpost.cli.hub_metrics import DEFAULT_URL, HubMetricsView, HubStats
 from outpost.cli.output import err, out, print_json
 from outpost.errors import OutpostError
 from outpost.hub.acl import HUB_USER
@@ -38,6 +43,8 @@ from outpost.hub.observer import Observer, Snapshot, subscriptions
 
 REFRESH_SECS = 0.5
 MODULES_EVERY_SECS = 2.0  # runtime.observe() may ask Docker: not twice a second
+METRICS_EVERY_SECS = 2.0  # the hub's gauges query its store: not twice a second either
+SCRAPE_TIMEOUT_SECS = 1.0
 WINDOW_SECS = 5.0
 PASSWORD_FILE = "hub.password"  # outpost.hub.adapters.mosquitto.load_hub_password's file
 
@@ -120,8 +127,70 @@ def _ago(at: float, now: float) -> str:
     return f"{max(0.0, now - at):.1f}s ago"
 
 
+def _duration(secs: float) -> str:
+    if secs < 60:
+        return f"{secs:.1f}s" if secs < 10 else f"{secs:.0f}s"
+    if secs < 3600:
+        return f"{int(secs // 60)}m{int(secs % 60):02d}s"
+    return f"{int(secs // 3600)}h{int(secs % 3600 // 60):02d}m"
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def render_hub(stats: HubStats) -> RenderableType:
+    """The hub panel: upstream link, queues (upstream first, then module inputs), drops, store size."""
+    if stats.error is not None:
+        return Text.from_markup(f"[yellow]hub metrics unavailable at {escape(stats.url)}:[/] {escape(stats.error)}")
+    if stats.upstream_connected is None:
+        link = "[dim]no link reported (no $upstream route, or the hub just started)[/]"
+    elif stats.upstream_connected:
+        link = "[green]connected[/]"
+    else:
+        offline = stats.upstream_offline_secs
+        link = f"[bold red]offline{f' for {_duration(offline)}' if offline is not None else ''}[/]"
+        if stats.upstream.depth:
+            link += " [yellow](stored, forwarded when it is back)[/]"
+    drops = ", ".join(f"{reason} {n}" for reason, n in stats.dropped if n) or "none"
+    if stats.rejected:
+        drops += f"; rejected {stats.rejected} (store full)"
+    store = _size(stats.store_bytes) if stats.store_bytes is not None else "-"
+    head = Text.from_markup(
+        f"hub: upstream {link}  [dim]|[/] dropped: {'[red]' if stats.dropped_total else ''}{escape(drops)}"
+        f"{'[/]' if stats.dropped_total else ''}  [dim]|[/] store {store}"
+    )
+    queues = Table(title="hub store-and-forward", title_justify="left")
+    queues.add_column("QUEUE")
+    for column in ("QUEUED", "OLDEST", "SENT", "SENT/S"):
+        queues.add_column(column, justify="right")
+    for i, q in enumerate((stats.upstream, *stats.inputs)):
+        if i == 1:
+            queues.add_section()
+        depth = f"[yellow]{q.depth}[/]" if q.depth else "0"
+        queues.add_row(
+            escape(q.label),
+            depth,
+            "-" if q.oldest_age_secs is None else _duration(q.oldest_age_secs),
+            str(q.sent),
+            "-" if q.per_second is None else f"{q.per_second:.1f}",
+        )
+    return Group(head, queues)
+
+
 def render(
-    snap: Snapshot, modules: list[dict[str, Any]], *, hub: str, problem: str | None, connected: bool = True
+    snap: Snapshot,
+    modules: list[dict[str, Any]],
+    *,
+    hub: str,
+    problem: str | None,
+    connected: bool = True,
+    hub_stats: HubStats | None = None,
 ) -> RenderableType:
     """The whole screen: one renderable, used by the live view and by ``--once``."""
     parts: list[RenderableType] = []
@@ -157,6 +226,8 @@ def render(
     dups = f" ({snap.duplicates} re-sent)" if snap.duplicates else ""
     rates.add_row("[bold]total[/]", f"[bold]{snap.per_second:.1f}[/]", f"[bold]{snap.total}[/]{dups}", "")
     parts.append(rates)
+    if hub_stats is not None:
+        parts.append(render_hub(hub_stats))
     if snap.score is None:
         parts.append(Text("anomaly score: - (no score seen yet)"))
     else:
@@ -236,18 +307,33 @@ def _drain(inbox: Inbox, observer: Observer) -> None:
         observer.observe(topic, payload, props, at=at)
 
 
-def _live(tap: MqttTap, inbox: Inbox, observer: Observer, agent: _Agent, address: str) -> None:
+def _scrape(metrics: HubMetricsView) -> HubStats:
+    """One scrape of the hub's metrics; a failure is recorded in the snapshot, never raised."""
+    try:
+        text = scrape(metrics.url, timeout=SCRAPE_TIMEOUT_SECS)
+    except ScrapeError as exc:
+        return metrics.fail(str(exc), time.time())
+    return metrics.update(text, time.time())
+
+
+def _live(tap: MqttTap, inbox: Inbox, observer: Observer, agent: _Agent, address: str, metrics: HubMetricsView) -> None:
     """Redraw every REFRESH_SECS until Ctrl-C."""
     modules = agent.modules()
     modules_at = time.monotonic()
+    stats = _scrape(metrics)
+    stats_at = time.monotonic()
     try:
         with Live(console=out, auto_refresh=False) as live:
             while True:
                 _drain(inbox, observer)
                 if time.monotonic() - modules_at >= MODULES_EVERY_SECS:
                     modules, modules_at = agent.modules(), time.monotonic()
+                if time.monotonic() - stats_at >= METRICS_EVERY_SECS:
+                    stats, stats_at = _scrape(metrics), time.monotonic()
                 snap = observer.snapshot()
-                live.update(render(snap, modules, hub=address, problem=agent.problem, connected=tap.connected))
+                live.update(
+                    render(snap, modules, hub=address, problem=agent.problem, connected=tap.connected, hub_stats=stats)
+                )
                 live.refresh()
                 time.sleep(REFRESH_SECS)
     except KeyboardInterrupt:
@@ -268,6 +354,15 @@ def watch(
         typer.Option("--hub", help="The device's broker, HOST:PORT [default: the agent's, else 127.0.0.1:1883]."),
     ] = None,
     hub_port: Annotated[int | None, typer.Option("--hub-port", help="Only change the broker's port.")] = None,
+    hub_metrics: Annotated[
+        str,
+        typer.Option(
+            "--hub-metrics",
+            metavar="URL",
+            help="The hub's Prometheus endpoint, for the upstream link, queues, drops and store size "
+            "(its OUTPOST_HUB_METRICS_PORT).",
+        ),
+    ] = DEFAULT_URL,
     device_id: Annotated[
         str | None,
         typer.Option(
@@ -280,10 +375,12 @@ def watch(
         float, typer.Option("--seconds", min=0.0, help="With --once: how long to observe before the snapshot.")
     ] = 2.0,
 ) -> None:
-    """Watch the device live: modules, message rates per output, anomaly score, alerts, valve (Ctrl-C ends).
+    """Watch the device live: modules, message rates per output, the hub's upstream link and queues,
+    anomaly score, alerts, valve (Ctrl-C ends).
 
     Messages are observed on the device's broker as the hub user, with a session of its own that
-    leaves nothing behind: the hub and the modules are not disturbed.
+    leaves nothing behind: the hub and the modules are not disturbed. The hub panel is read from
+    the hub's metrics endpoint (--hub-metrics); when that cannot be read, the panel says why.
     """
     if json_out and not once:
         err.print("[red]error:[/] --json needs --once (the live view is for people)")
@@ -295,18 +392,24 @@ def watch(
     password = _hub_password(hub_state_dir or default_hub_state_dir())
     observer = Observer(device, window=WINDOW_SECS)
     inbox: Inbox = queue.SimpleQueue()
+    metrics = HubMetricsView(hub_metrics, window=WINDOW_SECS)
     with _open_tap(host, port, password, device, inbox) as tap:
         observer.restart()  # rates count from the moment the subscription is in place
         if not once:
-            _live(tap, inbox, observer, agent, address)
+            _live(tap, inbox, observer, agent, address, metrics)
             return
         err.print(f"watching {escape(device)} on {escape(address)} for {seconds:g} s")
-        time.sleep(seconds)
+        started = time.monotonic()
+        _scrape(metrics)  # the first of two: the send rates are over the observation
+        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
         _drain(inbox, observer)
         snap = observer.snapshot()
+        stats = _scrape(metrics)
         modules = agent.modules()
         if json_out:
             doc = {"hub": address, "agent": {"stateDir": str(agent.path), "problem": agent.problem}, "modules": modules}
-            print_json({**doc, **snap.as_dict()})
+            print_json({**doc, **snap.as_dict(), "hubMetrics": stats.as_dict()})
         else:
-            out.print(render(snap, modules, hub=address, problem=agent.problem, connected=tap.connected))
+            out.print(
+                render(snap, modules, hub=address, problem=agent.problem, connected=tap.connected, hub_stats=stats)
+            )
