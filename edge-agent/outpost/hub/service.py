@@ -219,7 +219,10 @@ class HubService:
         if self.store is None or self.purger is None:
             raise RuntimeError("HubService pump before start")
         stop = threading.Event()
-        pump = Pump(self.store, endpoint, sink, clock=self.clock, metrics=self.metrics, on_drained=self.purger.wake)
+        pump = Pump(
+            self.store, endpoint, sink, clock=self.clock, metrics=self.metrics, on_drained=self.purger.wake,
+            batch_size=5000 if endpoint == UPSTREAM else 500,  # an upstream backlog: fewer commits, flushes (bench)
+        )  # fmt: skip
         thread = threading.Thread(target=pump.run, args=(stop,), name=f"outpost-pump-{endpoint}", daemon=True)
         thread.start()
         self.endpoints[endpoint] = _Endpoint(pump=pump, sink=sink, thread=thread, stop=stop)
