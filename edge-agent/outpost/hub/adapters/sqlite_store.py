@@ -25,6 +25,7 @@ shrinks after a drain (Azure edgeHub's store never does: iotedge#2674, #3981).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
@@ -533,17 +534,24 @@ def _encode_props(message: Message) -> str:
     return _ENCODER.encode(document)
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse_props(props: str) -> tuple[str, str | None, str | None, dict[str, str], dict[str, str]]:
+    """A ``props`` column, parsed. Cached: a source's messages mostly carry the very same props text."""
+    document = json.loads(props)
+    return document["d"], document.get("m"), document.get("o"), document.get("p", {}), document.get("s", {})
+
+
 def _decode_message(mid: str, body: bytes, props: str) -> Message:
     try:
-        document = json.loads(props)
+        device, module, output, properties, system = _parse_props(props)
         return Message(
             id=mid,
             body=bytes(body),
-            source_device=document["d"],
-            source_module=document.get("m"),
-            output=document.get("o"),
-            properties=document.get("p", {}),
-            system=document.get("s", {}),
+            source_device=device,
+            source_module=module,
+            output=output,
+            properties=dict(properties),  # copies: the parsed ones are shared through the cache
+            system=dict(system),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StoreError(f"stored message {mid!r} is damaged: {exc}") from exc
