@@ -7,7 +7,9 @@ In one run, on 127.0.0.1, with 90-byte JSON bodies:
   end to end acknowledged, counted at the receiver; with the SDK's batch PUBLISHes (the default)
   and with them turned off (``max_batch=1``: one PUBLISH per message both ways);
 - latency p50/p99 at a steady 1,000 msg/s through the hub (send to handler), both ways;
-- the hub's RSS after the runs (it runs as its own process, ``outpost hub run``).
+- the hub's RSS after the runs (it runs as its own process, ``outpost hub run``), and while a
+  backlog of ``--backlog`` messages builds up for a module that is offline (memory must not follow
+  the backlog: it is on disk).
 """
 
 from __future__ import annotations
@@ -175,10 +177,27 @@ def latency(hub: _Hub, rate: int, seconds: float, **client_kw: Any) -> tuple[flo
     return statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1]
 
 
+def backlog_rss(hub: _Hub, total: int, steps: int = 4) -> list[tuple[int, float]]:
+    """(queued messages, hub RSS MB) while ``total`` messages queue up for an offline beta."""
+    alpha = hub.client("alpha", max_outbox=total + 10, send_timeout=120.0)
+    alpha.connect(timeout=30)
+    points = [(0, hub.rss_mb())]
+    try:
+        for step in range(1, steps + 1):
+            for _ in range(total // steps):
+                alpha.send("out", BODY, content_type="application/json")
+            alpha.flush(timeout=600)  # receipted: on disk in the hub
+            points.append((step * (total // steps), hub.rss_mb()))
+    finally:
+        alpha.close()
+    return points
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs of each kind (median reported)")
+    parser.add_argument("--backlog", type=int, default=200_000, help="messages queued for an offline module")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     single = {"max_batch": 1}
@@ -192,6 +211,7 @@ def main() -> None:
             p50, p99 = latency(hub, rate=1000, seconds=10)
             p50_single, p99_single = latency(hub, rate=1000, seconds=10, **single)
             rss = hub.rss_mb()
+            backlog = backlog_rss(hub, args.backlog)
         finally:
             hub.stop()
     raw, ours, ours_single = statistics.median(raws), statistics.median(batched), statistics.median(singles)
@@ -208,6 +228,7 @@ def main() -> None:
         "latency_single_p50_ms_at_1000": round(p50_single, 2),
         "latency_single_p99_ms_at_1000": round(p99_single, 2),
         "hub_rss_mb": round(rss, 1),
+        "backlog_rss_mb": [[queued, round(mb, 1)] for queued, mb in backlog],
         "runs": {"raw": [round(x) for x in raws], "routed": [round(x) for x in batched],
                  "routed_single": [round(x) for x in singles]},
     }  # fmt: skip
@@ -224,7 +245,9 @@ def main() -> None:
     print(f"| routed with batches off / raw | {s['routed_single_vs_raw']} |")
     print(f"| latency p50 / p99 at 1,000 msg/s | {s['latency_p50_ms_at_1000']} / {s['latency_p99_ms_at_1000']} ms |")
     print(f"| same, batches off | {s['latency_single_p50_ms_at_1000']} / {s['latency_single_p99_ms_at_1000']} ms |")
-    print(f"| hub RSS | {s['hub_rss_mb']} MB |")
+    print(f"| hub RSS after the runs above | {s['hub_rss_mb']} MB |")
+    trail = ", ".join(f"{queued:,}: {mb} MB" for queued, mb in s["backlog_rss_mb"])
+    print(f"| hub RSS while a backlog builds up for an offline module (queued: RSS) | {trail} |")
     print(f"| runs (msg/s): raw / routed / batches off | {s['runs']} |")
 
 
