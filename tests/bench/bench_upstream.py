@@ -59,7 +59,7 @@ from outpost.hub.adapters.sqlite_store import SqliteStore
 from outpost.hub.pump import Pump
 from outpost.hub.store import UPSTREAM, Delivery
 from outpost.hub.upstream import kafka_headers, kafka_key
-from outpost.wire.message import Message
+from outpost.wire.message import Message, new_id
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = ROOT / "scripts" / "services" / "kafka.sh"
@@ -85,7 +85,7 @@ def body(i: int) -> bytes:
 def message(i: int) -> Message:
     """What an SDK module's ``send("telemetry", {...}, {"machine": ...})`` becomes in the hub."""
     return Message(
-        id=uuid.uuid4().hex,
+        id=new_id(),  # as the SDK makes it
         body=body(i),
         source_device="edge-gateway-01",
         source_module="sensor",
