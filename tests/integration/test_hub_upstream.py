@@ -8,8 +8,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from kafka import KafkaConsumer, TopicPartition
-
+from integration.conftest_kafka import read_topic
 from integration.conftest_mosquitto import wait_for
 from integration.hub_harness import ALPHA_TO_BETA, hub_manifest
 from outpost.hub.store import UPSTREAM
@@ -21,25 +20,8 @@ BACKLOG = 100_000
 
 
 def _ids_in_topic(bootstrap: str, topic: str, expected: int, timeout: float) -> list[str]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    ids: list[str] = []
-    try:
-        deadline = time.monotonic() + timeout
-        partitions = None
-        while not partitions and time.monotonic() < deadline:
-            partitions = consumer.partitions_for_topic(topic)
-            time.sleep(0.2)
-        assert partitions, f"no topic {topic} in Kafka"
-        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-        consumer.seek_to_beginning()
-        while len(ids) < expected and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500, max_records=10_000).values():
-                for record in records:
-                    headers = dict(record.headers)
-                    ids.append(headers["$.mid"].decode())
-        return ids
-    finally:
-        consumer.close()
+    records = read_topic(bootstrap, topic, expected, timeout)
+    return [dict(record.headers)["$.mid"].decode() for record in records]
 
 
 def test_kafka_outage_with_100k_queued_then_drains_while_new_messages_flow(
