@@ -224,20 +224,17 @@ class Ingress:
         receipts: dict[tuple[str, str], list[str]] = defaultdict(list)
         endpoints: set[str] = set()
         held: set[int] = set()  # PUBLISHes with a rejected message: not acked, retried whole
-        for received, message in decoded:
+        for (received, message), (_, targets) in zip(decoded, items, strict=True):
             if message.id in rejected:
                 self._rejected.append((received, message))
                 held.add(id(received))
-        acked: set[int] = set()
-        for (received, message), (_, targets) in zip(decoded, items, strict=True):
-            if message.id in rejected:
                 continue
-            if id(received) not in held and id(received) not in acked:
-                acked.add(id(received))
-                self.link.ack(received.token, received.qos)
             if message.source_module is not None:
                 receipts[(message.source_device, message.source_module)].append(message.id)
             endpoints.update(d.endpoint for d in targets)
+        for received in {id(r): r for r, _ in decoded}.values():  # each PUBLISH once, in order
+            if id(received) not in held:
+                self.link.ack(received.token, received.qos)
         for (device, module), ids in receipts.items():
             self.publisher.publish(topics.receipts(device, module), json.dumps(ids).encode(), qos=1)
         if endpoints:

@@ -412,12 +412,12 @@ class ModuleClient:
                 if entry is None or entry.token is not None or entry.stored_at is not None:
                     self._waiting.popleft()  # receipted, in flight or accepted meanwhile
                     continue
-                weight = len(entry.payload) + sum(len(k) + len(v) + 8 for k, v in entry.user_properties) + 64
-                if run and size + weight > batches.MAX_BYTES:
+                size_of = batches.weight(entry.output, entry.user_properties, entry.payload)
+                if run and size + size_of > batches.MAX_BYTES:
                     break
                 self._waiting.popleft()
                 run.append(entry)
-                size += weight
+                size += size_of
             if not run:
                 return
             self._publish_run(link, run)

@@ -36,6 +36,7 @@ __all__ = [
     "chunks",
     "decode",
     "encode",
+    "weight",
 ]
 
 MAGIC = b"OPB1"
@@ -120,16 +121,21 @@ def _entry(index: int, entry: object) -> tuple[str, tuple[tuple[str, str], ...],
     return name, tuple((k, v) for k, v in pairs), content_type, length
 
 
+def weight(name: str, user_properties: tuple[tuple[str, str], ...], body: bytes) -> int:
+    """About how many bytes a message takes in a batch (body plus its header entry), for ``MAX_BYTES``."""
+    return len(body) + len(name) + sum(len(k) + len(v) + 8 for k, v in user_properties) + 32
+
+
 def chunks(
     items: Sequence[Framed], *, max_messages: int = MAX_MESSAGES, max_bytes: int = MAX_BYTES
 ) -> Iterator[Sequence[Framed]]:
     """Split ``items`` (in order) into runs that fit one batch; an oversized message runs alone."""
     begin, size = 0, 0
     for index, item in enumerate(items):
-        weight = len(item.body) + len(item.name) + sum(len(k) + len(v) + 8 for k, v in item.user_properties) + 32
-        if index > begin and (index - begin >= max_messages or size + weight > max_bytes):
+        size_of = weight(item.name, item.user_properties, item.body)
+        if index > begin and (index - begin >= max_messages or size + size_of > max_bytes):
             yield items[begin:index]
             begin, size = index, 0
-        size += weight
+        size += size_of
     if begin < len(items):
         yield items[begin:]
