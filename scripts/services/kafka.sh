@@ -163,7 +163,11 @@ start() {
     java_cmd
     if [ ! -f "$DATA/meta.properties" ]; then
         local cluster_id
-        cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+        # Not starting with "-" (1 in 64 would): the storage tool would take it for an option (Kafka's
+        # own Uuid.randomUuid() avoids those too).
+        cluster_id=$(python3 -c 'import base64, uuid
+while (cid := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"): pass
+print(cid)')
         say "formatting $DATA (cluster id $cluster_id)"
         "${JAVA[@]}" kafka.tools.StorageTool format --ignore-formatted -t "$cluster_id" -c "$CONF" \
             >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "kafka-storage format failed"; }

@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from integration.conftest_kafka import read_topic
+from integration.conftest_kafka import KAFKA_GOES_DOWN, read_topic
 from integration.conftest_mosquitto import wait_for
 from integration.hub_harness import ALPHA_TO_BETA, hub_manifest
 from outpost.hub.store import UPSTREAM
@@ -24,6 +24,7 @@ def _ids_in_topic(bootstrap: str, topic: str, expected: int, timeout: float) -> 
     return [dict(record.headers)["$.mid"].decode() for record in records]
 
 
+@KAFKA_GOES_DOWN
 def test_kafka_outage_with_100k_queued_then_drains_while_new_messages_flow(
     hub_factory: Any, module_factory: Any, kafka: str, kafka_broker: KafkaBroker
 ) -> None:

@@ -8,7 +8,7 @@ import random
 from typing import Any
 
 import pytest
-from kafka.partitioner.default import DefaultPartitioner
+from kafka.partitioner import DefaultPartitioner
 
 from outpost.hub import upstream
 from outpost.hub.adapters import kafka_sink
@@ -52,6 +52,7 @@ class FakeProducer:
 def producers(monkeypatch: pytest.MonkeyPatch) -> list[FakeProducer]:
     FakeProducer.instances = []
     monkeypatch.setattr(kafka_sink, "KafkaProducer", FakeProducer)
+    monkeypatch.setattr(KafkaSink, "_probe", lambda _self: True)  # no broker: the fake stands in for it
     return FakeProducer.instances
 
 
@@ -130,17 +131,41 @@ def test_the_sink_uses_the_cached_partitioner_unless_configured_otherwise(produc
     assert producers[1].config["partitioner"] is mine
 
 
+class Cluster:
+    """The part of kafka-python's ``ClusterMetadata`` a partitioner reads: one topic."""
+
+    def __init__(self, partitions: list[int], available: list[int]) -> None:
+        self._partitions, self._available = set(partitions), set(available)
+
+    def topics(self) -> set[str]:
+        return {"t"}
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return set(self._partitions) if topic == "t" else None
+
+    def available_partitions_for_topic(self, topic: str) -> set[int] | None:
+        return set(self._available) if topic == "t" else None
+
+
 def test_key_hash_partitioner_picks_the_default_partitioners_partition() -> None:
     rng = random.Random(11)
     cached, default = KeyHashPartitioner(max_keys=16), DefaultPartitioner()
     keys = [rng.randbytes(rng.randint(0, 40)) for _ in range(200)] + [b"dev1/sensor", "gerät/模块".encode()]
     for _ in range(3):  # first computed, then cached (and the small cache is cleared on the way)
         for key in keys:
-            partitions = sorted(rng.sample(range(64), rng.randint(1, 12)))
-            assert cached(key, partitions, partitions) == default(key, partitions, partitions)
+            cluster = Cluster(rng.sample(range(64), rng.randint(1, 12)), [])
+            expected = default.partition("t", key, key, b"v", b"v", cluster)
+            assert cached.partition("t", key, key, b"v", b"v", cluster) == expected
 
 
 def test_key_hash_partitioner_without_a_key_picks_an_available_partition() -> None:
     partitioner = KeyHashPartitioner()
-    assert {partitioner(None, [0, 1, 2, 3], [1, 3]) for _ in range(50)} <= {1, 3}
-    assert {partitioner(None, [0, 1], []) for _ in range(50)} <= {0, 1}
+    up = Cluster([0, 1, 2, 3], [1, 3])
+    assert {partitioner.partition("t", None, None, b"v", b"v", up) for _ in range(50)} <= {1, 3}
+    none_up = Cluster([0, 1], [])
+    assert {partitioner.partition("t", None, None, b"v", b"v", none_up) for _ in range(50)} <= {0, 1}
+
+
+def test_key_hash_partitioner_refuses_an_unknown_topic() -> None:
+    with pytest.raises(ValueError, match="not found"):
+        KeyHashPartitioner().partition("other", b"k", b"k", b"v", b"v", Cluster([0], [0]))

@@ -7,8 +7,9 @@ Built by ``outpost.hub.upstream.sink_from_settings``; called by the hub's upstre
   headers = the message's properties (see ``outpost.hub.upstream``).
 - ``send`` produces the whole batch, flushes and reads every record's outcome: delivered ->
   succeeded; broker unreachable / timed out -> retryable (``UNREACHABLE``); too large or an
-  illegal topic -> invalid. A record the broker refused as too large is tried once more on its
-  own (a batch can exceed a topic's limit although each record fits) before it is called invalid.
+  illegal topic -> invalid. kafka-python splits a batch the broker refuses as too large; a
+  record it refuses on its own leaves the (idempotent) producer failing everything after it, so
+  the refused records are re-checked with fresh producers before one is called invalid.
 - Every wait is bounded by ``timeout`` (default 15 s) and nothing escapes ``send``.
 - After a retryable failure the producer is closed without waiting and a fresh one is made on
   the next ``send``: records buffered for a dead broker are never sent later behind the pump's back.
@@ -22,6 +23,11 @@ output; headers once per source and set of properties, only the message id is fi
 record (:func:`~outpost.hub.upstream.kafka_headers` stays the definition); and the producer's
 partitioner is kafka-python's default one with each key's murmur2 hash cached
 (:class:`KeyHashPartitioner`): the same partitions, without ~5 µs of pure-Python hashing a record.
+
+kafka-python 3.0 (a new network layer; ~10% cheaper sends than 2.3) has two quirks handled here:
+``flush`` can give up on a batch it split ("Future not done") while its records are still under
+way (``_flush`` waits for each record), and a producer whose bootstrap fails leaks its sockets
+(``_ensure_producer`` probes the address first).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Any
 
 from kafka import KafkaProducer  # type: ignore[import-untyped]
 from kafka import errors as kafka_errors
-from kafka.partitioner.default import DefaultPartitioner, murmur2  # type: ignore[import-untyped]
+from kafka.partitioner import DefaultPartitioner, Partitioner, murmur2  # type: ignore[import-untyped]
 
 from outpost.hub.sinks import FailureKind, SinkResult
 from outpost.hub.store import Stored
@@ -55,12 +61,13 @@ _INVALID_ERRORS: tuple[type[BaseException], ...] = (
     kafka_errors.CorruptRecordError,
     kafka_errors.RecordListTooLargeError,
 )
-_TOO_LARGE = kafka_errors.MessageSizeTooLargeError
+#: Refused by the broker (or the producer's own checks) for what a record is.
+_REFUSED = (kafka_errors.MessageSizeTooLargeError, *_INVALID_ERRORS)
 #: Bound of the per-source caches (a device has a handful of sources; a leaf-device gateway more).
 _CACHE_MAX = 4096
 
 
-class KeyHashPartitioner:
+class KeyHashPartitioner(Partitioner):  # type: ignore[misc]
     """kafka-python's ``DefaultPartitioner`` with the keys' murmur2 hashes cached.
 
     The same partition for the same key and partition list (murmur2, as the Java client), a
@@ -70,16 +77,22 @@ class KeyHashPartitioner:
     def __init__(self, max_keys: int = _CACHE_MAX) -> None:
         self._hashes: dict[bytes, int] = {}
         self._max_keys = max_keys
+        self._default = DefaultPartitioner()
 
-    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-        if key is None:
-            return int(DefaultPartitioner()(key, all_partitions, available))
-        hashed = self._hashes.get(key)
+    def partition(  # noqa: PLR0917 - kafka-python's Partitioner signature
+        self, topic: str, key: Any, serialized_key: bytes | None, value: Any, serialized_value: Any, cluster: Any
+    ) -> int:
+        if serialized_key is None:
+            return int(self._default.partition(topic, key, serialized_key, value, serialized_value, cluster))
+        hashed = self._hashes.get(serialized_key)
         if hashed is None:
             if len(self._hashes) >= self._max_keys:
                 self._hashes.clear()
-            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
-        return all_partitions[hashed % len(all_partitions)]
+            hashed = self._hashes[serialized_key] = murmur2(serialized_key) & 0x7FFFFFFF
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:
+            raise ValueError(f"Topic {topic} not found in the cluster metadata")
+        return int(sorted(partitions)[hashed % len(partitions)])
 
 
 @dataclass(slots=True)
@@ -131,7 +144,7 @@ class KafkaSink:
             # Upper bound for a record from send() to its outcome; below our own deadline.
             "delivery_timeout_ms": max(int(timeout * 1000) - 2000, request_timeout_ms + linger_ms),
             "max_block_ms": request_timeout_ms,  # metadata waits inside producer.send()
-            "api_version_auto_timeout_ms": min(request_timeout_ms, 5000),
+            "bootstrap_timeout_ms": min(request_timeout_ms, 5000),
             "retry_backoff_ms": 100,
             "reconnect_backoff_ms": 50,
             "reconnect_backoff_max_ms": 1000,
@@ -206,8 +219,7 @@ class KafkaSink:
             return
 
         pending = self._produce(producer, pending, result, deadline)
-        with contextlib.suppress(kafka_errors.KafkaTimeoutError):  # unfinished records are retryable
-            producer.flush(timeout=max(deadline - time.monotonic(), 0.0))
+        self._flush(producer, pending, deadline)
         self._collect(pending, result, deadline)
         self._finish(result)
 
@@ -260,16 +272,35 @@ class KafkaSink:
                 return pending[: index + 1]
         return pending
 
+    @staticmethod
+    def _flush(producer: Any, pending: list[_Pending], deadline: float) -> None:
+        """Send what lingers and wait for every record's outcome, at most until ``deadline``.
+
+        kafka-python 3.0 splits a batch the broker refused as too large and re-queues the halves;
+        ``flush`` then gives up on the old batch ("Future not done") although its records are still
+        on their way. Each record's own future follows the split, so those are waited on after it.
+        """
+        with contextlib.suppress(kafka_errors.KafkaTimeoutError, kafka_errors.UnknownError):
+            producer.flush(timeout=max(deadline - time.monotonic(), 0.0))
+        for entry in pending:
+            future = entry.future
+            if future is None or isinstance(future, BaseException) or future.is_done:
+                continue
+            with contextlib.suppress(Exception):  # the outcome (or the lack of one) is read in _collect
+                future.get(timeout=max(deadline - time.monotonic(), 0.0))
+
     def _collect(self, pending: list[_Pending], result: SinkResult, deadline: float) -> None:
-        too_large: list[_Pending] = []
+        """Sort each record's outcome into ``result``; refused ones are sorted out by ``_recheck``."""
+        refused: list[_Pending] = []
         for entry in pending:
             outcome = self._outcome(entry.future)
             if outcome is None:
                 result.succeeded.append(entry.item.seq)
-            elif isinstance(outcome, _TOO_LARGE):
-                too_large.append(entry)
-            elif isinstance(outcome, _INVALID_ERRORS):
-                result.invalid.append((entry.item.seq, f"{type(outcome).__name__}: {outcome}"))
+            elif isinstance(outcome, _REFUSED):
+                if isinstance(entry.future, BaseException):  # the producer's own per-record check: final
+                    result.invalid.append((entry.item.seq, f"{type(outcome).__name__}: {outcome}"))
+                else:
+                    refused.append(entry)
             elif isinstance(outcome, (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError)) or getattr(
                 outcome, "retriable", False
             ):
@@ -278,33 +309,48 @@ class KafkaSink:
             else:
                 result.retryable.append(entry.item.seq)
                 self._internal(result, f"{type(outcome).__name__}: {outcome}")
-        for entry in too_large:
-            self._retry_alone(entry, result, deadline)
+        if refused:
+            self._recheck(refused, result, deadline)
 
-    def _retry_alone(self, entry: _Pending, result: SinkResult, deadline: float) -> None:
-        """A record refused as too large: alone, it is either delivered or really too large."""
-        producer = self._producer
-        remaining = deadline - time.monotonic()
-        if producer is None or remaining <= 0:
-            result.retryable.append(entry.item.seq)
-            return
-        try:
-            future = producer.send(entry.topic, value=entry.item.message.body, key=entry.key, headers=entry.headers)
-            producer.flush(timeout=remaining)
-        except kafka_errors.KafkaTimeoutError as exc:
-            result.retryable.append(entry.item.seq)
-            self._unreachable(result, f"{type(exc).__name__}: {exc}")
-            return
-        except (ValueError, TypeError, AssertionError, kafka_errors.KafkaError) as exc:
-            future = exc
-        outcome = self._outcome(future)
-        if outcome is None:
-            result.succeeded.append(entry.item.seq)
-        elif isinstance(outcome, (_TOO_LARGE, *_INVALID_ERRORS)):
-            result.invalid.append((entry.item.seq, f"{type(outcome).__name__}: {outcome}"))
-        else:
-            result.retryable.append(entry.item.seq)
-            self._unreachable(result, f"{type(outcome).__name__}: {outcome}")
+    def _recheck(self, refused: list[_Pending], result: SinkResult, deadline: float) -> None:
+        """Records the broker refused (too large, invalid): which of them really are refused.
+
+        After one refusal kafka-python's idempotent producer fails every later record with the same
+        error and stays failed. So with a fresh producer each time: the first refused record is sent
+        alone (refused again: invalid), then the others together, until none is left.
+        """
+        while refused:
+            if time.monotonic() >= deadline:
+                result.retryable.extend(entry.item.seq for entry in refused)
+                return
+            first, rest = refused[0], refused[1:]
+            self._drop_producer()
+            again = self._deliver([first], result, deadline)
+            if again:
+                outcome = self._outcome(first.future)
+                result.invalid.append((first.item.seq, f"{type(outcome).__name__}: {outcome}"))
+                self._drop_producer()
+            refused = self._deliver(rest, result, deadline) if rest else []
+
+    def _deliver(self, entries: list[_Pending], result: SinkResult, deadline: float) -> list[_Pending]:
+        """Send ``entries`` again and wait; returns those refused again (the rest are decided)."""
+        producer = self._ensure_producer(result)
+        if producer is None:
+            result.retryable.extend(entry.item.seq for entry in entries)
+            return []
+        sent = self._produce(producer, entries, result, deadline)
+        self._flush(producer, sent, deadline)
+        refused: list[_Pending] = []
+        for entry in sent:
+            outcome = self._outcome(entry.future)
+            if outcome is None:
+                result.succeeded.append(entry.item.seq)
+            elif isinstance(outcome, _REFUSED):
+                refused.append(entry)
+            else:
+                result.retryable.append(entry.item.seq)
+                self._unreachable(result, f"{type(outcome).__name__}: {outcome}")
+        return refused
 
     @staticmethod
     def _outcome(future: Any) -> BaseException | None:
@@ -324,6 +370,10 @@ class KafkaSink:
     def _ensure_producer(self, result: SinkResult) -> Any:
         if self._producer is not None:
             return self._producer
+        if not self._healthy and not self._probe():
+            # kafka-python 3.0 leaks the sockets of a producer whose bootstrap fails: look first.
+            self._unreachable(result, f"cannot reach Kafka at {self._bootstrap}: nothing listens there")
+            return None
         try:
             self._producer = KafkaProducer(**self._config)
         except kafka_errors.KafkaConfigurationError as exc:
@@ -364,6 +414,13 @@ class KafkaSink:
             return
         try:
             producer.close(timeout=wait)
+        except kafka_errors.KafkaTimeoutError:
+            # close() flushes first and gives up on records still buffered before it stops its I/O
+            # thread; those records must never be sent later, so stop it without them (kafka-python
+            # has no public call for this: the thread then fails them and closes its connections).
+            sender = getattr(producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()
         except Exception:  # closing must not turn into a failure of its own
             log.warning("kafka sink: closing the producer failed", exc_info=True)
 
