@@ -149,7 +149,7 @@ def drain_outpost(filled: Path, work: Path, bootstrap: str, pump_batch: int) -> 
     with SqliteStore(work) as store:
         queued = store.depth(UPSTREAM)
         sink = KafkaSink(bootstrap, topic=topic)
-        pump = Pump(store, UPSTREAM, sink, batch_size=pump_batch, on_drained=drained.set)
+        pump = Pump(store, UPSTREAM, sink, batch_size=pump_batch, on_drained=drained.set, ack_behind=True)
         thread = threading.Thread(target=pump.run, args=(stop,), name="bench-pump")
         began = time.perf_counter()
         thread.start()

@@ -470,13 +470,17 @@ def test_backoff_doubles_to_the_cap(store: SqliteStore) -> None:
     assert backoffs == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
 
 
-def test_order_within_a_priority_survives_retryable_failures(store: SqliteStore) -> None:
+@pytest.mark.parametrize("ack_behind", [False, True])
+def test_order_within_a_priority_survives_retryable_failures(store: SqliteStore, ack_behind: bool) -> None:
     sink = ScriptedSink()
     rng = random.Random(3)
     plan = [(f"m{i:03d}", rng.choice([0, 1, LOW])) for i in range(300)]
     sink.flaky = {mid: rng.randint(1, 2) for mid, _ in rng.sample(plan, 25)}
     store.put_batch([(msg(mid), to(priority=p)) for mid, p in plan], NOW)
-    pump = Pump(store, UPSTREAM, sink, clock=lambda: NOW, batch_size=40, min_backoff_secs=0.001, max_backoff_secs=0.002)
+    pump = Pump(
+        store, UPSTREAM, sink, clock=lambda: NOW, batch_size=40, min_backoff_secs=0.001, max_backoff_secs=0.002,
+        ack_behind=ack_behind,
+    )  # fmt: skip
     with Running(pump):
         wait_for(lambda: store.depth(UPSTREAM) == 0)
     delivered = [s.message.id for s in sink.delivered]
@@ -486,12 +490,13 @@ def test_order_within_a_priority_survives_retryable_failures(store: SqliteStore)
         assert [s.message.id for s in sink.delivered if s.priority == priority] == expected
 
 
-def test_wake_after_an_outage_drains_at_once_not_after_the_backoff(store: SqliteStore) -> None:
+@pytest.mark.parametrize("ack_behind", [False, True])
+def test_wake_after_an_outage_drains_at_once_not_after_the_backoff(store: SqliteStore, ack_behind: bool) -> None:
     sink = ScriptedSink()
     sink.down = True
     store.put_batch([(msg(f"m{i}"), to()) for i in range(1000)], NOW)
     # poll_secs is long so that only wake() can end the backoff early
-    pump = Pump(store, UPSTREAM, sink, clock=lambda: NOW, max_backoff_secs=10.0, poll_secs=30.0)
+    pump = Pump(store, UPSTREAM, sink, clock=lambda: NOW, max_backoff_secs=10.0, poll_secs=30.0, ack_behind=ack_behind)
     with Running(pump):
         wait_for(lambda: pump.backoff_secs >= 0.8)  # 0.1 + 0.2 + 0.4 + 0.8: the next wait is >= 1.6 s
         attempts = sink.attempts
@@ -523,10 +528,13 @@ def test_a_pump_notices_a_reconnect_without_a_wake(store: SqliteStore) -> None:
         assert time.monotonic() - began < 1.0
 
 
-def test_an_idle_pump_sleeps_until_woken_and_wakes_the_purger_after_a_drain(store: SqliteStore) -> None:
+@pytest.mark.parametrize("ack_behind", [False, True])
+def test_an_idle_pump_sleeps_until_woken_and_wakes_the_purger_after_a_drain(
+    store: SqliteStore, ack_behind: bool
+) -> None:
     sink = ScriptedSink()
     drained = threading.Event()
-    pump = Pump(store, UPSTREAM, sink, clock=lambda: NOW, idle_secs=30.0, on_drained=drained.set)
+    pump = Pump(store, UPSTREAM, sink, clock=lambda: NOW, idle_secs=30.0, on_drained=drained.set, ack_behind=ack_behind)
     with Running(pump):
         wait_for(lambda: sink.attempts == 0 and pump.backoff_secs == 0)
         time.sleep(0.1)
@@ -537,6 +545,75 @@ def test_an_idle_pump_sleeps_until_woken_and_wakes_the_purger_after_a_drain(stor
         wait_for(lambda: store.depth(UPSTREAM) == 0, timeout=2.0)
         assert time.monotonic() - began < 0.1
         assert drained.wait(2.0)
+
+
+class FailingAcks:
+    """The real store, but ``ack`` fails the first ``failures`` times (a disk error, say)."""
+
+    def __init__(self, store: SqliteStore, failures: int) -> None:
+        self.store, self.failures, self.acks = store, failures, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    def ack(self, endpoint: str, seqs: Sequence[int]) -> None:
+        self.acks += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("disk I/O error (injected)")
+        self.store.ack(endpoint, seqs)
+
+
+def test_ack_behind_writes_a_rounds_acks_while_the_next_batch_is_sent(store: SqliteStore) -> None:
+    sink = ScriptedSink()
+    metrics = HubMetrics()
+    store.put_batch([(msg(f"m{i:02d}"), to()) for i in range(30)], NOW)
+    pump = Pump(store, UPSTREAM, sink, clock=lambda: NOW, batch_size=10, metrics=metrics, ack_behind=True)
+    depths = []
+    for _ in range(3):
+        assert pump.round() is Round.PROGRESS
+        depths.append(store.depth(UPSTREAM))
+    assert depths == [30, 20, 10]  # each round's acks are written during the next round's send
+    assert pump.round() is Round.PROGRESS  # only the unwritten batch was left: written now, look again
+    assert store.depth(UPSTREAM) == 0
+    assert pump.round() is Round.EMPTY
+    assert [s.message.id for s in sink.delivered] == [f"m{i:02d}" for i in range(30)]  # each once, in order
+    assert metrics.registry.get_sample_value("outpost_hub_messages_out_total", {"endpoint": UPSTREAM}) == 30
+
+
+def test_ack_behind_settles_when_the_pump_stops(store: SqliteStore) -> None:
+    sink = ScriptedSink()
+    store.put_batch([(msg(f"m{i}"), to()) for i in range(5)], NOW)
+    pump = Pump(store, UPSTREAM, sink, clock=lambda: NOW, ack_behind=True)
+    assert pump.round() is Round.PROGRESS
+    assert store.depth(UPSTREAM) == 5
+    stop = threading.Event()
+    stop.set()
+    pump.run(stop)  # returns at once, but not before writing what the last round decided
+    assert store.depth(UPSTREAM) == 0
+
+
+def test_ack_behind_sends_again_what_a_failed_write_left_queued(store: SqliteStore) -> None:
+    sink = ScriptedSink()
+    store.put_batch([(msg(f"m{i:02d}"), to()) for i in range(20)], NOW)
+    failing = FailingAcks(store, failures=1)
+    pump = Pump(failing, UPSTREAM, sink, clock=lambda: NOW, batch_size=10, ack_behind=True)  # type: ignore[arg-type]
+    assert pump.round() is Round.PROGRESS  # m00-m09 sent; their ack is written next round, and fails
+    assert pump.round() is Round.RETRY  # m10-m19 sent and acked; the failed write means a backoff
+    assert store.depth(UPSTREAM) == 10
+    assert pump.round() is Round.PROGRESS  # m00-m09 again (at-least-once)
+    assert pump.settle()
+    assert store.depth(UPSTREAM) == 0
+    delivered = [s.message.id for s in sink.delivered]
+    assert delivered == [f"m{i:02d}" for i in range(20)] + [f"m{i:02d}" for i in range(10)]
+
+
+def test_next_batch_skips_what_it_is_told_to(store: SqliteStore) -> None:
+    store.put_batch([(msg(mid), to(priority=p)) for mid, p in (("a", 1), ("b", 1), ("c", 0), ("d", 1))], NOW)
+    first = store.next_batch(UPSTREAM, 2, NOW)
+    assert ids(first) == ["c", "a"]
+    store.put_batch([(msg("e"), to(priority=0))], NOW)  # a newcomer of a higher priority is not skipped
+    assert ids(store.next_batch(UPSTREAM, 10, NOW, skip=[s.seq for s in first])) == ["e", "b", "d"]
 
 
 def test_purger_deletes_expired_deliveries_and_counts_them(store: SqliteStore) -> None:

@@ -6,6 +6,14 @@ what succeeded, ``dead_letter`` what can never succeed, leave what is retryable 
 (so the next round sends it first again: order within a priority is kept). The hub calls
 :meth:`Pump.wake` when it stores messages for the endpoint and when the sink reconnects.
 
+Acking behind (``ack_behind=True``, the hub's upstream pump): a round's acks and dead letters are
+written on a helper thread while the next round's batch is sent, and that batch is read first,
+skipping the seqs still being acked. SQLite does that work without the GIL, so on a second core it
+is off the drain's critical path (a drain to Kafka is bound by the Python work per record). A
+failed or retryable round, an empty read and ``run``'s end write everything synchronously first,
+so backoffs, ``on_drained`` and the queue depth see a settled store. A crash in between re-sends
+the last batch: at-least-once, as always.
+
 Waiting (iotedge ``EndpointExecutorFsm`` without its flaw, anchors §3 item 3):
 
 - empty queue: sleep until woken (a safety wake every ``idle_secs``);
@@ -24,6 +32,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from outpost.errors import OutpostError
 from outpost.hub.metrics import HubMetrics
@@ -41,6 +51,17 @@ class Round(enum.Enum):
     EMPTY = "empty"  # nothing to send
     PROGRESS = "progress"  # everything sent was acked or dead-lettered: go again at once
     RETRY = "retry"  # something is retryable: back off
+
+
+@dataclass
+class _Outcome:
+    """What a round decided that the store must record: acks and dead letters by reason."""
+
+    succeeded: list[int] = field(default_factory=list)
+    invalid: dict[str, list[int]] = field(default_factory=dict)
+
+    def seqs(self) -> set[int]:
+        return set(self.succeeded).union(*self.invalid.values())
 
 
 class Pump:
@@ -64,6 +85,7 @@ class Pump:
         max_backoff_secs: float = 10.0,
         idle_secs: float = 5.0,
         poll_secs: float = 0.5,
+        ack_behind: bool = False,
     ) -> None:
         self.store = store
         self.endpoint = endpoint
@@ -80,6 +102,8 @@ class Pump:
         self._backoff = 0.0  # the current backoff; 0 after a round without retryable failures
         self._failure = FailureKind.NONE
         self._sent_since_empty = False
+        self._acker = ThreadPoolExecutor(1, thread_name_prefix=f"ack-{endpoint}") if ack_behind else None
+        self._behind: _Outcome | None = None  # the last round's outcome, not yet written (ack_behind)
 
     def wake(self) -> None:
         """New messages for this endpoint, or the sink reconnected: look at the queue now."""
@@ -92,23 +116,39 @@ class Pump:
 
     def run(self, stop: threading.Event) -> None:
         """Pump until ``stop`` is set (call :meth:`wake` after setting it to stop at once)."""
-        while not stop.is_set():
-            self._wakeup.clear()  # a wake during the round below is kept for the wait after it
-            outcome = self.round()
-            if outcome is Round.PROGRESS:
-                continue
-            if outcome is Round.EMPTY:
-                self._wait(stop, self._idle, honour=lambda: True)
-            else:
-                self._wait(stop, self._backoff, honour=self._reconnected)
+        try:
+            while not stop.is_set():
+                self._wakeup.clear()  # a wake during the round below is kept for the wait after it
+                outcome = self.round()
+                if outcome is Round.PROGRESS:
+                    continue
+                if outcome is Round.EMPTY:
+                    self._wait(stop, self._idle, honour=lambda: True)
+                else:
+                    self._wait(stop, self._backoff, honour=self._reconnected)
+        finally:
+            self.settle()
+            if self._acker is not None:
+                self._acker.shutdown(wait=True)
+
+    def settle(self) -> bool:
+        """Write what the last round decided, if that is still pending (``ack_behind``); False if it failed."""
+        behind, self._behind = self._behind, None
+        return behind is None or self._write(behind)
 
     def round(self) -> Round:
         """One ``next_batch`` -> ``send`` -> ``ack``/``dead_letter`` round (``run`` calls it)."""
+        behind = self._behind
         try:
-            batch = self.store.next_batch(self.endpoint, self._batch_size, self._clock())
+            batch = self.store.next_batch(
+                self.endpoint, self._batch_size, self._clock(), skip=behind.seqs() if behind else ()
+            )
         except OutpostError as exc:
             log.warning("pump %s: reading the store failed: %s", self.endpoint, exc)
+            self.settle()
             return self._failed(FailureKind.INTERNAL)
+        if not batch and behind is not None:  # what was skipped may have been all there is: settle, look again
+            return Round.PROGRESS if self.settle() else self._failed(FailureKind.INTERNAL)
         if not batch:
             if self._sent_since_empty and self._on_drained is not None:
                 self._on_drained()
@@ -116,30 +156,28 @@ class Pump:
             self._backoff, self._failure = 0.0, FailureKind.NONE
             return Round.EMPTY
         self._sent_since_empty = True
+        self._behind = None
+        writing: Future[bool] | None = None
+        if behind is not None and self._acker is not None:
+            writing = self._acker.submit(self._write, behind)  # while this batch is being sent
         try:
             result = self.sink.send(batch)
         except Exception as exc:  # the contract says never; a bug in a sink must not kill the pump
             log.exception("pump %s: sink %s raised", self.endpoint, getattr(self.sink, "name", "?"))
             result = SinkResult(retryable=[s.seq for s in batch], failure=FailureKind.INTERNAL, detail=str(exc))
         asked = {stored.seq for stored in batch}
-        succeeded = [seq for seq in result.succeeded if seq in asked]
+        outcome = _Outcome([seq for seq in result.succeeded if seq in asked])
         invalid: dict[str, list[int]] = defaultdict(list)
         for seq, why in result.invalid:
             if seq in asked:
                 invalid[why].append(seq)
-        done = set(succeeded).union(*invalid.values())
-        retryable = asked - done  # what the sink called retryable, and anything it did not mention
-        try:
-            if succeeded:
-                self.store.ack(self.endpoint, succeeded)
-            for why, seqs in invalid.items():
-                self.store.dead_letter(self.endpoint, seqs, why)
-        except OutpostError as exc:
-            log.warning("pump %s: updating the store failed: %s", self.endpoint, exc)
+        outcome.invalid = dict(invalid)
+        retryable = asked - outcome.seqs()  # what the sink called retryable, and anything it did not mention
+        written = writing.result() if writing is not None else True
+        if self._acker is not None and written and not retryable:
+            self._behind = outcome  # written while the next batch is sent
+        elif not self._write(outcome) or not written:
             return self._failed(FailureKind.INTERNAL)  # at-least-once: what was sent is sent again
-        if self._metrics is not None:
-            self._metrics.observe_sent(self.endpoint, len(succeeded))
-            self._metrics.observe_dropped("invalid", sum(len(seqs) for seqs in invalid.values()))
         if retryable:
             kind = result.failure if result.failure is not FailureKind.NONE else FailureKind.INTERNAL
             log.info(
@@ -148,6 +186,21 @@ class Pump:
             return self._failed(kind)
         self._backoff, self._failure = 0.0, FailureKind.NONE
         return Round.PROGRESS
+
+    def _write(self, outcome: _Outcome) -> bool:
+        """Record a round's acks and dead letters (and count them); False if the store failed."""
+        try:
+            if outcome.succeeded:
+                self.store.ack(self.endpoint, outcome.succeeded)
+            for why, seqs in outcome.invalid.items():
+                self.store.dead_letter(self.endpoint, seqs, why)
+        except OutpostError as exc:
+            log.warning("pump %s: updating the store failed: %s", self.endpoint, exc)
+            return False
+        if self._metrics is not None:
+            self._metrics.observe_sent(self.endpoint, len(outcome.succeeded))
+            self._metrics.observe_dropped("invalid", sum(len(seqs) for seqs in outcome.invalid.values()))
+        return True
 
     def _failed(self, kind: FailureKind) -> Round:
         self._backoff = min(self._max_backoff, self._backoff * 2) if self._backoff else self._min_backoff

@@ -222,6 +222,7 @@ class HubService:
         pump = Pump(
             self.store, endpoint, sink, clock=self.clock, metrics=self.metrics, on_drained=self.purger.wake,
             batch_size=5000 if endpoint == UPSTREAM else 500,  # an upstream backlog: fewer commits, flushes (bench)
+            ack_behind=endpoint == UPSTREAM,  # a backlog's drain is bound by the Python work per record
         )  # fmt: skip
         thread = threading.Thread(target=pump.run, args=(stop,), name=f"outpost-pump-{endpoint}", daemon=True)
         thread.start()

@@ -7,7 +7,8 @@ tests pin down:
   returns (only then may ingress acknowledge them). A message id already stored (and not yet
   forgotten) is a duplicate: not stored again, counted.
 - Each endpoint (``module:M/INPUT`` or ``upstream``) has its own queue; ``next_batch`` returns
-  the oldest deliveries of the highest priority (lowest number) first, never expired ones.
+  the oldest deliveries of the highest priority (lowest number) first, never expired ones, and
+  none of ``skip`` (a pump's previous batch whose ack is still being written).
 - ``ack`` removes deliveries; a message body is deleted when no delivery needs it any more.
 - ``purge_expired`` deletes expired deliveries whether or not their endpoint still exists.
 - The disk cap (``max_bytes``) applies with ``full_policy``: ``reject-new`` (``put_batch``
@@ -16,7 +17,7 @@ tests pin down:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -71,7 +72,7 @@ class PutResult:
 class MessageStore(Protocol):
     def put_batch(self, items: Sequence[tuple[Message, Sequence[Delivery]]], now: float) -> PutResult: ...
 
-    def next_batch(self, endpoint: str, limit: int, now: float) -> list[Stored]: ...
+    def next_batch(self, endpoint: str, limit: int, now: float, skip: Collection[int] = ()) -> list[Stored]: ...
 
     def ack(self, endpoint: str, seqs: Sequence[int]) -> None: ...
 

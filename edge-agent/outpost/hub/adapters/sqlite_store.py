@@ -30,7 +30,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -90,6 +90,25 @@ WHERE d.endpoint = ? AND d.expires_at > ?
 ORDER BY d.priority, d.seq
 LIMIT ?
 """
+_NEXT_SKIPPING: Final = """
+SELECT d.seq, d.priority, d.expires_at, m.enqueued_at, m.id, m.body, m.props
+FROM deliveries AS d INDEXED BY deliveries_queue JOIN messages AS m ON m.rowid = d.message
+WHERE d.endpoint = ? AND d.expires_at > ? AND d.seq NOT IN (SELECT value FROM json_each(?))
+ORDER BY d.priority, d.seq
+LIMIT ?
+"""
+# Acking: both statements are one step each (no rows come back to Python), so a pump acking on a
+# helper thread holds the GIL only to start them. Bodies first: those whose every remaining
+# delivery is among the acked ones.
+_ACKED_BODIES: Final = """
+DELETE FROM messages
+WHERE rowid IN (SELECT d.message FROM deliveries AS d
+                WHERE +d.endpoint = ?1 AND d.seq IN (SELECT value FROM json_each(?2)))
+  AND NOT EXISTS (SELECT 1 FROM deliveries AS o
+                  WHERE o.message = messages.rowid
+                    AND NOT (o.endpoint = ?1 AND o.seq IN (SELECT value FROM json_each(?2))))
+"""
+_ACKED_DELIVERIES: Final = "DELETE FROM deliveries WHERE +endpoint = ?1 AND seq IN (SELECT value FROM json_each(?2))"
 _ORPHANS: Final = """
 DELETE FROM messages
 WHERE rowid IN (SELECT value FROM json_each(?))
@@ -267,12 +286,15 @@ class SqliteStore:
 
     # --- pumps --------------------------------------------------------------------------------
 
-    def next_batch(self, endpoint: str, limit: int, now: float) -> list[Stored]:
-        """Up to ``limit`` unexpired deliveries of ``endpoint``: priority 0 first, then by seq."""
+    def next_batch(self, endpoint: str, limit: int, now: float, skip: Collection[int] = ()) -> list[Stored]:
+        """Up to ``limit`` unexpired deliveries of ``endpoint`` but ``skip``: priority 0 first, then by seq."""
         if limit <= 0:
             return []
         with self._guard("next_batch") as db:
-            rows = db.execute(_NEXT, (endpoint, now, limit)).fetchall()
+            if skip:
+                rows = db.execute(_NEXT_SKIPPING, (endpoint, now, json.dumps(list(skip)), limit)).fetchall()
+            else:
+                rows = db.execute(_NEXT, (endpoint, now, limit)).fetchall()
         return [
             Stored(seq, endpoint, priority, enqueued_at, expires_at, _decode_message(mid, body, props))
             for seq, priority, expires_at, enqueued_at, mid, body, props in rows
@@ -301,13 +323,11 @@ class SqliteStore:
             )
             self._delete_deliveries(db, endpoint, seqs)
 
-    def _delete_deliveries(self, db: sqlite3.Connection, endpoint: str, seqs: Sequence[int]) -> None:
-        rows = db.execute(
-            "DELETE FROM deliveries WHERE +endpoint = ? AND seq IN (SELECT value FROM json_each(?)) RETURNING message",
-            (endpoint, json.dumps(list(seqs))),
-        ).fetchall()
-        if rows:
-            db.execute(_ORPHANS, (json.dumps([row[0] for row in rows]),))
+    @staticmethod
+    def _delete_deliveries(db: sqlite3.Connection, endpoint: str, seqs: Sequence[int]) -> None:
+        listed = json.dumps(list(seqs))
+        db.execute(_ACKED_BODIES, (endpoint, listed))
+        db.execute(_ACKED_DELIVERIES, (endpoint, listed))
 
     # --- housekeeping ------------------------------------------------------------------------
 
