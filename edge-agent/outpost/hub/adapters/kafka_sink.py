@@ -291,6 +291,12 @@ class KafkaSink:
 
     def _collect(self, pending: list[_Pending], result: SinkResult, deadline: float) -> None:
         """Sort each record's outcome into ``result``; refused ones are sorted out by ``_recheck``."""
+        refused = self._classify(pending, result)
+        if refused:
+            self._recheck(refused, result, deadline)
+
+    def _classify(self, pending: list[_Pending], result: SinkResult) -> list[_Pending]:
+        """Each record's outcome into ``result``, but those the broker refused: returned."""
         refused: list[_Pending] = []
         for entry in pending:
             outcome = self._outcome(entry.future)
@@ -309,8 +315,7 @@ class KafkaSink:
             else:
                 result.retryable.append(entry.item.seq)
                 self._internal(result, f"{type(outcome).__name__}: {outcome}")
-        if refused:
-            self._recheck(refused, result, deadline)
+        return refused
 
     def _recheck(self, refused: list[_Pending], result: SinkResult, deadline: float) -> None:
         """Records the broker refused (too large, invalid): which of them really are refused.
@@ -340,17 +345,7 @@ class KafkaSink:
             return []
         sent = self._produce(producer, entries, result, deadline)
         self._flush(producer, sent, deadline)
-        refused: list[_Pending] = []
-        for entry in sent:
-            outcome = self._outcome(entry.future)
-            if outcome is None:
-                result.succeeded.append(entry.item.seq)
-            elif isinstance(outcome, _REFUSED):
-                refused.append(entry)
-            else:
-                result.retryable.append(entry.item.seq)
-                self._unreachable(result, f"{type(outcome).__name__}: {outcome}")
-        return refused
+        return self._classify(sent, result)
 
     @staticmethod
     def _outcome(future: Any) -> BaseException | None:
