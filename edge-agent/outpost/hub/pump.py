@@ -166,12 +166,11 @@ class Pump:
             log.exception("pump %s: sink %s raised", self.endpoint, getattr(self.sink, "name", "?"))
             result = SinkResult(retryable=[s.seq for s in batch], failure=FailureKind.INTERNAL, detail=str(exc))
         asked = {stored.seq for stored in batch}
-        outcome = _Outcome([seq for seq in result.succeeded if seq in asked])
         invalid: dict[str, list[int]] = defaultdict(list)
         for seq, why in result.invalid:
             if seq in asked:
                 invalid[why].append(seq)
-        outcome.invalid = dict(invalid)
+        outcome = _Outcome([seq for seq in result.succeeded if seq in asked], dict(invalid))
         retryable = asked - outcome.seqs()  # what the sink called retryable, and anything it did not mention
         written = writing.result() if writing is not None else True
         if self._acker is not None and written and not retryable:

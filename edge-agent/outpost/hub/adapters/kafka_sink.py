@@ -212,15 +212,7 @@ class KafkaSink:
             self._finish(result)
             return
         deadline = time.monotonic() + self._timeout
-        producer = self._ensure_producer(result)
-        if producer is None:
-            result.retryable.extend(p.item.seq for p in pending)
-            self._finish(result)
-            return
-
-        pending = self._produce(producer, pending, result, deadline)
-        self._flush(producer, pending, deadline)
-        self._collect(pending, result, deadline)
+        self._recheck(self._deliver(pending, result, deadline), result, deadline)
         self._finish(result)
 
     def _route(self, message: Message) -> tuple[str, str | None, bytes]:
@@ -266,7 +258,7 @@ class KafkaSink:
                 result.retryable.extend(p.item.seq for p in pending[index:])
                 return pending[:index]
             except (ValueError, TypeError, AssertionError, kafka_errors.KafkaError) as exc:
-                entry.future = exc  # decided in _collect, per record
+                entry.future = exc  # decided in _classify, per record
             if time.monotonic() >= deadline:
                 result.retryable.extend(p.item.seq for p in pending[index + 1 :])
                 return pending[: index + 1]
@@ -286,14 +278,8 @@ class KafkaSink:
             future = entry.future
             if future is None or isinstance(future, BaseException) or future.is_done:
                 continue
-            with contextlib.suppress(Exception):  # the outcome (or the lack of one) is read in _collect
+            with contextlib.suppress(Exception):  # the outcome (or the lack of one) is read in _classify
                 future.get(timeout=max(deadline - time.monotonic(), 0.0))
-
-    def _collect(self, pending: list[_Pending], result: SinkResult, deadline: float) -> None:
-        """Sort each record's outcome into ``result``; refused ones are sorted out by ``_recheck``."""
-        refused = self._classify(pending, result)
-        if refused:
-            self._recheck(refused, result, deadline)
 
     def _classify(self, pending: list[_Pending], result: SinkResult) -> list[_Pending]:
         """Each record's outcome into ``result``, but those the broker refused: returned."""
@@ -338,7 +324,7 @@ class KafkaSink:
             refused = self._deliver(rest, result, deadline) if rest else []
 
     def _deliver(self, entries: list[_Pending], result: SinkResult, deadline: float) -> list[_Pending]:
-        """Send ``entries`` again and wait; returns those refused again (the rest are decided)."""
+        """Send ``entries`` and wait; returns those the broker refused (the rest are decided in ``result``)."""
         producer = self._ensure_producer(result)
         if producer is None:
             result.retryable.extend(entry.item.seq for entry in entries)

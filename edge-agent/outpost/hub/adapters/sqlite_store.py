@@ -83,20 +83,15 @@ CREATE TABLE IF NOT EXISTS seen (
 CREATE INDEX IF NOT EXISTS seen_forget ON seen (forget_at);
 """
 
-_NEXT: Final = """
+_NEXT_QUERY: Final = """
 SELECT d.seq, d.priority, d.expires_at, m.enqueued_at, m.id, m.body, m.props
 FROM deliveries AS d INDEXED BY deliveries_queue JOIN messages AS m ON m.rowid = d.message
-WHERE d.endpoint = ? AND d.expires_at > ?
+WHERE d.endpoint = ? AND d.expires_at > ?{skipping}
 ORDER BY d.priority, d.seq
 LIMIT ?
 """
-_NEXT_SKIPPING: Final = """
-SELECT d.seq, d.priority, d.expires_at, m.enqueued_at, m.id, m.body, m.props
-FROM deliveries AS d INDEXED BY deliveries_queue JOIN messages AS m ON m.rowid = d.message
-WHERE d.endpoint = ? AND d.expires_at > ? AND d.seq NOT IN (SELECT value FROM json_each(?))
-ORDER BY d.priority, d.seq
-LIMIT ?
-"""
+_NEXT: Final = _NEXT_QUERY.format(skipping="")
+_NEXT_SKIPPING: Final = _NEXT_QUERY.format(skipping=" AND d.seq NOT IN (SELECT value FROM json_each(?))")
 # Acking: both statements are one step each (no rows come back to Python), so a pump acking on a
 # helper thread holds the GIL only to start them. Bodies first: those whose every remaining
 # delivery is among the acked ones.
