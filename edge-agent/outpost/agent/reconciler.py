@@ -41,6 +41,10 @@ def _quiet(kind: str, fields: dict[str, Any]) -> None:
     log.debug("%s %s", kind, fields)
 
 
+def _admit_all(document: dict[str, Any]) -> None:
+    """No trust policy: every valid manifest may be applied."""
+
+
 @dataclass
 class Round:
     """One observe-plan-run pass."""
@@ -76,6 +80,7 @@ class Reconciler:
         on_event: Event = _quiet,
         poll_secs: float = 0.25,
         module_env: Callable[[str], Mapping[str, str]] | None = None,
+        admit: Callable[[dict[str, Any]], object] = _admit_all,
     ) -> None:
         self.runtime = runtime
         self.state = state
@@ -85,6 +90,7 @@ class Reconciler:
         self.on_event = on_event
         self.poll_secs = poll_secs
         self.module_env = module_env
+        self.admit = admit  # raises ManifestError (e.g. trust.ContentRefused) for content it refuses
         self.runner = Runner(runtime, clock)
         self.status = DeploymentStatus(version=0, code=StatusCode.UNKNOWN, description="no deployment yet")
         self.stopping = threading.Event()  # set by run()'s stop: long converges give up at once
@@ -244,6 +250,7 @@ class Reconciler:
     ) -> ApplyResult:
         """Apply a manifest document: validate, converge, watch, then keep it or roll back."""
         try:
+            self.admit(document)
             manifest = load_manifest(document)
         except ManifestError as exc:
             self.status = DeploymentStatus(

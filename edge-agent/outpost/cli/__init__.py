@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from outpost import __version__
-from outpost.cli import agent, device, hub, manifests, routes, watch
+from outpost.cli import agent, device, hub, keys, manifests, routes, trust, watch
 
 __all__ = ["app", "main"]
 
@@ -20,6 +20,8 @@ app.add_typer(manifests.app, name="manifest")
 app.add_typer(routes.app, name="route")
 app.add_typer(agent.app, name="agent")
 app.add_typer(hub.app, name="hub")
+app.add_typer(keys.app, name="keys")
+agent.app.add_typer(trust.app, name="trust")
 app.command("list")(device.list_modules)
 app.command("logs")(device.logs)
 app.command("restart")(device.restart)

@@ -21,6 +21,8 @@ from outpost.agent.state import StateDir
 from outpost.cli.output import err, print_json
 from outpost.errors import ManifestError, ModuleRuntimeError
 from outpost.manifest import parse_json
+from outpost.trust.admission import Admission
+from outpost.trust.store import TrustStore
 
 app = typer.Typer(help="Run the edge agent: apply deployment manifests to this device.", no_args_is_help=True)
 
@@ -96,7 +98,12 @@ def make_reconciler(state: StateDir, runtime: ContainerRuntime, **kw: Any) -> Re
         key_root=state.path.parent,
         agent_state=state.path.resolve(),
     )
+    kw.setdefault("admit", Admission(TrustStore.of_state_dir(state.path), on_warning=_warn))
     return Reconciler(runtime, state, module_env=env, **kw)
+
+
+def _warn(text: str) -> None:
+    err.print(f"[yellow]warning:[/] {escape(text)}")
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
