@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from outpost import __version__
-from outpost.cli import agent, device, hub, keys, manifests, routes, trust, watch
+from outpost.cli import agent, bundle, device, hub, keys, manifests, routes, trust, watch
 
 __all__ = ["app", "main"]
 
@@ -21,6 +21,7 @@ app.add_typer(routes.app, name="route")
 app.add_typer(agent.app, name="agent")
 app.add_typer(hub.app, name="hub")
 app.add_typer(keys.app, name="keys")
+app.add_typer(bundle.app, name="bundle")
 agent.app.add_typer(trust.app, name="trust")
 app.command("list")(device.list_modules)
 app.command("logs")(device.logs)

@@ -56,7 +56,7 @@ def test_canonical_form_is_rfc8785():
     # RFC 8785 section 3.2.2-style: sorted keys, no whitespace, ES6 numbers, minimal escapes
     doc = {
         "numbers": [333333333.33333329, 1e30, 4.50, 2e-3, 0.000000000000000000000000001],
-        "b": "\u20ac$\u000f\nA'B\"\\\\\"/",
+        "b": '\u20ac$\u000f\nA\'B"\\\\"/',
     }
     assert canonical_bytes(doc) == (
         b'{"b":"\xe2\x82\xac$\\u000f\\nA\'B\\"\\\\\\\\\\"/","numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27]}'
