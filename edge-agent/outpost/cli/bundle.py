@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from outpost.agent.environment import default_device_id
 from outpost.agent.reconciler import ApplyResult
 from outpost.agent.state import StateDir
 from outpost.bundle.adapters.docker_images import DockerImages
@@ -21,6 +24,7 @@ from outpost.bundle.blobs import BlobDir
 from outpost.bundle.create import create_bundle
 from outpost.bundle.layout import Progress as ProgressFn
 from outpost.bundle.layout import no_progress
+from outpost.bundle.upstream import export_upstream, import_upstream, release
 from outpost.cli.agent import (
     DeviceOpt,
     HubOpt,
@@ -33,9 +37,13 @@ from outpost.cli.agent import (
     open_runtime,
 )
 from outpost.cli.output import err, print_json
-from outpost.errors import InputError, ManifestError
+from outpost.errors import InputError, ManifestError, OutpostError
+from outpost.files import write_atomic
+from outpost.hub.adapters.sqlite_store import SqliteStore
+from outpost.hub.upstream import sink_from_settings
+from outpost.manifest import load_manifest
 from outpost.trust.admission import Admission
-from outpost.trust.keys import read_private
+from outpost.trust.keys import device_key, read_private
 from outpost.trust.store import TrustStore
 
 app = typer.Typer(
@@ -241,3 +249,169 @@ def apply(
 
 def _warn(text: str) -> None:
     err.print(f"[yellow]warning:[/] {escape(text)}")
+
+
+# --- bundle up ------------------------------------------------------------------------------------
+
+HubStateOpt = Annotated[
+    Path | None, typer.Option("--hub-state", help="Hub state directory [default: STATE_DIR/../hub].")
+]
+
+
+def _hub_store(state_path: Path, hub_state: Path | None) -> SqliteStore:
+    path = (hub_state or state_path.parent / "hub") / "store.db"
+    if not path.exists():
+        raise InputError(f"no hub store at {path}: pass --hub-state (the hub's --state-dir)")
+    return SqliteStore(path)
+
+
+def _device_id(state: StateDir, given: str | None) -> str:
+    info = state.read("runtime.json") or {}
+    return given or str(info.get("deviceId") or default_device_id())
+
+
+def _reported(state: StateDir, hub_state: Path) -> dict[str, Any]:
+    """What the device reports: the agent's status and each module's reported properties."""
+    modules = {}
+    for path in sorted((hub_state / "twins").glob("reported-*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            modules[path.stem.removeprefix("reported-")] = json.loads(path.read_text())
+    return {"$edgeAgent": state.status() or {}, "modules": modules}
+
+
+@app.command("export-upstream")
+def export_upstream_cmd(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Export file to write (a tar).", dir_okay=False)],
+    state_dir: StateOpt = None,
+    hub_state: HubStateOpt = None,
+    device_id: DeviceOpt = None,
+    json_out: Json = False,
+) -> None:
+    """Write what the hub holds for $upstream, and the reported properties, signed by this device.
+
+    Nothing is removed: the messages stay queued (and still drain if a link appears) until
+    `outpost bundle receipt` releases the ones delivered at the other end.
+    """
+    state = StateDir(state_dir or default_state_dir())
+    try:
+        store = _hub_store(state.path, hub_state)
+        try:
+            exported = export_upstream(
+                store,
+                device_id=_device_id(state, device_id),
+                reported=_reported(state, hub_state or state.path.parent / "hub"),
+                key=device_key(state.path),
+                output=output,
+            )
+        finally:
+            store.close()
+    except (InputError, OutpostError) as exc:
+        raise _fail(str(exc)) from exc
+    if json_out:
+        print_json({"export": str(exported.path), "messages": exported.messages, "deviceKey": exported.key_id})
+        return
+    err.print(
+        f"wrote [bold]{escape(str(exported.path))}[/]: {exported.messages} message(s), signed by device key "
+        f"{exported.key_id}; they stay queued until a receipt comes back"
+    )
+
+
+@app.command("import-upstream")
+def import_upstream_cmd(
+    export: Annotated[Path, typer.Argument(help="Export file from `bundle export-upstream`.", exists=True)],
+    manifest: Annotated[
+        Path, typer.Option("--manifest", help="Manifest whose $edgeHub outpost.upstream names the sink.", exists=True)
+    ],
+    receipt: Annotated[Path, typer.Option("-r", "--receipt", help="Receipt file to write.")] = Path("receipt.json"),
+    ledger: Annotated[
+        Path | None,
+        typer.Option("--ledger", help="Importer store (remembers delivered ids) [default: ~/.local/state/outpost]."),
+    ] = None,
+    device_key_id: Annotated[
+        list[str] | None, typer.Option("--device-key-id", help="Accept only exports signed by these device keys.")
+    ] = None,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option("--sign-key", help="Operator key: signs the receipt (devices with a trust root need it)."),
+    ] = None,
+    json_out: Json = False,
+) -> None:
+    """Deliver an export through the hub's upstream sink (e.g. Kafka), duplicates dropped by message id.
+
+    Writes a receipt naming every message now at the far end; take it back to the device
+    (`outpost bundle receipt`). Importing the same export twice delivers nothing twice.
+    Reported properties are written beside the receipt (delivery to a fleet comes with the fleet).
+    """
+    document = _read_manifest(manifest)
+    try:
+        parsed = load_manifest(document)
+        ext = parsed.edge_hub.outpost
+        sink = sink_from_settings(ext.upstream if ext else None, device_id="outpost-import")
+        if sink is None:
+            raise InputError(f"{manifest}: $edgeHub outpost.upstream names no sink to deliver to")
+        key = read_private(sign_key) if sign_key else None
+        root = ledger or Path.home() / ".local" / "state" / "outpost" / "import"
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = SqliteStore(root / "ledger.db", dedupe_window_secs=10 * 365 * 86_400.0)
+        try:
+            with err.status("delivering…", spinner="dots") if not json_out else contextlib.nullcontext():
+                imported = import_upstream(
+                    export, store=store, sink=sink, device_keys=device_key_id or (), sign_key=key
+                )
+        finally:
+            store.close()
+            sink.close()
+    except ManifestError as exc:
+        raise _problems(str(manifest), exc) from exc
+    except (InputError, OutpostError) as exc:
+        raise _fail(str(exc)) from exc
+    write_atomic(receipt, json.dumps(imported.receipt, indent=2) + "\n", 0o644)
+    reported = receipt.with_name(receipt.stem + ".reported.json")
+    write_atomic(reported, json.dumps(imported.reported, indent=2) + "\n", 0o644)
+    summary = {
+        "receipt": str(receipt),
+        "reported": str(reported),
+        "delivered": len(imported.delivered),
+        "duplicates": len(imported.duplicates),
+        "notDelivered": len(imported.pending),
+        "failure": imported.failure or None,
+    }
+    if json_out:
+        print_json(summary)
+    else:
+        err.print(
+            f"delivered {summary['delivered']}, dropped {summary['duplicates']} duplicate(s), "
+            f"{summary['notDelivered']} not delivered; receipt [bold]{escape(str(receipt))}[/]"
+        )
+        if imported.failure:
+            err.print(f"[yellow]sink:[/] {escape(imported.failure)}; import again when it is back")
+    raise typer.Exit(0 if not imported.pending else 1)
+
+
+@app.command("receipt")
+def receipt_cmd(
+    receipt: Annotated[Path, typer.Argument(help="Receipt from `bundle import-upstream`.", exists=True)],
+    state_dir: StateOpt = None,
+    hub_state: HubStateOpt = None,
+    device_id: DeviceOpt = None,
+    json_out: Json = False,
+) -> None:
+    """Release from the hub's store exactly the messages a receipt names (delivered at the far end)."""
+    state = StateDir(state_dir or default_state_dir())
+    try:
+        try:
+            document = json.loads(receipt.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{receipt}: not a readable JSON receipt ({exc})") from exc
+        trusted = TrustStore.of_state_dir(state.path).trusted()
+        store = _hub_store(state.path, hub_state)
+        try:
+            released = release(store, document, device_id=_device_id(state, device_id), trusted=trusted)
+        finally:
+            store.close()
+    except (InputError, OutpostError) as exc:
+        raise _fail(str(exc)) from exc
+    if json_out:
+        print_json({"released": released.released, "alreadyGone": released.already_gone})
+        return
+    err.print(f"released {released.released} message(s); {released.already_gone} were no longer queued")

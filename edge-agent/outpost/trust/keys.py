@@ -18,11 +18,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from outpost.errors import InputError
-from outpost.files import write_atomic
+from outpost.files import read_or_create, write_atomic
 
 __all__ = [
+    "DEVICE_KEY",
     "KeyFileError",
     "KeyPair",
+    "device_key",
     "generate",
     "key_id",
     "public_from_raw",
@@ -113,3 +115,18 @@ def read_public(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(f"{path}: not an Ed25519 public key")
     return key
+
+
+DEVICE_KEY = "device-signing.key"  # in the agent's state dir
+
+
+def device_key(state_dir: Path) -> Ed25519PrivateKey:
+    """This device's own signing key (for what it sends home), made on first use (0600)."""
+
+    def make() -> bytes:
+        return Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    read_or_create(state_dir / DEVICE_KEY, make)
+    return read_private(state_dir / DEVICE_KEY)

@@ -36,6 +36,7 @@ class Context(StrEnum):
     DEPLOYMENT = "outpost/deployment/v1"
     BUNDLE = "outpost/bundle/v1"
     UPSTREAM = "outpost/upstream/v1"
+    RECEIPT = "outpost/receipt/v1"
 
 
 @dataclass(frozen=True)
