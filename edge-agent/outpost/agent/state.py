@@ -109,6 +109,28 @@ class StateDir:
         if history != self.image_history():
             self.write("images.json", history)
 
+    def failures(self) -> dict[str, Any]:
+        """Failed commands waiting to run again (``failures.Failures`` as JSON)."""
+        data = self.read("failures.json")
+        return data if isinstance(data, dict) else {}
+
+    def set_failures(self, data: dict[str, Any]) -> None:
+        if data != self.failures():
+            self.write("failures.json", data)
+
+    def request_retry(self, module: str, at: float) -> None:
+        """Ask the running agent to retry ``module``'s failed commands now (``outpost restart``)."""
+        requests = self.retry_requests()
+        requests[module] = at
+        self.write("retry.json", requests)
+
+    def retry_requests(self) -> dict[str, float]:
+        """Module -> when a retry was asked for; the agent drops failures older than that."""
+        data = self.read("retry.json")
+        if not isinstance(data, dict):
+            return {}
+        return {str(m): float(t) for m, t in data.items() if isinstance(t, int | float)}
+
     def status(self) -> dict[str, Any] | None:
         data = self.read("status.json")
         return data if isinstance(data, dict) else None

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from outpost.agent.adapters import make_runtime
 from outpost.agent.diagnostics import Level, gather
+from outpost.agent.failures import Failures, restart_module
 from outpost.agent.runtime import ContainerRuntime
 from outpost.agent.state import StateDir
 from outpost.agent.status import DeploymentStatus, StatusCode, reported
@@ -70,6 +71,7 @@ def _live_status(state: StateDir, runtime: ContainerRuntime) -> dict[str, Any]:
         deployment=verdict,
         platform=(saved.get("runtime") or {}).get("platform", {}),
         runtime_kind=runtime.kind,
+        failures=Failures.from_json(state.failures()).latest(),
     )
 
 
@@ -128,10 +130,10 @@ def restart(
     module: Annotated[str, typer.Argument(help="Module name.")],
     state_dir: StateOpt = None,
 ) -> None:
-    """Restart one module now (stop, then start); the agent keeps supervising it."""
-    _, runtime = _attach(state_dir)
+    """Restart one module now (stop, then start), or retry its failed commands; the agent keeps supervising it."""
+    state, runtime = _attach(state_dir)
     try:
-        runtime.restart(module)
+        restart_module(state, runtime, module, time.time())
     except ModuleRuntimeError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}; see `outpost list` for the module names")
         raise typer.Exit(1) from exc

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from outpost.backoff import Backoff
 from outpost.sdk.errors import (
     ConnectError,
     MethodTimeoutError,
@@ -101,7 +102,7 @@ class _Entry:
     content_type: str | None
     token: int | None = None  # awaiting the broker's PUBACK
     stored_at: float | None = None  # broker accepted it at (monotonic); awaiting the hub's receipt
-    resend_after: float = 60.0
+    resends: int = 0  # times re-sent for want of a receipt: the next wait is ``Backoff.delay(resends + 1)``
 
 
 @dataclass
@@ -187,7 +188,7 @@ class ModuleClient:
         )
         self._max_outbox = max_outbox
         self._send_timeout = send_timeout
-        self._resend_after = resend_after
+        self._resend_backoff = Backoff(first=resend_after, cap=_MAX_RESEND)
         self._ack_interval = ack_interval
         self._max_batch = max_batch
         self._cond = threading.Condition(threading.RLock())
@@ -386,7 +387,6 @@ class ModuleClient:
             payload=body,
             user_properties=tuple(pairs),
             content_type=content_type,
-            resend_after=self._resend_after,
         )
         link = self._require_link()
         with self._cond:
@@ -647,9 +647,10 @@ class ModuleClient:
         link = self._link
         if link is None or not self._connected:
             return
-        due = [e for e in self._outbox.values() if e.stored_at is not None and now - e.stored_at >= e.resend_after]
+        wait = self._resend_backoff.delay
+        due = [e for e in self._outbox.values() if e.stored_at is not None and now - e.stored_at >= wait(e.resends + 1)]
         for entry in due:
-            entry.resend_after = min(entry.resend_after * 2, _MAX_RESEND)
+            entry.resends += 1
         self._resend(due, link)
 
     def _resend(self, entries: list[_Entry], link: PahoLink) -> None:
