@@ -35,9 +35,11 @@ from outpost.wire import topics
 from outpost.wire.adapters.paho_link import Connected, Event, Incoming, LinkSettings, PahoLink
 from outpost.wire.credentials import device_key
 
-__all__ = ["HubService", "HubSettings"]
+__all__ = ["STORE_FILE", "HubService", "HubSettings", "open_store"]
 
 log = logging.getLogger("outpost.hub")
+
+STORE_FILE = "store.db"
 
 
 @dataclass
@@ -56,6 +58,12 @@ class HubSettings:
     upstream: Sink | None = None  # overrides the manifest's outpost.upstream (tests, tools)
     broker_user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def open_store(state_dir: Path) -> SqliteStore:
+    """The message store of the hub whose state dir is ``state_dir`` (for tools such as
+    ``outpost hub dead-letters``; SQLite lets them share it with a running hub)."""
+    return SqliteStore(state_dir / STORE_FILE)
 
 
 @dataclass
@@ -118,7 +126,7 @@ class HubService:
             else None
         )
         policy = FullPolicy(ext.full_policy) if ext and ext.full_policy else FullPolicy.DROP_OLDEST
-        self.store = SqliteStore(s.state_dir / "store.db", max_bytes=limit, full_policy=policy, clock=self.clock)
+        self.store = SqliteStore(s.state_dir / STORE_FILE, max_bytes=limit, full_policy=policy, clock=self.clock)
         self.metrics.watch_store(self.store, clock=self.clock)
         # Two connections: telemetry (acknowledged only once stored, so its receive window can fill
         # up while the store is full) and control (acks, status, twins, deliveries), which must keep
