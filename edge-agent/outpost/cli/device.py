@@ -10,13 +10,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from outpost.agent.adapters import make_runtime
 from outpost.agent.diagnostics import Level, gather
 from outpost.agent.failures import Failures, restart_module
 from outpost.agent.runtime import ContainerRuntime
+from outpost.agent.service import attach, compose, runtime_of
 from outpost.agent.state import StateDir
 from outpost.agent.status import DeploymentStatus, StatusCode, reported
-from outpost.cli.agent import StateOpt, default_state_dir, make_reconciler
+from outpost.cli.agent import StateOpt, default_state_dir
 from outpost.cli.output import err, out, print_json
 from outpost.errors import ManifestError, ModuleRuntimeError
 
@@ -25,23 +25,17 @@ _COLOURS = {"running": "green", "backoff": "yellow", "unhealthy": "yellow", "fai
 
 def _attach(state_dir: Path | None) -> tuple[StateDir, ContainerRuntime]:
     path = state_dir or default_state_dir()
-    if not (path / "runtime.json").exists():
+    try:
+        attached = attach(path)
+    except ModuleRuntimeError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    if attached is None:
         err.print(
             f"[red]error:[/] no agent state in {path}: run `outpost agent apply MANIFEST` first, or pass --state-dir"
         )
         raise typer.Exit(1)
-    state = StateDir(path)
-    info = state.read("runtime.json") or {}
-    try:
-        runtime = make_runtime(
-            str(info.get("kind", "auto")),
-            state_dir=state.path,
-            namespace=str(info.get("namespace", "default")),
-            workdir=Path(info["workdir"]) if info.get("workdir") else None,
-        )
-    except ModuleRuntimeError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+    state, runtime, _ = attached
     return state, runtime
 
 
@@ -52,7 +46,7 @@ def _live_status(state: StateDir, runtime: ContainerRuntime) -> dict[str, Any]:
     if stored is None:
         return saved
     try:
-        desired = make_reconciler(state, runtime).desired_from(stored)
+        desired = compose(state, runtime).desired_from(stored)
     except ManifestError:
         return saved
     last = saved.get("lastDesiredStatus", {})
@@ -148,13 +142,10 @@ def check(
     """Check that this device can run its deployment: runtime, disk, clock, broker, state."""
     path = state_dir or default_state_dir()
     state = StateDir(path)
-    info = state.read("runtime.json") or {}
     runtime: ContainerRuntime | None = None
     problem = ""
     try:
-        runtime = make_runtime(
-            str(info.get("kind", "auto")), state_dir=path, namespace=str(info.get("namespace", "default"))
-        )
+        runtime = runtime_of(state)
     except ModuleRuntimeError as exc:
         problem = str(exc)
     checks = gather(state, runtime, problem, broker)
