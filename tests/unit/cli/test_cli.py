@@ -60,7 +60,7 @@ def test_validate_shipped_manifests_ok():
 def test_validate_reports_file_pointer_message(tmp_path, manifest):
     fft = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["fft-filter"]
     fft["restartPolicy"] = "sometimes"
-    del fft["version"]
+    del fft["status"]
     bad = write(tmp_path, "bad.json", manifest)
     good = MANIFESTS / "motor-monitor.json"
     code, out, err = run("manifest", "validate", str(good), str(bad))
@@ -68,7 +68,7 @@ def test_validate_reports_file_pointer_message(tmp_path, manifest):
     lines = out.strip().splitlines()
     base = f"{bad}: /modulesContent/$edgeAgent/properties.desired/modules/fft-filter"
     assert f"{base}/restartPolicy: 'sometimes' is not one of never, on-failure, on-unhealthy, always" in lines
-    assert any(line.startswith(f"{base}/version: is required") for line in lines)
+    assert any(line.startswith(f"{base}/status: is required") for line in lines)
     assert len(lines) == 2
     assert "1 of 2 file(s) invalid" in err
 
