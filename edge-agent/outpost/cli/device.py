@@ -107,7 +107,7 @@ def list_modules(
 
 
 def logs(
-    module: Annotated[str, typer.Argument(help="Module name.")],
+    module: Annotated[str, typer.Argument(metavar="MODULE", help="Module name (see `outpost list`).")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines.")] = None,
     state_dir: StateOpt = None,
@@ -125,7 +125,7 @@ def logs(
 
 
 def restart(
-    module: Annotated[str, typer.Argument(help="Module name.")],
+    module: Annotated[str, typer.Argument(metavar="MODULE", help="Module name (see `outpost list`).")],
     state_dir: StateOpt = None,
 ) -> None:
     """Restart one module now (stop, then start); the agent keeps supervising it."""

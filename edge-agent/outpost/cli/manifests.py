@@ -19,7 +19,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Files = Annotated[list[Path], typer.Argument(help="Manifest or deployment JSON files.", exists=True, dir_okay=False)]
+Files = Annotated[
+    list[Path], typer.Argument(metavar="FILE", help="Manifest or deployment JSON files.", exists=True, dir_okay=False)
+]
 Json = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON document instead.")]
 
 
@@ -90,14 +92,25 @@ def _load(path: Path, order: int) -> Deployment:
 
 @app.command()
 def show(
-    file: Annotated[Path, typer.Argument(help="Base manifest or deployment.", exists=True, dir_okay=False)],
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Device twin tag KEY=VALUE (dots nest).")] = None,
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="Base manifest or deployment.", exists=True, dir_okay=False)
+    ],
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", metavar="KEY=VALUE", help="Device twin tag KEY=VALUE (dots nest).")
+    ] = None,
     reported: Annotated[
-        list[str] | None, typer.Option("--reported", help="Reported property KEY=VALUE (dots nest).")
+        list[str] | None,
+        typer.Option("--reported", metavar="KEY=VALUE", help="Reported property KEY=VALUE (dots nest)."),
     ] = None,
     layer: Annotated[
         list[Path] | None,
-        typer.Option("--layer", help="Layered (or further base) deployment to consider.", exists=True, dir_okay=False),
+        typer.Option(
+            "--layer",
+            metavar="FILE",
+            help="Layered (or further base) deployment to consider.",
+            exists=True,
+            dir_okay=False,
+        ),
     ] = None,
     device_id: Annotated[str, typer.Option("--device-id", help="The device's id.")] = "device",
     json_out: Json = False,
@@ -109,15 +122,11 @@ def show(
     are applied on top in priority order (Azure's rules). The manifest goes to stdout,
     a summary of where each part came from to stderr.
     """
-    try:
-        twin = {
-            "deviceId": device_id,
-            "tags": parse_assignments(tag, "--tag"),
-            "properties": {"reported": parse_assignments(reported, "--reported")},
-        }
-    except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+    twin = {
+        "deviceId": device_id,
+        "tags": parse_assignments(tag, "--tag"),
+        "properties": {"reported": parse_assignments(reported, "--reported")},
+    }
     paths = [file, *(layer or [])]
     try:
         deployments = [_load(path, order) for order, path in enumerate(paths)]
