@@ -33,8 +33,7 @@ from outpost.cli.agent import (
     WorkdirOpt,
     _read_manifest,
     default_state_dir,
-    make_reconciler,
-    open_runtime,
+    open_agent,
 )
 from outpost.cli.output import err, print_json
 from outpost.errors import InputError, ManifestError, OutpostError
@@ -204,8 +203,8 @@ def apply(
         admission = Admission(store, require_digests=require_digests, on_warning=_warn)
 
         def deploy(document: dict[str, Any], name: str) -> ApplyResult:
-            rt = open_runtime(state, runtime, namespace, workdir=workdir, device_id=device_id, hub=hub)
-            return make_reconciler(state, rt, admit=admission).apply(document, name=name, timeout=timeout)
+            agent = open_agent(state.path, runtime, namespace, workdir, device_id=device_id, hub=hub, admit=admission)
+            return agent.reconciler.apply(document, name=name, timeout=timeout)
 
         with _bar(not json_out) as bar:
             applied = apply_bundle(
@@ -266,8 +265,8 @@ def _hub_store(state_path: Path, hub_state: Path | None) -> SqliteStore:
 
 
 def _device_id(state: StateDir, given: str | None) -> str:
-    info = state.read("runtime.json") or {}
-    return given or str(info.get("deviceId") or default_device_id())
+    record = state.runtime_record()
+    return given or (record.device if record else default_device_id())
 
 
 def _reported(state: StateDir, hub_state: Path) -> dict[str, Any]:
