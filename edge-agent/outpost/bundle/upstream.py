@@ -163,6 +163,8 @@ def _read_export(path: Path, device_keys: Sequence[str]) -> _Export:
                     raise BundleError(f"{path}: {name} is cut short: the export is truncated")
     except (tarfile.TarError, EOFError) as exc:
         raise BundleError(f"{path}: the export is truncated or damaged ({exc})") from exc
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read the export ({exc.strerror or exc})") from exc
     try:
         index = json.loads(data[INDEX])
         public = public_from_raw(base64.b64decode(index["publicKey"]))

@@ -149,14 +149,16 @@ def _trusted(state_dir: Path | None) -> tuple[TrustStore, dict[str, Any]]:
 
 @app.command()
 def verify(
-    bundle: Annotated[Path, typer.Argument(help="Bundle file.", exists=True, dir_okay=False)],
+    bundle: Annotated[Path, typer.Argument(help="Bundle file.", dir_okay=False)],
     state_dir: StateOpt = None,
     json_out: Json = False,
 ) -> None:
     """Check a bundle's signature (against this device's trusted keys) and every file's sha256."""
     try:
         _, trusted = _trusted(state_dir)
-        with tempfile.TemporaryDirectory(prefix=".bundle-verify-", dir=bundle.parent) as tmp, _bar(not json_out) as bar:
+        work = (state_dir or default_state_dir()) / "bundles"
+        work.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.TemporaryDirectory(prefix=".bundle-verify-", dir=work) as tmp, _bar(not json_out) as bar:
             verified = check_bundle(bundle, trusted=trusted, staging=BlobDir(Path(tmp)), progress=bar)
     except InputError as exc:
         raise _fail(str(exc)) from exc
@@ -171,7 +173,7 @@ def verify(
 
 @app.command()
 def apply(
-    bundle: Annotated[Path, typer.Argument(help="Bundle file.", exists=True, dir_okay=False)],
+    bundle: Annotated[Path, typer.Argument(help="Bundle file.", dir_okay=False)],
     state_dir: StateOpt = None,
     runtime: Annotated[str, typer.Option("--runtime", help="docker (bundles carry Docker images) or auto.")] = "docker",
     namespace: NamespaceOpt = "default",
@@ -317,7 +319,7 @@ def export_upstream_cmd(
 
 @app.command("import-upstream")
 def import_upstream_cmd(
-    export: Annotated[Path, typer.Argument(help="Export file from `bundle export-upstream`.", exists=True)],
+    export: Annotated[Path, typer.Argument(help="Export file from `bundle export-upstream`.")],
     manifest: Annotated[
         Path, typer.Option("--manifest", help="Manifest whose $edgeHub outpost.upstream names the sink.", exists=True)
     ],
@@ -389,7 +391,7 @@ def import_upstream_cmd(
 
 @app.command("receipt")
 def receipt_cmd(
-    receipt: Annotated[Path, typer.Argument(help="Receipt from `bundle import-upstream`.", exists=True)],
+    receipt: Annotated[Path, typer.Argument(help="Receipt from `bundle import-upstream`.")],
     state_dir: StateOpt = None,
     hub_state: HubStateOpt = None,
     device_id: DeviceOpt = None,

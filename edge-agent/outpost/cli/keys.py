@@ -50,7 +50,7 @@ def generate(
 
 
 @app.command("id")
-def show_id(key: Annotated[Path, typer.Argument(help="A .pub or .key file.", exists=True, dir_okay=False)]) -> None:
+def show_id(key: Annotated[Path, typer.Argument(help="A .pub or .key file.", dir_okay=False)]) -> None:
     """Print a key's id (the name devices and signatures use for it)."""
     try:
         public = read_public(key) if key.suffix != ".key" else read_private(key).public_key()

@@ -34,7 +34,7 @@ def _fail(text: str) -> typer.Exit:
 
 @app.command()
 def add(
-    keys: Annotated[list[Path], typer.Argument(help="Public key files (.pub).", exists=True, dir_okay=False)],
+    keys: Annotated[list[Path], typer.Argument(help="Public key files (.pub).", dir_okay=False)],
     state_dir: StateOpt = None,
 ) -> None:
     """Trust one or more public keys (several at once is how keys rotate)."""
