@@ -151,6 +151,13 @@ class Reconciler:
             for module, at in self.state.retry_requests().items():
                 self.failures.forget([module], before=at)
 
+    def _report_refusal(self) -> None:
+        """A refused deployment's reason in the stored status at once (a one-shot apply has no next round)."""
+        document = self.state.status()
+        if document is not None:
+            document["lastDesiredStatus"] = {"code": int(self.status.code), "description": self.status.description}
+            self.state.set_status(document)
+
     def _report(self, desired: Desired, observed: Observed, records: dict[str, RestartRecord]) -> None:
         if self._platform is None:
             try:
@@ -279,6 +286,7 @@ class Reconciler:
             self.status = DeploymentStatus(
                 version=self.status.version, code=StatusCode.BAD_CONFIG, description=str(exc)
             )
+            self._report_refusal()
             raise
         ext = manifest.edge_agent.outpost
         settings = ext.rollback if ext and ext.rollback else None
