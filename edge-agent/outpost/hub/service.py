@@ -23,7 +23,7 @@ from outpost.hub.adapters.sqlite_store import SqliteStore
 from outpost.hub.broker import BrokerConfig, TlsListener
 from outpost.hub.delivery import ModuleInputSink, Modules
 from outpost.hub.endpoint import Endpoint
-from outpost.hub.ingress import Ingress, Received
+from outpost.hub.ingress import Ingress
 from outpost.hub.metrics import HubMetrics
 from outpost.hub.pump import Pump, Purger
 from outpost.hub.routing import RouteTable
@@ -32,9 +32,9 @@ from outpost.hub.store import UPSTREAM, FullPolicy
 from outpost.hub.twin import Twins
 from outpost.hub.upstream import sink_from_settings
 from outpost.manifest import Manifest, load_manifest
-from outpost.wire import topics
-from outpost.wire.adapters.paho_link import Connected, Event, Incoming, LinkSettings, PahoLink
+from outpost.wire import links, topics
 from outpost.wire.credentials import device_key
+from outpost.wire.link import Connected, Event, Incoming, Link, LinkFactory, LinkSettings
 
 __all__ = ["STORE_FILE", "HubService", "HubSettings", "open_store"]
 
@@ -57,6 +57,7 @@ class HubSettings:
     receive_maximum: int = 2000
     ack_timeout: float = 5.0
     upstream: Sink | None = None  # overrides the manifest's outpost.upstream (tests, tools)
+    link_factory: LinkFactory = links.paho  # the hub's own MQTT connections
     broker_user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -96,8 +97,8 @@ class HubService:
         self.hub_password = load_hub_password(state)
         self.broker: MosquittoSupervisor | None = None
         self.store: SqliteStore | None = None
-        self.link: PahoLink | None = None
-        self.control: PahoLink | None = None
+        self.link: Link | None = None
+        self.control: Link | None = None
         self._control_connected = threading.Event()
         self.ingress: Ingress | None = None
         self.purger: Purger | None = None
@@ -155,9 +156,9 @@ class HubService:
             self._metrics_server = start_http_server(s.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
         log.info("edge hub up: broker %s:%d, %d route(s)", s.host, s.port, len(self.table.routes))
 
-    def _connection(self, role: str, on_event: Callable[[Event], None], receive_maximum: int) -> PahoLink:
+    def _connection(self, role: str, on_event: Callable[[Event], None], receive_maximum: int) -> Link:
         s = self.settings
-        return PahoLink(
+        return s.link_factory(
             LinkSettings(
                 host=s.host,
                 port=s.port,
@@ -303,16 +304,7 @@ class HubService:
         if not isinstance(event, Incoming):
             return
         assert self.ingress is not None
-        self.ingress.offer(
-            Received(
-                topic=event.topic,
-                payload=event.payload,
-                qos=event.qos,
-                token=event.token,
-                user_properties=event.user_properties,
-                content_type=event.content_type,
-            )
-        )
+        self.ingress.offer(event)
 
     def _on_control_event(self, event: Event) -> None:
         """Acks, status and reported properties, on the control link's network thread."""

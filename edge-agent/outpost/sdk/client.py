@@ -1,10 +1,10 @@
 """``ModuleClient``: what a module uses to talk to the edge hub (docs/hub.md), over MQTT 5.
 
-Threads: paho's network thread only enqueues events (``outpost/wire/adapters/paho_link.py``); one event
-thread owns the client's state (outbox, receipts, acks, twin, method calls); user handlers run
-on two worker threads, one for inputs and desired-property changes (in arrival order) and one
-for direct methods, so a slow handler never stalls the connection and a handler may call
-``send``, ``report`` or ``invoke_method`` itself.
+Threads: the link's network thread (``outpost.wire.link.Link``; paho's in production) only
+enqueues events; one event thread owns the client's state (outbox, receipts, acks, twin,
+method calls); user handlers run on two worker threads, one for inputs and desired-property
+changes (in arrival order) and one for direct methods, so a slow handler never stalls the
+connection and a handler may call ``send``, ``report`` or ``invoke_method`` itself.
 
 Delivery (at least once, end to end):
 
@@ -59,14 +59,15 @@ from outpost.sdk.errors import (
 )
 from outpost.sdk.messages import InputMessage
 from outpost.wire import batch as batches
-from outpost.wire import topics
-from outpost.wire.adapters.paho_link import (
+from outpost.wire import links, topics
+from outpost.wire.link import (
     NOT_AUTHORIZED,
     Connected,
     Disconnected,
     Incoming,
+    Link,
+    LinkFactory,
     LinkSettings,
-    PahoLink,
     Published,
     Subscribed,
 )
@@ -166,9 +167,11 @@ class ModuleClient:
         session_expiry: int = 86400,
         ca_file: Path | None = None,
         max_batch: int = batches.MAX_MESSAGES,
+        link_factory: LinkFactory = links.paho,
     ) -> None:
         """``username`` defaults to the module id (docs/hub.md); ``ca_file`` enables TLS;
-        ``max_batch`` caps the messages per batch PUBLISH (1: no batches, either way)."""
+        ``max_batch`` caps the messages per batch PUBLISH (1: no batches, either way);
+        ``link_factory`` makes the MQTT link (``wire.loopback`` for tests without a broker)."""
         if not 1 <= max_batch <= batches.MAX_MESSAGES:
             raise ValueError(f"max_batch must be between 1 and {batches.MAX_MESSAGES}, not {max_batch}")
         _check_name("device id", device_id)
@@ -192,7 +195,8 @@ class ModuleClient:
         self._ack_interval = ack_interval
         self._max_batch = max_batch
         self._cond = threading.Condition(threading.RLock())
-        self._link: PahoLink | None = None
+        self._link_factory = link_factory
+        self._link: Link | None = None
         self._events: queue.Queue[object] = queue.Queue()
         self._inputs_q: queue.Queue[object] = queue.Queue()
         self._methods_q: queue.Queue[object] = queue.Queue()
@@ -275,7 +279,7 @@ class ModuleClient:
             if self._link is not None:
                 return
             self._closing = False
-            self._link = PahoLink(self._settings, self._events.put)
+            self._link = self._link_factory(self._settings, self._events.put)
         self._threads = [
             threading.Thread(target=self._event_loop, name=f"outpost-sdk-{self.module_id}", daemon=True),
             threading.Thread(target=self._worker, args=(self._inputs_q,), name="outpost-sdk-inputs", daemon=True),
@@ -338,7 +342,7 @@ class ModuleClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _require_link(self) -> PahoLink:
+    def _require_link(self) -> Link:
         link = self._link
         if link is None:
             raise SdkError("the client is not connected: call connect() first")
@@ -400,7 +404,7 @@ class ModuleClient:
             self._release_waiting(link)
         return message_id
 
-    def _release_waiting(self, link: PahoLink) -> None:
+    def _release_waiting(self, link: Link) -> None:
         """Hand waiting outputs to paho, in send order, while the window has room: one PUBLISH
         per message when only one waits (or batches are off), batch PUBLISHes otherwise."""
         window = _WINDOW if self._max_batch == 1 else _BATCH_WINDOW
@@ -422,7 +426,7 @@ class ModuleClient:
                 return
             self._publish_run(link, run)
 
-    def _publish_run(self, link: PahoLink, run: list[_Entry]) -> None:
+    def _publish_run(self, link: Link, run: list[_Entry]) -> None:
         if len(run) == 1:
             entry = run[0]
             token = link.publish(
@@ -652,7 +656,7 @@ class ModuleClient:
             entry.resends += 1
         self._resend(due, link)
 
-    def _resend(self, entries: list[_Entry], link: PahoLink) -> None:
+    def _resend(self, entries: list[_Entry], link: Link) -> None:
         """Queue accepted-but-unreceipted outputs again, ahead of new ones, through the window."""
         for entry in reversed(entries):
             entry.stored_at = None
@@ -737,7 +741,7 @@ class ModuleClient:
             self._desired = merge_patch(current or {}, doc)
             self._inputs_q.put(("twin", doc))
 
-    def _on_input_batch(self, link: PahoLink, payload: bytes) -> None:
+    def _on_input_batch(self, link: Link, payload: bytes) -> None:
         try:
             items = batches.decode(payload)
         except batches.BatchError as exc:
@@ -747,7 +751,7 @@ class ModuleClient:
         for item in items:  # batched deliveries travel at QoS 0: nothing to PUBACK per message
             self._on_input_message(link, item, 0, 0)
 
-    def _on_input_message(self, link: PahoLink, item: batches.Framed, token: int, qos: int) -> None:
+    def _on_input_message(self, link: Link, item: batches.Framed, token: int, qos: int) -> None:
         if self._closing:
             return  # not acknowledged: the broker (QoS 1) or the hub delivers it again
         input_name = item.name
