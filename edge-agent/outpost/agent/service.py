@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from outpost.agent.adapters import make_runtime
+from outpost.agent.adapters.host_probes import HostProbes
+from outpost.agent.diagnostics import Probes
 from outpost.agent.environment import HubAddress, ModuleEnvironment, default_device_id
 from outpost.agent.metrics import AgentMetrics
 from outpost.agent.reconciler import Reconciler
@@ -31,6 +33,7 @@ __all__ = [
     "NoSource",
     "attach",
     "compose",
+    "host_probes",
     "runtime_of",
 ]
 
@@ -104,6 +107,11 @@ def runtime_of(state: StateDir, record: RuntimeRecord | None = None) -> Containe
     """The runtime ``record`` (default: the state dir's, else auto) names; ``ModuleRuntimeError`` if unreachable."""
     record = record or state.runtime_record() or RuntimeRecord()
     return make_runtime(record.kind, state_dir=state.path, namespace=record.namespace, workdir=record.workdir)
+
+
+def host_probes() -> Probes:
+    """This machine's probes for ``outpost check`` (broker port, clock sync)."""
+    return HostProbes()
 
 
 class AgentService:

@@ -30,13 +30,14 @@ from outpost.hub.routing import RouteTable
 from outpost.hub.sinks import Sink
 from outpost.hub.store import UPSTREAM, FullPolicy
 from outpost.hub.twin import Twins
-from outpost.hub.upstream import sink_from_settings
+from outpost.hub.upstream import DEFAULT_AZURE_BRIDGE, DEFAULT_MQTT_TOPIC
 from outpost.manifest import Manifest, load_manifest
+from outpost.manifest.models import UpstreamSettings
 from outpost.wire import links, topics
 from outpost.wire.credentials import device_key
 from outpost.wire.link import Connected, Event, Incoming, Link, LinkFactory, LinkSettings
 
-__all__ = ["STORE_FILE", "HubService", "HubSettings", "open_store"]
+__all__ = ["STORE_FILE", "HubService", "HubSettings", "open_store", "sink_from_settings"]
 
 log = logging.getLogger("outpost.hub")
 
@@ -332,3 +333,48 @@ class HubService:
         manifest = self.manifest
         if manifest is not None and self.twins is not None:
             self.twins.publish_desired({m: manifest.module_twins.get(m, {}) for m in manifest.edge_agent.modules})
+
+
+def sink_from_settings(
+    settings: UpstreamSettings | None,
+    *,
+    device_id: str = "outpost",
+    azure_bridge: str = DEFAULT_AZURE_BRIDGE,
+) -> Sink | None:
+    """The sink the manifest's ``outpost.upstream`` asks for; None for ``none`` or no settings.
+
+    Imports the chosen adapter only (so a hub without Kafka configured never imports kafka).
+    Raises ``ValueError`` when the chosen sink's own section is missing or unusable (the manifest
+    schema requires it; this guards hand-made settings).
+    """
+    if settings is None or settings.sink == "none":
+        return None
+    if settings.sink == "kafka":
+        if settings.kafka is None:
+            raise ValueError("outpost.upstream.sink is 'kafka' but outpost.upstream.kafka is missing")
+        from outpost.hub.adapters.kafka_sink import KafkaSink
+
+        return KafkaSink(
+            settings.kafka.bootstrap_servers,
+            topic=settings.kafka.topic,
+            topic_by_output=settings.kafka.topic_by_output,
+        )
+    if settings.sink == "mqtt":
+        mqtt = settings.mqtt
+        if mqtt is None:
+            raise ValueError("outpost.upstream.sink is 'mqtt' but outpost.upstream.mqtt is missing")
+        from outpost.hub.adapters.mqtt_sink import MqttSink
+
+        tls = bool(mqtt.tls)
+        return MqttSink(
+            mqtt.host,
+            mqtt.port or (8883 if tls else 1883),
+            topic=mqtt.topic or DEFAULT_MQTT_TOPIC,
+            tls=tls,
+            client_id=mqtt.client_id or f"outpost-upstream-{device_id}",
+        )
+    if settings.azure is None:
+        raise ValueError("outpost.upstream.sink is 'azure' but outpost.upstream.azure is missing")
+    from outpost.hub.adapters.azure_sink import AzureSink
+
+    return AzureSink(azure_bridge, connection_string_env=settings.azure.connection_string_env)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from outpost.hub.sinks import FailureKind, SinkResult
+from outpost.hub.sinks import FailureKind, SinkResult, never_raise
 from outpost.hub.store import Stored
 from outpost.hub.upstream import DEFAULT_MQTT_TOPIC, mqtt_template_problem, mqtt_topic_for, mqtt_topic_problem
 from outpost.wire.adapters.paho_link import PahoLink
@@ -102,14 +102,8 @@ class MqttSink:
 
     def send(self, batch: Sequence[Stored]) -> SinkResult:
         result = SinkResult()
-        with self._lock:
-            try:
-                self._send(batch, result)
-            except Exception as exc:  # the contract: never raise
-                log.exception("mqtt sink: unexpected error")
-                decided = set(result.succeeded) | set(result.retryable) | {seq for seq, _ in result.invalid}
-                result.retryable.extend(item.seq for item in batch if item.seq not in decided)
-                result.failure, result.detail = FailureKind.INTERNAL, f"unexpected {type(exc).__name__}: {exc}"
+        with self._lock, never_raise("mqtt", batch, result):
+            self._send(batch, result)
         return result
 
     def connected(self) -> bool:
