@@ -103,10 +103,16 @@ def attach(state_dir: Path) -> tuple[StateDir, ContainerRuntime, RuntimeRecord] 
     return state, runtime_of(state, record), record
 
 
-def runtime_of(state: StateDir, record: RuntimeRecord | None = None) -> ContainerRuntime:
-    """The runtime ``record`` (default: the state dir's, else auto) names; ``ModuleRuntimeError`` if unreachable."""
-    record = record or state.runtime_record() or RuntimeRecord()
-    return make_runtime(record.kind, state_dir=state.path, namespace=record.namespace, workdir=record.workdir)
+def runtime_of(state: StateDir | Path, record: RuntimeRecord | None = None) -> ContainerRuntime:
+    """The runtime ``record`` (default: the state dir's, else auto) names; ``ModuleRuntimeError`` if unreachable.
+
+    ``state`` may be the path of a state dir that does not exist yet (``outpost check`` never creates it).
+    """
+    if isinstance(state, StateDir):
+        record = record or state.runtime_record()
+        state = state.path
+    record = record or RuntimeRecord()
+    return make_runtime(record.kind, state_dir=state, namespace=record.namespace, workdir=record.workdir)
 
 
 def host_probes() -> Probes:

@@ -31,7 +31,12 @@ def default_state_dir() -> Path:
 
 StateOpt = Annotated[
     Path | None,
-    typer.Option("--state-dir", help="Agent state directory [default: $OUTPOST_STATE_DIR or /var/lib/outpost/agent]."),
+    typer.Option(
+        "--state-dir",
+        metavar="DIR",
+        help="Agent state directory [default: $OUTPOST_STATE_DIR, else /var/lib/outpost/agent as root, "
+        "~/.local/state/outpost/agent otherwise].",
+    ),
 ]
 RuntimeOpt = Annotated[str, typer.Option("--runtime", help="docker, process, or auto (Docker when an engine answers).")]
 WorkdirOpt = Annotated[
@@ -100,7 +105,9 @@ def _progress(kind: str, fields: dict[str, Any]) -> None:
 
 @app.command()
 def apply(
-    manifest: Annotated[Path, typer.Argument(help="Deployment manifest (JSON).", exists=True, dir_okay=False)],
+    manifest: Annotated[
+        Path, typer.Argument(metavar="MANIFEST", help="Deployment manifest (JSON).", exists=True, dir_okay=False)
+    ],
     state_dir: StateOpt = None,
     runtime: RuntimeOpt = "auto",
     namespace: NamespaceOpt = "default",

@@ -54,6 +54,24 @@ def _reader(manifest: Path | None, agent_state: Path | None) -> Any:
     return read
 
 
+def _first_manifest(path: Path) -> dict[str, Any]:
+    """The --manifest file at start: a file that cannot be read or parsed is an error naming it."""
+    try:
+        doc = parse_json(path.read_bytes())
+    except OSError as exc:
+        err.print(f"[red]error:[/] --manifest {escape(str(path))}: {escape(exc.strerror or str(exc))}")
+        raise typer.Exit(1) from exc
+    except ManifestError as exc:
+        for p in exc.problems:
+            typer.echo(f"{path}: {p.pointer or '/'}: {p.message}", err=True)
+        err.print(f"[red]manifest refused[/]: fix the places in {escape(str(path))} named above and start again")
+        raise typer.Exit(1) from exc
+    if not isinstance(doc, dict):
+        typer.echo(f"{path}: /: a manifest is a JSON object", err=True)
+        raise typer.Exit(1)
+    return doc
+
+
 @app.command()
 def run(
     manifest: Annotated[
@@ -88,9 +106,12 @@ def run(
         err.print("[red]error:[/] give --manifest FILE or --agent-state DIR")
         raise typer.Exit(2)
     read = _reader(manifest, agent_state)
-    document = read()
+    document = _first_manifest(manifest) if manifest is not None else read()
     if document is None:
-        err.print("[red]error:[/] no readable manifest yet; apply one with `outpost agent apply` or pass --manifest")
+        err.print(
+            f"[red]error:[/] no deployment in {escape(str(agent_state))} yet: apply one with "
+            "`outpost agent apply MANIFEST --state-dir DIR`, or pass --manifest FILE"
+        )
         raise typer.Exit(1)
     root = state_dir or (agent_state.parent / "hub" if agent_state else _default_state_dir())
     service = HubService(
@@ -107,7 +128,7 @@ def run(
         service.start(document)
     except ManifestError as exc:
         for p in exc.problems:
-            typer.echo(f"{p.pointer or '/'}: {p.message}", err=True)
+            typer.echo(f"{manifest or 'the deployment'}: {p.pointer or '/'}: {p.message}", err=True)
         err.print("[red]manifest refused[/]: fix the places above and start again")
         service.stop()
         raise typer.Exit(1) from exc
