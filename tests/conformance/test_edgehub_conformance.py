@@ -83,6 +83,8 @@ def test_condition(message: dict[str, Any], case: dict[str, Any]) -> None:
     condition = compile_condition(text)
     assert condition.deviations == (), f"an edgeHub-valid condition used an extension: {condition.notes}"
     result = condition.value(_message(message))
+    unguarded = compile_condition(text, guard=False).value(_message(message))  # no helper may raise
+    assert unguarded is result
     if expect == "evaluates":
         assert result in (True, False, UNDEFINED)
     elif expect == "true-or-error":

@@ -16,6 +16,7 @@ only where edgeHub refuses the condition, and each use is reported as a ``Note``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, NamedTuple
@@ -23,8 +24,8 @@ from typing import Final, NamedTuple
 from outpost.errors import QueryError
 from outpost.lang import semantics
 from outpost.lang.lexer import Token
+from outpost.lang.message import UNSET
 from outpost.lang.parser import error_at
-from outpost.lang.runtime import ci_get
 from outpost.lang.syntax import Binary, Call, Expr, Literal, Property, SystemProperty, Unary
 from outpost.lang.values import UNDEFINED
 
@@ -112,9 +113,14 @@ NAMESPACE: Final[dict[str, object]] = {
     "type": type,
     "str": str,
     "float": float,
+    "dict": dict,
     "Exception": Exception,
     "U": UNDEFINED,
-    "ci_get": ci_get,
+    "leaf": semantics.leaf,
+    "MISSING": semantics.MISSING,
+    "UNSET": UNSET,
+    "dollar_property": semantics.dollar_property,
+    "property_ci": semantics.property_ci,
     **{
         name: getattr(semantics, name)
         for name in dir(semantics)
@@ -146,6 +152,7 @@ class _Emitter:
         self._keys: dict[tuple[type, object], str] = {}
         self._temps = 0
         self.notes: list[Note] = []
+        self.uses: set[str] = set()
 
     # helpers ---------------------------------------------------------------------------
 
@@ -195,12 +202,17 @@ class _Emitter:
         return Emitted(kind, self.const(expr.value))
 
     def _app(self, name: str) -> str:
+        self.uses.add("P")
         t, k = self.temp(), self.const(name)
-        return f"({t} if ({t} := P.get({k}, U)) is not U else ci_get(P, {k}))"
+        if name[:1] == "$":
+            scan = f"dollar_property(P, {k}, {self.const(name.lower())})"
+            return f"({t} if ({t} := P.get({k}, U)) is not U or ({t} := {scan}) is not U else U)"
+        return f"({t} if ({t} := P.get({k}, U)) is not U else property_ci(P, {self.const(name.lower())}))"
 
     def _sys(self, name: str) -> str:
+        self.uses.add("S")
         t, k = self.temp(), self.const(name)
-        return f"({t} if ({t} := S.get({k}, U)) is not U else ci_get(S, {k}))"
+        return f"({t} if ({t} := S.get({k}, U)) is not U else property_ci(S, {self.const(name.lower())}))"
 
     def property(self, expr: Property) -> Emitted:
         if expr.name.lower() in ("true", "false", "null", "undefined"):
@@ -234,6 +246,11 @@ class _Emitter:
             raise self.fail(token, f"error in $body query '{path}': {steps}")
         if steps is None:  # edgeHub accepts it but Json.NET cannot select it: always undefined
             return "U"
+        if len(steps) == 1:  # the common $body.name, inlined: the decoded body, its field, a number
+            d, v, k = self.temp(), self.temp(), self.const(steps[0])
+            body = f"({d} if ({d} := m._json) is not UNSET else m.json_body())"
+            field = f"({d}.get({k}, MISSING) if type({d} := {body}) is dict else U)"
+            return f"({v} if type({v} := {field}) is float else leaf({v}))"
         return f"body_query(m, {self.const(steps)})"
 
     # functions -------------------------------------------------------------------------
@@ -525,7 +542,10 @@ def compile_function(
 
     ``guard=False`` leaves out that last-resort ``try``, for tests that prove nothing raises.
     """
-    lines = [f"def {name}(m):", "    P = m.properties", "    S = m.system", f"    return {body}"]
+    lines = [f"def {name}(m):"]
+    reads = (("P", "properties"), ("S", "system"))
+    lines += [f"    {var} = m.{attr}" for var, attr in reads if re.search(rf"\b{var}\b", body)]
+    lines.append(f"    return {body}")
     if guard:
         lines = [lines[0], "    try:", *(f"    {line}" for line in lines[1:])]
         lines += ["    except Exception:", f"        return {fallback}"]

@@ -16,9 +16,10 @@ from typing import Final
 
 from outpost.lang.values import UNDEFINED
 
-__all__ = ["RoutingMessage"]
+__all__ = ["UNSET", "RoutingMessage"]
 
-_UNSET: Final = object()
+UNSET: Final = object()
+"""``RoutingMessage._json`` before the body is decoded (generated conditions read the slot directly)."""
 _CODECS: Final = {"utf-8": "utf-8", "utf-16": "utf-16-le", "utf-32": "utf-32-le"}
 _CODEC_CACHE: dict[tuple[object, object], object] = {}  # (contentType, contentEncoding) -> codec | None
 _CODEC_CACHE_SIZE: Final = 256
@@ -44,12 +45,12 @@ class RoutingMessage:
         self.properties = properties
         self.system = system
         self.body = body
-        self._json: object = _UNSET
+        self._json: object = UNSET
 
     def json_body(self) -> object:
         """The decoded JSON body, or UNDEFINED if the body is not queryable; never raises."""
         value = self._json
-        if value is _UNSET:
+        if value is UNSET:
             value = self._json = _decode(self.system, self.body)
         return value
 
@@ -60,8 +61,8 @@ class RoutingMessage:
 def _decode(system: Mapping[str, str], body: bytes) -> object:
     try:
         key = (system.get("contentType"), system.get("contentEncoding"))
-        codec = _CODEC_CACHE.get(key, _UNSET)
-        if codec is _UNSET:
+        codec = _CODEC_CACHE.get(key, UNSET)
+        if codec is UNSET:
             codec = _codec(*key)
             if len(_CODEC_CACHE) < _CODEC_CACHE_SIZE:
                 _CODEC_CACHE[key] = codec

@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from outpost.lang.message import RoutingMessage
 from outpost.lang.values import UNDEFINED
 
 __all__ = ["MISSING", "NAN", "NULL_STRING", "body_query"]
@@ -224,9 +225,24 @@ def _is_date(text: str) -> bool:
     return text[:6] == "/Date(" and _MS_DATE.fullmatch(text) is not None
 
 
-def body_query(message: object, steps: tuple[str | int, ...]) -> object:
+def leaf(value: object) -> object:
+    """A selected JSON token as a query value: objects and arrays (and dates) are undefined."""
+    kind = type(value)
+    if kind is float or kind is bool or value is None or value is MISSING:
+        return value
+    if kind is int:
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except OverflowError:
+            return math.copysign(INF, value)  # type: ignore[arg-type]
+    if kind is str:
+        return U if _is_date(value) else value  # type: ignore[arg-type]
+    return U
+
+
+def body_query(message: RoutingMessage, steps: tuple[str | int, ...]) -> object:
     """The query value of ``$body.<steps>``: undefined unless the body is a JSON object."""
-    document = message.json_body()  # type: ignore[attr-defined]
+    document = message.json_body()
     if type(document) is not dict:
         return U
     value: object = document
@@ -241,17 +257,29 @@ def body_query(message: object, steps: tuple[str | int, ...]) -> object:
             value = value[step]  # type: ignore[index]
         else:
             return MISSING
-    kind = type(value)
-    if kind is float or kind is bool or value is None:
-        return value
-    if kind is int:
-        try:
-            return float(value)  # type: ignore[arg-type]
-        except OverflowError:
-            return math.copysign(INF, value)  # type: ignore[arg-type]
-    if kind is str:
-        return U if _is_date(value) else value  # type: ignore[arg-type]
-    return U  # an object or an array
+    return leaf(value)
+
+
+def dollar_property(properties: Mapping[str, object], key: str, lowered: str) -> object:
+    """The application property named ``key`` (``$...``), in any case, or undefined.
+
+    edgeHub lets such a property stand in for a ``$body`` query or a system property;
+    only names starting with '$' can match, so the scan is short.
+    """
+    value = properties.get(key, U)
+    if value is U:
+        for name in properties:
+            if name[:1] == "$" and name.lower() == lowered:
+                return properties[name]
+    return value
+
+
+def property_ci(properties: Mapping[str, object], lowered: str) -> object:
+    """A property by case-insensitive name (edgeHub's dictionaries ignore case), after an exact miss."""
+    for name in properties:
+        if name.lower() == lowered:
+            return properties[name]
+    return U
 
 
 # --- built-in functions on query values -------------------------------------------------
