@@ -292,7 +292,11 @@ class _Emitter:
             return Emitted("B", f"not3({operand.code})")
         if operand.type == "Q":
             return Emitted("B", f"q_bool(q_not({operand.code}))")
-        raise self.fail(expr.token, f"NOT needs a Boolean; got {_NAMES[operand.type]}")
+        raise self.fail(
+            expr.token,
+            f"NOT needs a Boolean; got {_NAMES[operand.type]} (NOT binds tighter than comparisons:"
+            " write NOT (a = b))",
+        )
 
     def binary(self, expr: Binary) -> Emitted:
         op = expr.op
@@ -321,9 +325,12 @@ class _Emitter:
         return self.compare(expr, left, right)
 
     def _operands(self, expr: Binary, wanted: str, left: Emitted, right: Emitted) -> QueryError:
+        hint = ""
+        if "S" in (left.type, right.type) and {left.type, right.type} & {"D", "Q"}:
+            hint = "; AS_NUMBER(x) reads a string as a number"
         return self.fail(
             expr.token,
-            f"operator '{expr.token.text}' needs {wanted}; got {_NAMES[left.type]} and {_NAMES[right.type]}",
+            f"operator '{expr.token.text}' needs {wanted}; got {_NAMES[left.type]} and {_NAMES[right.type]}{hint}",
         )
 
     def _as_numbers(self, expr: Binary, left: Emitted, right: Emitted) -> tuple[Emitted, Emitted]:
