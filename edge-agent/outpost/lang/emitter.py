@@ -294,8 +294,7 @@ class _Emitter:
             return Emitted("B", f"q_bool(q_not({operand.code}))")
         raise self.fail(
             expr.token,
-            f"NOT needs a Boolean; got {_NAMES[operand.type]} (NOT binds tighter than comparisons:"
-            " write NOT (a = b))",
+            f"NOT needs a Boolean; got {_NAMES[operand.type]} (NOT binds tighter than comparisons: write NOT (a = b))",
         )
 
     def binary(self, expr: Binary) -> Emitted:
