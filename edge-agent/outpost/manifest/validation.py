@@ -140,8 +140,8 @@ def _check_route(where: str, spec: Any, declared: set[str], report: Report, *, b
     except QueryError as exc:
         report.problems.append(Problem(where, f"line {exc.line}, column {exc.column}: {exc.reason}"))
         return
-    for deviation in route.deviations:
-        report.warnings.append(Problem(where, deviation))
+    for note in route.notes:
+        report.warnings.append(Problem(where, str(note)))
     if isinstance(route.sink, ModuleInputSink) and declared and route.sink.module not in declared:
         report.warnings.append(
             Problem(where, f"route delivers to module '{route.sink.module}', which this manifest does not declare")
