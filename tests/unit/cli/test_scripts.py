@@ -97,3 +97,16 @@ def test_launcher_leaves_a_foreign_file_alone(tmp_path):
 
 def test_setup_installs_the_launcher():
     assert "scripts/install-launcher" in (ROOT / "scripts" / "setup").read_text()
+
+
+def test_demo_snapshot_without_a_terminal_waits_for_a_score():
+    """Issue 13: the snapshot printed without a terminal lasts longer than the detector's report
+    interval (so it shows a score, not "anomaly score: -"), and is retried while there is none."""
+    text = DEMO.read_text()
+    seconds = [float(s) for s in re.findall(r"--once --seconds (\d+(?:\.\d+)?)", text)]
+    assert seconds
+    detector = (ROOT / "modules" / "anomaly-detector" / "anomaly_detector" / "main.py").read_text()
+    every = re.search(r"^REPORT_EVERY_SECS = ([\d.]+)", detector, re.MULTILINE)
+    assert every
+    assert min(seconds) > float(every.group(1))
+    assert '*"no score seen yet"*' in text
