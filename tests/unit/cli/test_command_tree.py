@@ -73,7 +73,8 @@ def test_help_reads_well(entry: tuple[tuple[str, ...], Any]) -> None:
     """``--help`` of every command and group: exit 0, plain layout, no type placeholders or lost defaults."""
     path, command = entry
     assert getattr(command, "rich_markup_mode", None) is None, "help must not be read as Rich markup"
-    result = run_forked([*path, "--help"], env=_env(Path(tempfile.gettempdir())))
+    with tempfile.TemporaryDirectory(prefix="outpost-help-") as tmp:
+        result = run_forked([*path, "--help"], env=_env(Path(tmp)), cwd=Path(tmp))
     assert result.code == 0, result.output
     assert result.stdout.startswith("Usage: outpost")
     for smell in HELP_SMELLS:
@@ -97,11 +98,16 @@ class Ran:
         return self.stdout + self.stderr
 
 
-def _child(argv: list[str], env: dict[str, str], out: str, err: str) -> None:
-    """In the fork: a process group of its own, real fds, the real entry point. Never returns."""
+def _child(argv: list[str], env: dict[str, str], cwd: Path, out: str, err: str) -> None:
+    """In the fork: a process group of its own, its own directory, real fds, the real entry point.
+
+    Never returns. The directory matters: a generated relative path (``--state-dir a.b=1``) is
+    created there, not in the clone.
+    """
     code = 99
     try:
         os.setpgid(0, 0)
+        os.chdir(cwd)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(os.open(out, os.O_WRONLY), 1)
@@ -131,13 +137,13 @@ def _child(argv: list[str], env: dict[str, str], out: str, err: str) -> None:
         os._exit(code)
 
 
-def run_forked(argv: list[str], env: dict[str, str]) -> Ran:
+def run_forked(argv: list[str], env: dict[str, str], cwd: Path) -> Ran:
     with tempfile.NamedTemporaryFile(delete=False) as o, tempfile.NamedTemporaryFile(delete=False) as e:
         out, err = o.name, e.name
     try:
         pid = os.fork()
         if pid == 0:
-            _child(argv, env, out, err)
+            _child(argv, env, cwd, out, err)
         with contextlib.suppress(PermissionError, ProcessLookupError):
             os.setpgid(pid, pid)
         status, stopped = _wait(pid, RUN_SECS), False
@@ -361,7 +367,9 @@ def test_every_command_with_generated_arguments(entry: tuple[tuple[str, ...], An
         files = _files(root / "files")
         args, bogus = data.draw(command_lines(command, files), label="argv")
         argv = [*path, *args]
-        ran = run_forked(argv, _env(root))
+        work = root / "cwd"
+        work.mkdir()
+        ran = run_forked(argv, _env(root), cwd=work)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     shown = f"outpost {' '.join(repr(a) if not a or ' ' in a else a for a in argv)}"
