@@ -229,6 +229,7 @@ def _files(root: Path) -> dict[str, Path]:
         "binary": root / "binary.bin",
         "huge": root / "huge.json",
         "unicode": root / "dépl☃yment.json",
+        "unreadable": root / "unreadable.json",  # unreadable unless the tests run as root
     }
     files["directory"].mkdir(exist_ok=True)
     files["empty"].write_bytes(b"")
@@ -238,6 +239,8 @@ def _files(root: Path) -> dict[str, Path]:
     files["binary"].write_bytes(bytes(range(256)) * 8)
     files["huge"].write_bytes(b"[" * 200_000)
     files["unicode"].write_text('{"x": "\u2603"}')
+    files["unreadable"].write_text("{}")
+    files["unreadable"].chmod(0)
     return files
 
 
