@@ -80,7 +80,15 @@ def run(
             help="Or: the agent's state dir (follows its deployment).",
         ),
     ] = None,
-    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Hub state directory.")] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            metavar="DIR",
+            help="Hub state directory [default: next to --agent-state, else $OUTPOST_HUB_STATE_DIR, else "
+            "/var/lib/outpost/hub as root, ~/.local/state/outpost/hub otherwise].",
+        ),
+    ] = None,
     device_id: Annotated[
         str | None, typer.Option("--device-id", envvar="OUTPOST_DEVICE_ID", help="Device id [default: hostname].")
     ] = None,
