@@ -84,7 +84,7 @@ class Resolver:
         self._composed: dict[tuple[str, ...], dict[str, Any] | ManifestError] = {}
 
     def stack(self, twin: Mapping[str, Any]) -> tuple[str, ...]:
-        """Ids of the deployments applied to this twin, base first; empty if no base targets it."""
+        """Ids of the deployments applied to this twin, in laying-down order; empty if no base targets it."""
         return tuple(d.id for d in select_stack(self._deployments, twin))
 
     def targeted(self, deployment_id: str, twin: Mapping[str, Any]) -> bool:

@@ -179,7 +179,12 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
     ) -> Principal:
         return service.authenticate(credentials.credentials if credentials else None)
 
+    def operator(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        who.require_operator()  # before the body is validated: a device learns nothing about operator routes
+        return who
+
     Who = Annotated[Principal, Depends(principal)]  # noqa: N806 (a type alias)
+    Operator = Annotated[Principal, Depends(operator)]  # noqa: N806 (a type alias)
 
     @app.exception_handler(FleetError)
     async def fleet_error(_request: Request, exc: FleetError) -> JSONResponse:
@@ -224,7 +229,7 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
                                         routes=app.routes))  # fmt: skip
 
     @app.get("/metrics", response_class=Response, summary="Prometheus metrics (operator)")
-    def prometheus(who: Who) -> Response:
+    def prometheus(who: Operator) -> Response:
         who.require_operator()
         metrics.waiting.set(len(waiters))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -232,7 +237,7 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
     # -- devices ------------------------------------------------------------------------
 
     @app.post("/api/v1/devices", status_code=201, summary="Provision a device (operator)")
-    def add_device(body: NewDevice, who: Who) -> dict[str, Any]:
+    def add_device(body: NewDevice, who: Operator) -> dict[str, Any]:
         record, key = service.add_device(who, body.deviceId, body.tags)
         return {"deviceId": record.id, "activationKey": key, "twin": service.twin(who, record.id)}
 
@@ -242,7 +247,7 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
         return {"deviceId": body.deviceId, "credential": str(credential)}
 
     @app.get("/api/v1/devices", summary="Devices, optionally those a target condition selects (operator)")
-    def list_devices(who: Who, target: str | None = None) -> list[dict[str, Any]]:
+    def list_devices(who: Operator, target: str | None = None) -> list[dict[str, Any]]:
         return service.list_devices(who, target)
 
     @app.get("/api/v1/devices/{device_id}", summary="A device's twin with its module twins")
@@ -250,16 +255,16 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
         return service.twin(who, device_id)
 
     @app.delete("/api/v1/devices/{device_id}", status_code=204, response_class=Response, summary="Remove a device")
-    def remove_device(device_id: str, who: Who) -> Response:
+    def remove_device(device_id: str, who: Operator) -> Response:
         service.remove_device(who, device_id)
         return Response(status_code=204)
 
     @app.patch("/api/v1/devices/{device_id}/tags", summary="Merge-patch a device's tags (null removes; operator)")
-    def patch_tags(device_id: str, who: Who, patch: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    def patch_tags(device_id: str, who: Operator, patch: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
         return service.patch_tags(who, device_id, patch)
 
     @app.put("/api/v1/devices/{device_id}/status", summary="Deactivate or re-activate a device (operator)")
-    def set_status(device_id: str, body: StatusChange, who: Who) -> dict[str, Any]:
+    def set_status(device_id: str, body: StatusChange, who: Operator) -> dict[str, Any]:
         return service.set_status(who, device_id, DeviceStatus(body.status))
 
     @app.patch("/api/v1/devices/{device_id}/twin/reported", summary="The device reports device-level properties")
@@ -275,7 +280,7 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
     @app.patch("/api/v1/devices/{device_id}/modules/{module_id}/twin/desired",
                summary="Set a module's desired properties on one device (operator)")  # fmt: skip
     def set_desired(
-        device_id: str, module_id: str, who: Who, patch: Annotated[dict[str, Any], Body()]
+        device_id: str, module_id: str, who: Operator, patch: Annotated[dict[str, Any], Body()]
     ) -> dict[str, Any]:
         return service.set_module_desired(who, device_id, module_id, patch)
 
@@ -316,7 +321,7 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
     # -- deployments --------------------------------------------------------------------
 
     @app.post("/api/v1/deployments", status_code=201, summary="Push a deployment (operator)")
-    def push(body: Push, who: Who) -> dict[str, Any]:
+    def push(body: Push, who: Operator) -> dict[str, Any]:
         request = PushRequest(
             body.document,
             name=body.name,
@@ -328,30 +333,30 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
         return service.push(who, request).document()
 
     @app.get("/api/v1/deployments", summary="Deployments, without their content (operator)")
-    def list_deployments(who: Who) -> list[dict[str, Any]]:
+    def list_deployments(who: Operator) -> list[dict[str, Any]]:
         return [d.summary() for d in service.deployments(who)]
 
     @app.get("/api/v1/deployments/{deployment_id}", summary="A deployment with its content (operator)")
-    def get_deployment(deployment_id: str, who: Who) -> dict[str, Any]:
+    def get_deployment(deployment_id: str, who: Operator) -> dict[str, Any]:
         return service.deployment(who, deployment_id).document()
 
     @app.patch("/api/v1/deployments/{deployment_id}",
                summary="Change target, priority, labels or metrics; content is immutable (operator)")  # fmt: skip
-    def update_deployment(deployment_id: str, who: Who, changes: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    def update_deployment(deployment_id: str, who: Operator, changes: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
         return service.update(who, deployment_id, changes).summary()
 
     @app.delete("/api/v1/deployments/{deployment_id}", status_code=204, response_class=Response,
                 summary="Delete a deployment (operator)")  # fmt: skip
-    def delete_deployment(deployment_id: str, who: Who) -> Response:
+    def delete_deployment(deployment_id: str, who: Operator) -> Response:
         service.delete(who, deployment_id)
         return Response(status_code=204)
 
     @app.get("/api/v1/deployments/{deployment_id}/status", summary="Counts, custom metrics, failing devices")
-    def deployment_status(deployment_id: str, who: Who) -> dict[str, Any]:
+    def deployment_status(deployment_id: str, who: Operator) -> dict[str, Any]:
         return service.status(who, deployment_id)
 
     @app.get("/api/v1/history", summary="Who pushed, changed or deleted which deployment, and when (operator)")
-    def get_history(who: Who, deployment: str | None = None) -> list[dict[str, Any]]:
+    def get_history(who: Operator, deployment: str | None = None) -> list[dict[str, Any]]:
         return [entry.as_dict() for entry in service.history(who, deployment)]
 
     if max_body > 0:
