@@ -35,7 +35,9 @@ OUTPOST = str(Path(sys.executable).with_name("outpost"))
 def postgres_cluster() -> Iterator[str]:
     """The admin URL of a private PostgreSQL cluster for this session."""
     directory = Path(f"/tmp/outpost-pg-test-{uuid.uuid4().hex[:8]}")
-    done = subprocess.run([str(SCRIPT), "start", str(directory)], capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [str(SCRIPT), "start", str(directory)], capture_output=True, text=True, timeout=900, check=False
+    )
     if done.returncode != 0:
         pytest.fail(f"scripts/services/postgres.sh start failed:\n{done.stdout}\n{done.stderr}")
     try:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integration.fleet_harness import REPO, FleetProcess, add_device, fleet, fleet_db, postgres_cluster  # noqa: F401
+from integration.fleet_harness import REPO, FleetProcess, add_device
 
 PLANT_A = json.loads((REPO / "manifests/groups/plant-a.json").read_text())
 LAYER = json.loads((REPO / "manifests/layers/monitoring.json").read_text())
@@ -270,7 +270,11 @@ def test_tls_with_certificate_and_key(tmp_path: Path, fleet_db: str | None) -> N
 
     cert, key = self_signed(tmp_path)
     process = FleetProcess(
-        tmp_path / "fleet", None, extra=["--cert", str(cert), "--key", str(key)], scheme="https", verify=ssl.create_default_context(cafile=str(cert))
+        tmp_path / "fleet",
+        None,
+        extra=["--cert", str(cert), "--key", str(key)],
+        scheme="https",
+        verify=ssl.create_default_context(cafile=str(cert)),
     ).start()
     try:
         with process.client() as operator:

@@ -342,7 +342,9 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
 
     @app.patch("/api/v1/deployments/{deployment_id}",
                summary="Change target, priority, labels or metrics; content is immutable (operator)")  # fmt: skip
-    def update_deployment(deployment_id: str, who: Operator, changes: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    def update_deployment(
+        deployment_id: str, who: Operator, changes: Annotated[dict[str, Any], Body()]
+    ) -> dict[str, Any]:
         return service.update(who, deployment_id, changes).summary()
 
     @app.delete("/api/v1/deployments/{deployment_id}", status_code=204, response_class=Response,
