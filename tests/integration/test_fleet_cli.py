@@ -32,7 +32,8 @@ def test_operator_workflow(tmp_path: Path) -> None:
         assert added["activationKey"] is None
         assert oct(key_file.stat().st_mode & 0o777) == "0o600"
         plain = _run(fleet, "device", "add", "gw-2", "--tag", "site=plant-b")
-        assert plain.returncode == 0 and len(plain.stdout.strip()) > 20  # the key, once, on stdout
+        assert plain.returncode == 0
+        assert len(plain.stdout.strip()) > 20
         members = _json(fleet, "device", "list", "--target", "tags.site='plant-a'")
         assert [d["deviceId"] for d in members] == ["gw-1"]
 
@@ -60,11 +61,13 @@ def test_operator_workflow(tmp_path: Path) -> None:
         assert "/modulesContent/$edgeAgent/properties.desired" in refused.stderr
         bad_target = _run(fleet, "deploy", "push", str(REPO / "manifests/groups/plant-a.json"), "--name", "x",
                           "--target", "tags.site = ")  # fmt: skip
-        assert bad_target.returncode == 1 and "line 1, column" in bad_target.stderr
+        assert bad_target.returncode == 1
+        assert "line 1, column" in bad_target.stderr
         assert [d["id"] for d in _json(fleet, "deploy", "list")] == ["plant-a-motor-monitor"]
 
         wrong = _run(fleet, "deploy", "list", token="op.YWRtaW4.wrong")
-        assert wrong.returncode == 1 and "--token" in wrong.stderr
+        assert wrong.returncode == 1
+        assert "--token" in wrong.stderr
         assert _run(fleet, "device", "deactivate", "gw-1").returncode == 0
         assert _json(fleet, "device", "show", "gw-1")["status"] == "disabled"
         assert _run(fleet, "device", "reactivate", "gw-1").returncode == 0
@@ -74,4 +77,5 @@ def test_operator_workflow(tmp_path: Path) -> None:
     finally:
         fleet.stop()
     down = _run(fleet, "device", "list")
-    assert down.returncode == 1 and "is `outpost fleet serve` running" in down.stderr
+    assert down.returncode == 1
+    assert "is `outpost fleet serve` running" in down.stderr
