@@ -17,7 +17,8 @@ from rich.markup import escape
 
 from outpost.cli.output import err
 from outpost.errors import OutpostError
-from outpost.wire.adapters.fleet_http import FleetCallError, FleetClient, Unreachable
+from outpost.wire.adapters.fleet_http import FleetClient
+from outpost.wire.fleet import FleetCallError, Unreachable
 
 __all__ = ["CaOpt", "FleetOpt", "JsonOpt", "TokenOpt", "app", "connect", "default_state_dir"]
 

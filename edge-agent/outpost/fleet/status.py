@@ -26,6 +26,7 @@ from outpost.fleet.resolution import Assignment
 __all__ = ["DeviceView", "Outcome", "deployment_status", "outcome"]
 
 AGENT = "$edgeAgent"
+UNKNOWN = 406  # Azure's "not known yet" (the agent is converging): not a failure
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,9 @@ def outcome(view: DeviceView) -> Outcome:
     status = _section(reported, "lastDesiredStatus")
     code = status.get("code")
     description = str(status.get("description") or "")
-    if code == 200 and not link.get("converging"):
+    if link.get("converging") or code == UNKNOWN:
+        return Outcome("pending", code if isinstance(code, int) else None, description or "converging")
+    if code == 200:
         return Outcome("success", 200, description)
     if isinstance(code, int) and code >= 400:
         return Outcome("failed", code, description or f"lastDesiredStatus.code {code}")

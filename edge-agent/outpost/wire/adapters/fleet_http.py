@@ -15,23 +15,10 @@ from urllib.parse import quote
 
 import httpx
 
-from outpost.errors import OutpostError, Problem
+from outpost.errors import Problem
+from outpost.wire.fleet import FleetCallError, Unreachable
 
 __all__ = ["FleetCallError", "FleetClient", "Unreachable"]
-
-
-class FleetCallError(OutpostError):
-    """The fleet refused a call (``status`` 4xx/5xx) or could not be reached (``status`` 0)."""
-
-    def __init__(self, message: str, *, status: int = 0, problems: list[Problem] | None = None) -> None:
-        self.status = status
-        self.message = message
-        self.problems = problems or []
-        super().__init__(message)
-
-
-class Unreachable(FleetCallError):  # noqa: N818 (a state, like httpx's names)
-    """No answer: connection refused, timed out, or the TLS handshake failed."""
 
 
 def _q(part: str) -> str:
