@@ -25,6 +25,8 @@ from outpost.agent.runtime import ContainerRuntime
 from outpost.agent.state import RUNTIME_FILE, RuntimeRecord, StateDir
 from outpost.errors import ManifestError
 from outpost.manifest import parse_json
+from outpost.trust.admission import Admission
+from outpost.trust.store import TrustStore
 
 __all__ = [
     "AgentService",
@@ -89,9 +91,11 @@ class AgentSettings:
 
 
 def compose(state: StateDir, runtime: ContainerRuntime, **kw: Any) -> Reconciler:
-    """A reconciler whose modules get this device's identity and hub address (from the runtime record)."""
+    """A reconciler whose modules get this device's identity and hub address (from the runtime record),
+    admitting only content the device's trust store allows (``trust.admission``)."""
     record = state.runtime_record() or RuntimeRecord()
     env = ModuleEnvironment(record.device, record.hub, key_root=state.path.parent, agent_state=state.path.resolve())
+    kw.setdefault("admit", Admission(TrustStore.of_state_dir(state.path)))
     return Reconciler(runtime, state, module_env=env, **kw)
 
 

@@ -53,6 +53,8 @@ PREREQUISITES: dict[str, str] = {
     "network": "installs packages from PyPI into .venv",
     "docker": "a Docker engine",
     "fleet": "a running fleet service",
+    "kafka": "a local Apache Kafka (scripts/services/kafka.sh start); tests/integration/test_bundle_upstream.py "
+    "and test_bundle_roundtrip.py run these commands",
 }
 
 #: Commands that need a prerequisite wherever they are shown (docs this test does not own).
