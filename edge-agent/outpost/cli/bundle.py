@@ -39,7 +39,7 @@ from outpost.cli.output import err, print_json
 from outpost.errors import InputError, ManifestError, OutpostError
 from outpost.files import write_atomic
 from outpost.hub.adapters.sqlite_store import SqliteStore
-from outpost.hub.upstream import sink_from_settings
+from outpost.hub.service import sink_from_settings
 from outpost.manifest import load_manifest
 from outpost.trust.admission import Admission
 from outpost.trust.keys import device_key, read_private

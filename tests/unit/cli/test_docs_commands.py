@@ -68,7 +68,7 @@ NEEDS_BY_COMMAND: list[tuple[re.Pattern[str], str]] = [
 
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _MARKER = re.compile(r"<!--\s*docs-test:\s*needs=([\w,-]+)\s*-->")
-_INLINE = re.compile(r"(?<!`)`(outpost [^`]+)`(?!`)")
+_INLINE = re.compile(r"(?<!`)`((?:outpost|scripts/[\w./-]+)(?: [^`]*)?)`(?!`)")
 
 
 @dataclass(frozen=True)
@@ -287,6 +287,10 @@ def test_inline_command_names_exist(command: DocCommand) -> None:
         words = _words(command.text)
     except ValueError:
         words = command.text.split()
+    if words[0] != "outpost":
+        script = ROOT / words[0]
+        assert script.is_file(), f"{command}: {words[0]} does not exist"
+        return
     target, rest = _resolve(words[1:])
     known = _options(target)
     for word in rest:
