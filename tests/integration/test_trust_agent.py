@@ -106,7 +106,7 @@ def test_trust_root_refuses_what_it_must_and_keeps_running(tmp_path):
             assert "changed after signing" in status["lastDesiredStatus"]["description"]
             assert status["modules"]["app"]["runtimeStatus"] == "running"
             assert status["modules"]["app"]["lastStartTimeUtc"] == started
-            assert status["outpost"]["deploymentId"] == running["outpost"]["deploymentId"]
+            assert status["outpost"]["deploymentId"] != running["outpost"]["deploymentId"]  # names the refused one
         finally:
             agent.send_signal(signal.SIGTERM)
             agent.wait(timeout=30)

@@ -156,6 +156,7 @@ class Reconciler:
         document = self.state.status()
         if document is not None:
             document["lastDesiredStatus"] = {"code": int(self.status.code), "description": self.status.description}
+            document["outpost"] = {**document.get("outpost", {}), "deploymentId": self.status.deployment_id}
             self.state.set_status(document)
 
     def _report(self, desired: Desired, observed: Observed, records: dict[str, RestartRecord]) -> None:
@@ -284,8 +285,9 @@ class Reconciler:
             manifest = load_manifest(document)
         except ManifestError as exc:
             self.status = DeploymentStatus(
-                version=self.status.version, code=StatusCode.BAD_CONFIG, description=str(exc)
-            )
+                version=self.status.version, code=StatusCode.BAD_CONFIG, description=str(exc),
+                deployment_id=f"{name}@{deployment_hash(document)}",  # what was refused (the fleet matches it)
+            )  # fmt: skip
             self._report_refusal()
             raise
         ext = manifest.edge_agent.outpost
