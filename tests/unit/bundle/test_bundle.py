@@ -259,7 +259,8 @@ def test_model_files_from_loopback_urls_are_packed_and_checked(tmp_path):
         created = create_bundle(doc, platform="linux/amd64", output=tmp_path / "b.tar", engine=engine,
                                 opener=open_source)  # fmt: skip
         assert {(m.source, m.target) for m in created.index.models} == {
-            (url, None), ((tmp_path / "meta.json").as_uri(), str(tmp_path / "meta.json"))
+            (url, None),
+            ((tmp_path / "meta.json").as_uri(), str(tmp_path / "meta.json")),
         }
         doc["modulesContent"]["anomaly-detector"]["properties.desired"]["model"]["sha256"] = "0" * 64
         with pytest.raises(BundleError, match="but the twin says"):
@@ -271,3 +272,27 @@ def test_model_files_from_loopback_urls_are_packed_and_checked(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_apply_refuses_a_model_target_the_content_does_not_name(tmp_path):
+    from outpost.bundle.apply import apply_bundle
+    from outpost.trust.admission import Admitted
+    from outpost.trust.canonical import canonical_bytes
+
+    (tmp_path / "m.bin").write_bytes(b"model")
+    engine = FakeEngine({"a:1": saved_image([b"a"])})
+    doc = manifest({"hub": "a:1", "app": "a:1"})
+    doc["modulesContent"]["anomaly-detector"]["properties.desired"]["model"]["path"] = str(tmp_path / "m.bin")
+    created = create_bundle(doc, platform="linux/amd64", output=tmp_path / "b.tar", engine=engine, opener=open_source)
+    with tarfile.open(created.path) as tar:
+        index = json.loads(tar.extractfile("outpost-bundle.json").read())  # type: ignore[union-attr]
+    index["models"][0]["target"] = str(tmp_path / "elsewhere")  # unsigned bundle: the index itself is not signed
+    _rewrite(created.path, tmp_path / "evil.tar", {"outpost-bundle.json": canonical_bytes(index)})
+
+    def deploy(document: dict[str, Any], name: str) -> Any:
+        raise AssertionError(f"deployed {name}")
+
+    with pytest.raises(BundleError, match="does not match the content"):
+        apply_bundle(tmp_path / "evil.tar", engine=engine, trusted={}, admit=lambda _doc: Admitted(),
+                     deploy=deploy, models_dir=tmp_path / "models", work_dir=tmp_path / "work")  # fmt: skip
+    assert not (tmp_path / "elsewhere").exists()
