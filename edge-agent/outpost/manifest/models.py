@@ -217,7 +217,7 @@ class RuntimeSettings(_Azure):
 
 class Runtime(_Azure):
     type: Literal["docker"]
-    settings: RuntimeSettings
+    settings: RuntimeSettings = Field(default_factory=RuntimeSettings)  # edgeAgent: optional
 
 
 class EnvVar(_Azure):
@@ -299,7 +299,7 @@ class EdgeAgentDesired(_Azure):
     schema_version: str = Field(alias="schemaVersion", pattern=AGENT_SCHEMA_VERSION)
     runtime: Runtime
     system_modules: SystemModules = Field(alias="systemModules")
-    modules: dict[ModuleName, Module]
+    modules: dict[ModuleName, Module] = Field(default_factory=dict)  # edgeAgent: optional (none)
     outpost: AgentExtension | None = None
 
 

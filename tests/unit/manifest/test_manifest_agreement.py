@@ -202,6 +202,8 @@ SINGLE_CHANGES: dict[str, Callable[[dict[str, Any]], None]] = {
     "edgeHub module without restartPolicy": lambda d: agent(d)["systemModules"]["edgeHub"].pop("restartPolicy"),
     "edgeHub 1.0 without routes": lambda d: (hub(d).pop("routes"), hub(d).update(schemaVersion="1.0")),
     "edgeHub 1.1 without routes": lambda d: hub(d).pop("routes"),
+    "edgeAgent without modules": lambda d: agent(d).pop("modules"),
+    "runtime without settings": lambda d: agent(d)["runtime"].pop("settings"),
     "registry address empty": lambda d: agent(d)["runtime"]["settings"].update(
         registryCredentials={"r": {"username": "u", "password": "p", "address": ""}}
     ),

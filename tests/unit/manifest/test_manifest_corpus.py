@@ -94,5 +94,5 @@ def test_valid_plain_manifest_loads(path: Path) -> None:
     assert built.edge_agent.system_modules.edge_hub.status == "running"
     assert set(built.all_modules()) == {
         "edgeHub",
-        *doc["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"],
+        *doc["modulesContent"]["$edgeAgent"]["properties.desired"].get("modules", {}),
     }
