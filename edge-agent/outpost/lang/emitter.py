@@ -153,7 +153,6 @@ class _Emitter:
         self._keys: dict[tuple[type, object], str] = {}
         self._temps = 0
         self.notes: list[Note] = []
-        self.uses: set[str] = set()
 
     # helpers ---------------------------------------------------------------------------
 
@@ -203,7 +202,6 @@ class _Emitter:
         return Emitted(kind, self.const(expr.value))
 
     def _app(self, name: str) -> str:
-        self.uses.add("P")
         t, k = self.temp(), self.const(name)
         if name[:1] == "$":
             # Names starting with '$' sort below '%': min() (in C) tells whether to scan at all.
@@ -212,7 +210,6 @@ class _Emitter:
         return f"({t} if ({t} := P.get({k}, U)) is not U else property_ci(P, {self.const(name.lower())}))"
 
     def _sys(self, name: str) -> str:
-        self.uses.add("S")
         t, k = self.temp(), self.const(name)
         return f"({t} if ({t} := S.get({k}, U)) is not U else property_ci(S, {self.const(name.lower())}))"
 
