@@ -71,6 +71,7 @@ WholeNumber = Annotated[int, BeforeValidator(_whole)]
 ModuleName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_.-]+$", max_length=64)]
 EnvName = Annotated[str, StringConstraints(pattern="^[^=\u0000]+$")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+RouteName = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]  # edgeHub refuses blank names
 _CHUNK_KEY = re.compile(r"^createOptions[0-9]{2}$")
 
 
@@ -326,7 +327,7 @@ class StoreAndForward(_Azure):
 
 class EdgeHubDesired(_Azure):
     schema_version: str = Field(alias="schemaVersion", pattern=HUB_SCHEMA_VERSION)
-    routes: dict[NonEmpty, str | RouteSpec] = Field(default_factory=dict)  # optional under schemaVersion 1.0
+    routes: dict[RouteName, str | RouteSpec] = Field(default_factory=dict)  # optional under schemaVersion 1.0
     store_and_forward_configuration: StoreAndForward = Field(alias="storeAndForwardConfiguration")
     mqtt_broker: dict[str, Any] | None = Field(default=None, alias="mqttBroker")
     outpost: HubExtension | None = None

@@ -166,6 +166,7 @@ SINGLE_CHANGES: dict[str, Callable[[dict[str, Any]], None]] = {
     "route Recency list": _set(lambda d: hub(d)["routes"], "x", _route(Recency=[])),
     "route unknown key": _set(lambda d: hub(d)["routes"], "x", _route(prio=1)),
     "route name empty": _set(lambda d: hub(d)["routes"], "", "FROM /* INTO $upstream"),
+    "route name blank": _set(lambda d: hub(d)["routes"], "  ", "FROM /* INTO $upstream"),
     "module name with space": _set(lambda d: agent(d)["modules"], "my sensor", {}),
     "module name 65 chars": lambda d: agent(d)["modules"].update({"m" * 65: _sensor(d)}),
     "module name 64 chars": lambda d: agent(d)["modules"].update({"m" * 64: _sensor(d)}),
