@@ -327,7 +327,7 @@ class StoreAndForward(_Azure):
 
 class EdgeHubDesired(_Azure):
     schema_version: str = Field(alias="schemaVersion", pattern=HUB_SCHEMA_VERSION)
-    routes: dict[RouteName, str | RouteSpec] = Field(default_factory=dict)  # optional under schemaVersion 1.0
+    routes: dict[RouteName, str | RouteSpec | None] = Field(default_factory=dict)  # optional under schemaVersion 1.0
     store_and_forward_configuration: StoreAndForward = Field(alias="storeAndForwardConfiguration")
     mqtt_broker: dict[str, Any] | None = Field(default=None, alias="mqttBroker")
     outpost: HubExtension | None = None
@@ -341,11 +341,13 @@ class EdgeHubDesired(_Azure):
     def route_specs(self) -> dict[str, RouteSpec]:
         """Every route in object form, string routes taking the default priority and TTL.
 
-        Blank routes are left out: edgeHub skips them under schema 1.0 (the check refuses
-        them under later versions, so only 1.0 manifests get here with one).
+        Blank and null routes are left out: edgeHub skips them under schema 1.0 (the check
+        refuses them under later versions, so only 1.0 manifests get here with one).
         """
         specs = {
-            name: spec if isinstance(spec, RouteSpec) else RouteSpec(route=spec) for name, spec in self.routes.items()
+            name: spec if isinstance(spec, RouteSpec) else RouteSpec(route=spec)
+            for name, spec in self.routes.items()
+            if spec is not None
         }
         return {name: spec for name, spec in specs.items() if spec.route.strip()}
 
