@@ -1,6 +1,6 @@
-"""Compile an expression tree once into a Python function.
+"""Compile a target-condition tree once into a Python function.
 
-Routing evaluates every condition for every message, so the tree is turned into Python
+Target conditions run against many twins, so the tree is turned into Python
 source and compiled with ``compile()``: one flat function per condition, with no tree walk
 and no per-node call at evaluation time (see docs/languages.md, Performance). Comparisons
 with a literal (the common case) are inlined; everything else calls the total helpers in
