@@ -143,6 +143,14 @@ def _check_route(where: str, spec: Any, declared: set[str], report: Report, *, b
     ``blank_ok``: edgeHub skips an empty (or blank) route string under schema 1.0 and
     refuses it from 1.1 on, where every route becomes a RouteSpec.
     """
+    if spec is None:
+        if blank_ok:
+            report.warnings.append(Problem(where, "null route is skipped (as edgeHub does under schemaVersion 1.0)"))
+        else:
+            report.problems.append(
+                Problem(where, "expected a route string or object, got null (edgeHub skips null only under 1.0)")
+            )
+        return
     text = spec
     if isinstance(spec, dict):
         text, where = spec.get("route"), join(where, "route")
