@@ -8,9 +8,11 @@ a while: agents keep running, then catch up and report; a deactivated device is 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -190,3 +192,66 @@ def test_agents_ride_out_a_fleet_outage(world: tuple[FleetProcess, dict[str, Age
         assert time.monotonic() - outage > 20
     finally:
         back.stop()
+
+
+def test_a_module_desired_property_reaches_the_module_without_a_redeploy(
+    tmp_path: Path, mosquitto_installed: None
+) -> None:
+    """fleet twin --set -> agent -> hub -> ModuleClient handler; the module is not restarted; its report comes back."""
+    from integration.conftest_mosquitto import free_port
+    from outpost.hub.service import HubService, HubSettings
+    from outpost.sdk import ModuleClient
+    from outpost.wire.credentials import device_key, module_password
+
+    fleet = FleetProcess(tmp_path / "fleet").start()
+    operator = fleet.client()
+    key = operator.post("/api/v1/devices", json={"deviceId": "gw", "tags": {}}).json()["activationKey"]
+    document = _content({"beta": module(order=1)})
+    document["modulesContent"]["beta"] = {"properties.desired": {"threshold": 1}}
+    _push(operator, "twin-test", document, "*", 1)
+    agent = Agent(tmp_path / "gw", "gw", fleet.url, key)
+    stop = threading.Event()
+    hub: HubService | None = None
+    client: ModuleClient | None = None
+    try:
+        wait_for(lambda: _settled(operator, "twin-test", 1), CONVERGE, "the agent to converge")
+        stored = agent.state / "deployment.json"
+
+        def read() -> dict[str, Any]:
+            return dict(json.loads(stored.read_text())["document"])
+
+        port = free_port()
+        hub = HubService(HubSettings(state_dir=agent.root / "hub", device_id="gw", port=port, metrics_port=0,
+                                     key_root=agent.root))  # fmt: skip
+        hub.start(read())
+        threading.Thread(target=hub.run, args=(stop,), kwargs={"source": read}, daemon=True).start()
+        client = ModuleClient(
+            device_id="gw", module_id="beta", password=module_password(device_key(agent.root), "beta"), port=port
+        )
+        patches: list[dict[str, Any]] = []
+        client.on_desired_change(patches.append)
+        client.connect()
+        assert client.twin()["threshold"] == 1
+        runtime = make_runtime("process", state_dir=agent.state, namespace=agent.namespace, workdir=agent.root)
+        before = runtime.observe().modules["beta"].id
+
+        set_ = operator.patch("/api/v1/devices/gw/modules/beta/twin/desired", json={"threshold": 7})
+        assert set_.status_code == 200, set_.text
+        wait_for(lambda: any(p.get("threshold") == 7 for p in patches), 60, "the patch at the module")
+        assert runtime.observe().modules["beta"].id == before  # not redeployed, not restarted
+
+        client.report({"seen": 7})
+
+        def reported() -> Any:
+            twin = operator.get("/api/v1/devices/gw").json()
+            return twin["modules"].get("beta", {}).get("properties", {}).get("reported", {}).get("seen") == 7
+
+        wait_for(reported, 60, "the module's reported property at the fleet")
+    finally:
+        stop.set()
+        if client is not None:
+            client.close(timeout=2)
+        if hub is not None:
+            hub.stop()
+        agent.stop()
+        fleet.stop()
