@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -311,6 +311,19 @@ class FleetService:
         device = self._device(device_id)
         overrides = {m.module_id: m.desired for m in self.store.module_twins(device_id) if m.desired}
         return resolver.assign(device_id, device_twin(device), overrides)
+
+    def assignments(self, device_ids: Collection[str]) -> dict[str, Assignment]:
+        """Assignments of many devices at once (a long-poll wake-up after a push): three queries in all."""
+        if not device_ids:
+            return {}
+        resolver = self.resolver()
+        wanted = set(device_ids)
+        overrides = self.store.desired_overrides()
+        result: dict[str, Assignment] = {}
+        for device in self.store.devices():
+            if device.id in wanted and device.status is DeviceStatus.ENABLED:
+                result[device.id] = resolver.assign(device.id, device_twin(device), overrides.get(device.id, {}))
+        return result
 
     def etag(self, device_id: str) -> str:
         """Cheap re-check for long-polls: the ETag alone (no composition)."""

@@ -10,7 +10,7 @@ Implemented by :class:`outpost.fleet.adapters.database.SqlStore`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from outpost.fleet.models import DeploymentRecord, DeviceRecord, DeviceStatus, HistoryEntry, ModuleTwin
 
@@ -52,6 +52,7 @@ class FleetStore(Protocol):
     # module twins
     def module_twins(self, device_id: str | None = None) -> list[ModuleTwin]: ...
     def write_module(self, twin: ModuleTwin, expected: ModuleTwin | None) -> bool: ...
+    def desired_overrides(self) -> dict[str, dict[str, dict[str, Any]]]: ...
 
     # deployments
     def add_deployment(self, record: DeploymentRecord, entry: HistoryEntry) -> DeploymentRecord: ...

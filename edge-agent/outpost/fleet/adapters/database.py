@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from outpost.errors import StoreError
 from outpost.fleet.errors import ConflictError
-from outpost.fleet.models import DeploymentRecord, DeviceRecord, DeviceStatus, HistoryEntry, ModuleTwin
+from outpost.fleet.models import DeploymentRecord, DeviceRecord, DeviceStatus, HistoryEntry, ModuleTwin, now_utc
 from outpost.fleet.store import Changes, DeviceSecrets
 
 __all__ = ["SqlStore", "engine_for", "migrate"]
@@ -215,8 +215,6 @@ class SqlStore:
             return c.execute(sa.select(operators.c.secret_hash).where(operators.c.name == name)).scalar()
 
     def add_operator(self, name: str, secret_hash: str) -> bool:
-        from outpost.fleet.models import now_utc
-
         try:
             with self._tx() as c:
                 c.execute(operators.insert().values(name=name, secret_hash=secret_hash, created=now_utc()))
@@ -311,6 +309,18 @@ class SqlStore:
             query = query.where(module_twins.c.device_id == device_id)
         with self._tx() as c:
             return [_module(row) for row in c.execute(query)]
+
+    def desired_overrides(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """device -> module -> operator-set desired properties, for every module twin that has some."""
+        query = sa.select(module_twins.c.device_id, module_twins.c.module_id, module_twins.c.desired).where(
+            module_twins.c.desired_version > 0
+        )
+        result: dict[str, dict[str, dict[str, Any]]] = {}
+        with self._tx() as c:
+            for row in c.execute(query):
+                if row.desired:
+                    result.setdefault(row.device_id, {})[row.module_id] = row.desired
+        return result
 
     def write_module(self, twin: ModuleTwin, expected: ModuleTwin | None) -> bool:
         values = {
