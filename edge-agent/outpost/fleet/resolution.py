@@ -93,6 +93,7 @@ class Resolver:
         ]
         self._composed: dict[tuple[str, ...], dict[str, Any] | ManifestError] = {}
         self._json: dict[tuple[str, ...], str] = {}
+        self._etags: dict[tuple[str, ...], str] = {}
 
     def stack(self, twin: Mapping[str, Any]) -> tuple[str, ...]:
         """Ids of the deployments applied to this twin, in laying-down order; empty if no base targets it."""
@@ -119,7 +120,10 @@ class Resolver:
     def assign(self, device_id: str, twin: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> Assignment:
         """What the device gets: the stack's manifest with operator-set module desired properties merged in."""
         stack = self.stack(twin)
-        etag = etag_of(stack, overrides)
+        if overrides:
+            etag = etag_of(stack, overrides)
+        else:
+            etag = self._etags.get(stack) or self._etags.setdefault(stack, etag_of(stack, {}))
         if not stack:
             return Assignment(device_id, etag, stack, None)
         try:

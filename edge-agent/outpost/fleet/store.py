@@ -9,6 +9,7 @@ Implemented by :class:`outpost.fleet.adapters.database.SqlStore`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,6 +53,7 @@ class FleetStore(Protocol):
     # module twins
     def module_twins(self, device_id: str | None = None) -> list[ModuleTwin]: ...
     def write_module(self, twin: ModuleTwin, expected: ModuleTwin | None) -> bool: ...
+    def write_modules(self, pairs: Sequence[tuple[ModuleTwin, ModuleTwin | None]], touch: tuple[str, str]) -> bool: ...
     def desired_overrides(self) -> dict[str, dict[str, dict[str, Any]]]: ...
 
     # deployments
