@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from outpost.agent.adapters import make_runtime
+from outpost.agent.adapters.host_probes import HostProbes
+from outpost.agent.diagnostics import Probes
 from outpost.agent.environment import HubAddress, ModuleEnvironment, default_device_id
 from outpost.agent.fleet_link import FleetLink, FleetSettings, LinkSettings
 from outpost.agent.metrics import AgentMetrics
@@ -23,6 +25,8 @@ from outpost.agent.runtime import ContainerRuntime
 from outpost.agent.state import RUNTIME_FILE, RuntimeRecord, StateDir
 from outpost.errors import ManifestError
 from outpost.manifest import parse_json
+from outpost.trust.admission import Admission
+from outpost.trust.store import TrustStore
 
 __all__ = [
     "AgentService",
@@ -33,6 +37,7 @@ __all__ = [
     "NoSource",
     "attach",
     "compose",
+    "host_probes",
     "runtime_of",
 ]
 
@@ -86,9 +91,11 @@ class AgentSettings:
 
 
 def compose(state: StateDir, runtime: ContainerRuntime, **kw: Any) -> Reconciler:
-    """A reconciler whose modules get this device's identity and hub address (from the runtime record)."""
+    """A reconciler whose modules get this device's identity and hub address (from the runtime record),
+    admitting only content the device's trust store allows (``trust.admission``)."""
     record = state.runtime_record() or RuntimeRecord()
     env = ModuleEnvironment(record.device, record.hub, key_root=state.path.parent, agent_state=state.path.resolve())
+    kw.setdefault("admit", Admission(TrustStore.of_state_dir(state.path)))
     return Reconciler(runtime, state, module_env=env, **kw)
 
 
@@ -112,6 +119,11 @@ def runtime_of(state: StateDir | Path, record: RuntimeRecord | None = None) -> C
         state = state.path
     record = record or RuntimeRecord()
     return make_runtime(record.kind, state_dir=state, namespace=record.namespace, workdir=record.workdir)
+
+
+def host_probes() -> Probes:
+    """This machine's probes for ``outpost check`` (broker port, clock sync)."""
+    return HostProbes()
 
 
 class AgentService:

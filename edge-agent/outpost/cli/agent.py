@@ -188,7 +188,9 @@ def run(
     device_id: DeviceOpt = None,
     hub: HubOpt = "127.0.0.1:1883",
     interval: Annotated[float, typer.Option(help="Seconds between reconcile rounds when nothing happens.")] = 5.0,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port on 127.0.0.1 (0: off).")] = 9601,
+    metrics_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Prometheus metrics port on 127.0.0.1 (0: off).")
+    ] = 9601,
     fleet: Annotated[
         str | None,
         typer.Option(
