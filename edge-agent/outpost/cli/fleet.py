@@ -65,12 +65,22 @@ def _token(token: str | None) -> str | None:
 @contextlib.contextmanager
 def connect(url: str, token: str | None, ca: Path | None = None) -> Iterator[FleetClient]:
     """A client, and one error boundary: refusals and outages become a sentence and exit 1."""
+    if not url.startswith(("http://", "https://")):
+        err.print(f"[red]error:[/] --fleet expects an http:// or https:// URL, got {escape(url)!r}")
+        raise typer.Exit(2)
     credential = _token(token)
+    if credential is not None and not (credential.isascii() and credential.isprintable()):
+        err.print("[red]error:[/] the operator token has characters no token of ours has: check --token")
+        raise typer.Exit(2)
     if credential is None:
         err.print("[red]error:[/] no operator token: pass --token or set OUTPOST_FLEET_TOKEN "
                   "(the fleet wrote it to STATE_DIR/operator-token on first start)")  # fmt: skip
         raise typer.Exit(2)
-    client = FleetClient(url, credential, ca_file=ca)
+    try:
+        client = FleetClient(url, credential, ca_file=ca)
+    except FleetCallError as exc:
+        err.print(f"[red]error:[/] {escape(exc.message)}")
+        raise typer.Exit(2) from exc
     try:
         yield client
     except Unreachable as exc:
