@@ -52,6 +52,7 @@ SITES = [f"site-{i}" for i in range(20)]
 class Conn:
     def __init__(self, port: int, headers: dict[str, str]) -> None:
         self.port = port
+        self.headers_dict = headers
         self.headers = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -70,6 +71,8 @@ class Conn:
         self.writer.write(head.encode() + b"\r\n" + body)
         await self.writer.drain()
         status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionResetError("the server closed the connection")
         status = int(status_line.split()[1])
         headers: dict[str, str] = {}
         while True:
@@ -136,13 +139,18 @@ async def push_to_all(port: int, credentials: dict[str, str], operator: str) -> 
     done: dict[str, float] = {}
 
     async def hold(device_id: str) -> None:
-        conn = conns[device_id]
         while True:
-            status, headers, _ = await conn.request(
-                "GET",
-                f"/api/v1/devices/{device_id}/deployment?wait=120",
-                extra=f"If-None-Match: {etags[device_id]}\r\n",
-            )
+            conn = conns[device_id]
+            try:
+                status, headers, _ = await conn.request(
+                    "GET",
+                    f"/api/v1/devices/{device_id}/deployment?wait=120",
+                    extra=f"If-None-Match: {etags[device_id]}\r\n",
+                )
+            except (ConnectionError, asyncio.IncompleteReadError):  # idle past keep-alive while others connected
+                conns[device_id] = Conn(port, conn.headers_dict)
+                await conns[device_id].open()
+                continue
             if status == 200:
                 done[device_id] = time.perf_counter()
                 etags[device_id] = headers["etag"]
