@@ -49,6 +49,7 @@ start() {
     dir=$(cd "$dir" && pwd)
     if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir"; fi
     chmod 700 "$dir"
+    as_postgres test -w "$dir" || die "the postgres user cannot reach $dir: use a directory whose parents it may traverse (e.g. /tmp/NAME)"
     if [ ! -f "$dir/data/PG_VERSION" ]; then
         password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
         as_postgres mkdir -p "$dir/data" "$dir/sock"

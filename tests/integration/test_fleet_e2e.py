@@ -8,9 +8,11 @@ a while: agents keep running, then catch up and report; a deactivated device is 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,16 +32,20 @@ CONVERGE = 90.0
 class Agent:
     """``outpost agent run --fleet`` as a subprocess with its own state dir and namespace."""
 
-    def __init__(self, root: Path, device_id: str, fleet_url: str, key: str) -> None:
+    def __init__(
+        self, root: Path, device_id: str, fleet_url: str, key: str, *, runtime: str = "process",
+        namespace: str | None = None,
+    ) -> None:  # fmt: skip
         self.root = root
         self.device_id = device_id
+        self.kind = runtime
         self.state = root / "agent"
-        self.namespace = f"fleet-{uuid.uuid4().hex[:6]}"
+        self.namespace = namespace or f"fleet-{uuid.uuid4().hex[:6]}"
         self.log = root / "agent.log"
         root.mkdir(parents=True, exist_ok=True)
         command = [
             OUTPOST, "agent", "run", "--fleet", fleet_url, "--device-id", device_id, "--activation-key", key,
-            "--state-dir", str(self.state), "--runtime", "process", "--namespace", self.namespace,
+            "--state-dir", str(self.state), "--runtime", runtime, "--namespace", self.namespace,
             "--metrics-port", "0", "--interval", "1", "--workdir", str(root),
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTPOST_FLEET", "OUTPOST_STATE"))}
@@ -47,10 +53,10 @@ class Agent:
             self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=root)
 
     def running(self) -> set[str]:
-        runtime = make_runtime("process", state_dir=self.state, namespace=self.namespace, workdir=self.root)
+        runtime = make_runtime(self.kind, state_dir=self.state, namespace=self.namespace, workdir=self.root)
         return {name for name, m in runtime.observe().modules.items() if m.running}
 
-    def stop(self) -> None:
+    def stop(self, *, keep_modules: bool = False) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -58,7 +64,9 @@ class Agent:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        runtime = make_runtime("process", state_dir=self.state, namespace=self.namespace, workdir=self.root)
+        if keep_modules:
+            return
+        runtime = make_runtime(self.kind, state_dir=self.state, namespace=self.namespace, workdir=self.root)
         for name, state in runtime.observe().modules.items():
             runtime.remove(name, state.id)
 
@@ -176,7 +184,12 @@ def test_agents_ride_out_a_fleet_outage(world: tuple[FleetProcess, dict[str, Age
     # while the fleet is away, a module stops on b1: the agent's report of it waits in the outbox
     b1 = agents["b1"]
     runtime = make_runtime("process", state_dir=b1.state, namespace=b1.namespace, workdir=b1.root)
-    time.sleep(20)
+    time.sleep(10)
+    # b1 reboots while offline: its agent is killed and started again with nothing but its state dir
+    b1.process.kill()
+    b1.process.wait()
+    agents["b1"] = b1 = Agent(b1.root, "b1", fleet.url, "no-key-needed-any-more", namespace=b1.namespace)
+    time.sleep(10)
     assert all(agent.process.poll() is None for agent in agents.values())
     assert all("sensor" in agent.running() for agent in agents.values())
     assert runtime.observe().modules["sensor"].running
@@ -190,3 +203,85 @@ def test_agents_ride_out_a_fleet_outage(world: tuple[FleetProcess, dict[str, Age
         assert time.monotonic() - outage > 20
     finally:
         back.stop()
+
+
+def test_a_module_desired_property_reaches_the_module_without_a_redeploy(
+    tmp_path: Path, mosquitto_installed: None
+) -> None:
+    """fleet twin --set -> agent -> hub -> ModuleClient handler; the module is not restarted; its report comes back."""
+    from integration.conftest_mosquitto import free_port
+    from outpost.hub.service import HubService, HubSettings
+    from outpost.sdk import ModuleClient
+    from outpost.wire.credentials import device_key, module_password
+
+    fleet = FleetProcess(tmp_path / "fleet").start()
+    operator = fleet.client()
+    key = operator.post("/api/v1/devices", json={"deviceId": "gw", "tags": {}}).json()["activationKey"]
+    document = _content({"beta": module(order=1)})
+    document["modulesContent"]["beta"] = {"properties.desired": {"threshold": 1}}
+    _push(operator, "twin-test", document, "*", 1)
+    agent = Agent(tmp_path / "gw", "gw", fleet.url, key)
+    stop = threading.Event()
+    hub: HubService | None = None
+    client: ModuleClient | None = None
+    try:
+        wait_for(lambda: _settled(operator, "twin-test", 1), CONVERGE, "the agent to converge")
+        stored = agent.state / "deployment.json"
+
+        def read() -> dict[str, Any]:
+            return dict(json.loads(stored.read_text())["document"])
+
+        port = free_port()
+        hub = HubService(HubSettings(state_dir=agent.root / "hub", device_id="gw", port=port, metrics_port=0,
+                                     key_root=agent.root))  # fmt: skip
+        hub.start(read())
+        threading.Thread(target=hub.run, args=(stop,), kwargs={"source": read}, daemon=True).start()
+        client = ModuleClient(
+            device_id="gw", module_id="beta", password=module_password(device_key(agent.root), "beta"), port=port
+        )
+        patches: list[dict[str, Any]] = []
+        client.on_desired_change(patches.append)
+        client.connect()
+        assert client.twin()["threshold"] == 1
+        runtime = make_runtime("process", state_dir=agent.state, namespace=agent.namespace, workdir=agent.root)
+        before = runtime.observe().modules["beta"].id
+
+        set_ = operator.patch("/api/v1/devices/gw/modules/beta/twin/desired", json={"threshold": 7})
+        assert set_.status_code == 200, set_.text
+        wait_for(lambda: any(p.get("threshold") == 7 for p in patches), 60, "the patch at the module")
+        assert runtime.observe().modules["beta"].id == before  # not redeployed, not restarted
+
+        client.report({"seen": 7})
+
+        def reported() -> Any:
+            twin = operator.get("/api/v1/devices/gw").json()
+            return twin["modules"].get("beta", {}).get("properties", {}).get("reported", {}).get("seen") == 7
+
+        wait_for(reported, 60, "the module's reported property at the fleet")
+    finally:
+        stop.set()
+        if client is not None:
+            client.close(timeout=2)
+        if hub is not None:
+            hub.stop()
+        agent.stop()
+        fleet.stop()
+
+
+def test_a_docker_agent_converges_and_reports_a_missing_image(tmp_path: Path, docker_engine: Any) -> None:
+    fleet = FleetProcess(tmp_path / "fleet").start()
+    operator = fleet.client()
+    key = operator.post("/api/v1/devices", json={"deviceId": "d1", "tags": {"runtime": "docker"}}).json()
+    agent = Agent(tmp_path / "d1", "d1", fleet.url, key["activationKey"], runtime="docker")
+    try:
+        _push(operator, "good", _content({"app": module(order=1)}), "tags.runtime = 'docker'", 1)
+        wait_for(lambda: _settled(operator, "good", 1), CONVERGE, "the Docker agent to converge")
+        assert "app" in agent.running()
+        missing = module(order=1, image="outpost-test/does-not-exist:9")
+        _push(operator, "missing", _content({"app": module(order=1), "ghost": missing}), "*", 2)
+        status = wait_for(lambda: _settled(operator, "missing", 0, failed=1), CONVERGE, "the missing image reported")
+        assert "outpost-test/does-not-exist:9" in status["failing"][0]["reason"]
+        assert "app" in agent.running()
+    finally:
+        agent.stop()
+        fleet.stop()

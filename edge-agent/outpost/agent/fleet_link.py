@@ -215,9 +215,12 @@ class FleetLink:
 
     def _fetch_loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            started = self._clock()
             try:
-                self.fetch_once(self.settings.wait)
+                changed = self.fetch_once(self.settings.wait)
                 self.fetch_failures = 0
+                if not changed and self._clock() - started < 1.0:
+                    stop.wait(1.0)  # a fleet that answers "no change" at once must not make us spin
             except FleetCallError as exc:
                 self._failed(exc, "fetch")
                 self.fetch_failures += 1

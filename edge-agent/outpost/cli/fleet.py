@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
 
 import typer
 from rich.markup import escape
@@ -66,20 +65,22 @@ def _token(token: str | None) -> str | None:
 @contextlib.contextmanager
 def connect(url: str, token: str | None, ca: Path | None = None) -> Iterator[FleetClient]:
     """A client, and one error boundary: refusals and outages become a sentence and exit 1."""
+    if not url.startswith(("http://", "https://")):
+        err.print(f"[red]error:[/] --fleet expects an http:// or https:// URL, got {escape(url)!r}")
+        raise typer.Exit(2)
     credential = _token(token)
+    if credential is not None and not (credential.isascii() and credential.isprintable()):
+        err.print("[red]error:[/] the operator token has characters no token of ours has: check --token")
+        raise typer.Exit(2)
     if credential is None:
         err.print("[red]error:[/] no operator token: pass --token or set OUTPOST_FLEET_TOKEN "
                   "(the fleet wrote it to STATE_DIR/operator-token on first start)")  # fmt: skip
         raise typer.Exit(2)
-    if not (credential.isascii() and credential.isprintable()):  # it travels in an HTTP header
-        err.print("[red]error:[/] the operator token is printable ASCII, as the fleet wrote it: check --token "
-                  "or OUTPOST_FLEET_TOKEN")  # fmt: skip
-        raise typer.Exit(2)
-    parts = urlsplit(url) if url.isascii() and url.isprintable() else None
-    if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
-        err.print(f"[red]error:[/] --fleet expects http(s)://HOST[:PORT], got {escape(repr(url))}")
-        raise typer.Exit(2)
-    client = FleetClient(url, credential, ca_file=ca)
+    try:
+        client = FleetClient(url, credential, ca_file=ca)
+    except FleetCallError as exc:
+        err.print(f"[red]error:[/] {escape(exc.message)}")
+        raise typer.Exit(2) from exc
     try:
         yield client
     except Unreachable as exc:

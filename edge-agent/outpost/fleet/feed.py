@@ -10,16 +10,24 @@ made through any instance. Used by the HTTP adapter.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Generic, TypeVar
 
 __all__ = ["Waiters"]
 
+T = TypeVar("T")
 
-class Waiters:
-    """Per-device events of the long-polls waiting in this process (event-loop thread only)."""
+
+class Waiters(Generic[T]):
+    """Per-device events of the long-polls waiting in this process (event-loop thread only).
+
+    A wake-up may carry each device's fresh result (computed for all of them in one batch after
+    a push), so a thousand woken long-polls do not each go back to the database.
+    """
 
     def __init__(self) -> None:
         self._events: dict[str, set[asyncio.Event]] = {}
+        self._results: dict[str, T] = {}
 
     def subscribe(self, device_id: str) -> asyncio.Event:
         event = asyncio.Event()
@@ -32,10 +40,22 @@ class Waiters:
             events.discard(event)
             if not events:
                 del self._events[device_id]
+                self._results.pop(device_id, None)
 
-    def wake(self, *, everyone: bool, devices: Iterable[str]) -> int:
+    def devices(self) -> list[str]:
+        return list(self._events)
+
+    def take(self, device_id: str) -> T | None:
+        """The result a wake-up brought for this device, once."""
+        return self._results.pop(device_id, None)
+
+    def wake(self, *, everyone: bool, devices: Iterable[str], results: Mapping[str, T] | None = None) -> int:
         """Set the events concerned; return how many long-polls were woken."""
         targets = list(self._events) if everyone else [d for d in devices if d in self._events]
+        for device_id in targets:
+            self._results.pop(device_id, None)
+        if results:
+            self._results.update((d, r) for d, r in results.items() if d in self._events)
         woken = 0
         for device_id in targets:
             for event in self._events.get(device_id, ()):

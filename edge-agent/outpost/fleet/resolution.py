@@ -46,6 +46,16 @@ class Assignment:
     stack: tuple[str, ...]
     document: dict[str, Any] | None
     problems: list[Problem] = field(default_factory=list)
+    document_json: str | None = None  # the document serialized once for every device sharing it
+
+    def as_json(self) -> str:
+        """The response body; a shared document is not serialized again for every device."""
+        if self.document_json is None:
+            return json.dumps(self.as_dict(), separators=(",", ":"))
+        head = json.dumps(
+            {"deviceId": self.device_id, "etag": self.etag, "deployments": list(self.stack)}, separators=(",", ":")
+        )
+        return f'{head[:-1]},"manifest":{self.document_json},"problems":[]}}'
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +92,8 @@ class Resolver:
             for r in records
         ]
         self._composed: dict[tuple[str, ...], dict[str, Any] | ManifestError] = {}
+        self._json: dict[tuple[str, ...], str] = {}
+        self._etags: dict[tuple[str, ...], str] = {}
 
     def stack(self, twin: Mapping[str, Any]) -> tuple[str, ...]:
         """Ids of the deployments applied to this twin, in laying-down order; empty if no base targets it."""
@@ -108,7 +120,10 @@ class Resolver:
     def assign(self, device_id: str, twin: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> Assignment:
         """What the device gets: the stack's manifest with operator-set module desired properties merged in."""
         stack = self.stack(twin)
-        etag = etag_of(stack, overrides)
+        if overrides:
+            etag = etag_of(stack, overrides)
+        else:
+            etag = self._etags.get(stack) or self._etags.setdefault(stack, etag_of(stack, {}))
         if not stack:
             return Assignment(device_id, etag, stack, None)
         try:
@@ -116,8 +131,11 @@ class Resolver:
         except ManifestError as exc:
             return Assignment(device_id, etag, stack, None, list(exc.problems))
         if overrides:
-            document = _with_overrides(document, overrides)
-        return Assignment(device_id, etag, stack, document)
+            return Assignment(device_id, etag, stack, _with_overrides(document, overrides))
+        text = self._json.get(stack)
+        if text is None:
+            text = self._json[stack] = json.dumps(document, separators=(",", ":"))
+        return Assignment(device_id, etag, stack, document, document_json=text)
 
 
 def _with_overrides(document: dict[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -245,7 +245,7 @@ class FleetService:
 
         return device_twin(self._retry(attempt, f"reported properties of {device_id}"))
 
-    def _patch_module(self, device_id: str, module_id: str, patch: Mapping[str, Any], *, desired: bool) -> ModuleTwin:
+    def _patch_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> ModuleTwin:
         check_module_id(module_id)
         if not isinstance(patch, Mapping):
             raise InvalidError("a twin patch must be an object", [Problem("", "expected an object")])
@@ -254,12 +254,7 @@ class FleetService:
         def attempt() -> ModuleTwin | None:
             current = next((m for m in self.store.module_twins(device_id) if m.module_id == module_id), None)
             base = current or ModuleTwin(device_id, module_id)
-            if desired:
-                new = replace(base, desired=merge_patch(base.desired, patch), desired_version=base.desired_version + 1)
-            else:
-                new = replace(
-                    base, reported=merge_patch(base.reported, patch), reported_version=base.reported_version + 1
-                )
+            new = replace(base, desired=merge_patch(base.desired, patch), desired_version=base.desired_version + 1)
             return new if self.store.write_module(new, current) else None
 
         return self._retry(attempt, f"twin of {device_id}/{module_id}")
@@ -271,28 +266,39 @@ class FleetService:
         who.require_operator()
         if module_id in SYSTEM_MODULES:
             raise InvalidError(f"{module_id}'s desired properties come from deployments; push a deployment instead")
-        twin = self._patch_module(device_id, module_id, patch, desired=True)
+        twin = self._patch_desired(device_id, module_id, patch)
         self._on_change()
-        return module_twin(self._device(device_id), twin)
-
-    def report_module(self, who: Principal, device_id: str, module_id: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        """The device reports one module's properties (``$edgeAgent`` carries the agent's status)."""
-        who.require_this_device(device_id)
-        twin = self._patch_module(device_id, module_id, patch, desired=False)
         return module_twin(self._device(device_id), twin)
 
     def report_modules(
         self, who: Principal, device_id: str, patches: Mapping[str, Mapping[str, Any]]
     ) -> dict[str, Any]:
-        """Several modules' reported properties in one call (what an agent sends after being offline)."""
+        """Several modules' reported properties in one transaction (what an agent sends every round).
+
+        Answers the new ``$version`` of each module's reported properties.
+        """
         who.require_this_device(device_id)
         if not isinstance(patches, Mapping):
             raise InvalidError("expected an object of module id: patch", [Problem("", "expected an object")])
-        for module_id in patches:
+        for module_id, patch in patches.items():
             check_module_id(module_id)
-        result = {m: self.report_module(who, device_id, m, p) for m, p in patches.items()}
-        self.store.touch(device_id, now_utc())
-        return result
+            if not isinstance(patch, Mapping):
+                raise InvalidError("a twin patch must be an object", [Problem(f"/{module_id}", "expected an object")])
+
+        def attempt() -> list[tuple[ModuleTwin, ModuleTwin | None]] | None:
+            current = {m.module_id: m for m in self.store.module_twins(device_id)}
+            pairs: list[tuple[ModuleTwin, ModuleTwin | None]] = []
+            for module_id, patch in patches.items():
+                old = current.get(module_id)
+                base = old or ModuleTwin(device_id, module_id)
+                new = replace(
+                    base, reported=merge_patch(base.reported, patch), reported_version=base.reported_version + 1
+                )
+                pairs.append((new, old))
+            return pairs if self.store.write_modules(pairs, (device_id, now_utc())) else None
+
+        pairs = self._retry(attempt, f"reported properties of {device_id}")
+        return {"modules": {new.module_id: {"$version": new.reported_version} for new, _ in pairs}}
 
     # -- assignment -------------------------------------------------------------------------
 
@@ -311,6 +317,19 @@ class FleetService:
         device = self._device(device_id)
         overrides = {m.module_id: m.desired for m in self.store.module_twins(device_id) if m.desired}
         return resolver.assign(device_id, device_twin(device), overrides)
+
+    def assignments(self, device_ids: Collection[str]) -> dict[str, Assignment]:
+        """Assignments of many devices at once (a long-poll wake-up after a push): three queries in all."""
+        if not device_ids:
+            return {}
+        resolver = self.resolver()
+        wanted = set(device_ids)
+        overrides = self.store.desired_overrides()
+        result: dict[str, Assignment] = {}
+        for device in self.store.devices():
+            if device.id in wanted and device.status is DeviceStatus.ENABLED:
+                result[device.id] = resolver.assign(device.id, device_twin(device), overrides.get(device.id, {}))
+        return result
 
     def etag(self, device_id: str) -> str:
         """Cheap re-check for long-polls: the ETag alone (no composition)."""

@@ -9,8 +9,9 @@ Implemented by :class:`outpost.fleet.adapters.database.SqlStore`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from outpost.fleet.models import DeploymentRecord, DeviceRecord, DeviceStatus, HistoryEntry, ModuleTwin
 
@@ -52,6 +53,8 @@ class FleetStore(Protocol):
     # module twins
     def module_twins(self, device_id: str | None = None) -> list[ModuleTwin]: ...
     def write_module(self, twin: ModuleTwin, expected: ModuleTwin | None) -> bool: ...
+    def write_modules(self, pairs: Sequence[tuple[ModuleTwin, ModuleTwin | None]], touch: tuple[str, str]) -> bool: ...
+    def desired_overrides(self) -> dict[str, dict[str, dict[str, Any]]]: ...
 
     # deployments
     def add_deployment(self, record: DeploymentRecord, entry: HistoryEntry) -> DeploymentRecord: ...

@@ -32,6 +32,7 @@ from outpost.fleet.errors import FleetError
 from outpost.fleet.feed import Waiters
 from outpost.fleet.metrics import FleetMetrics
 from outpost.fleet.models import DeviceStatus
+from outpost.fleet.resolution import Assignment
 from outpost.fleet.service import FleetService, PushRequest
 
 __all__ = ["DEFAULT_MAX_BODY", "create_app"]
@@ -39,6 +40,7 @@ __all__ = ["DEFAULT_MAX_BODY", "create_app"]
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 1024 * 1024
 MAX_WAIT = 300.0
+BATCH_FROM = 50  # waiting long-polls from which a push's wake-up resolves them all in one batch
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -122,6 +124,35 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class Measure:
+    """Request counts and latency by route template (a plain ASGI wrapper: long-polls stay cheap)."""
+
+    def __init__(self, app: ASGIApp, metrics: FleetMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route=route, method=scope["method"], status=str(status)).inc()
+            if b"wait=" not in scope.get("query_string", b""):
+                self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+
+
 def create_app(  # noqa: PLR0915 (the routes are declared together)
     service: FleetService,
     *,
@@ -131,7 +162,7 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
 ) -> FastAPI:
     """The ASGI application for one fleet process over ``service``."""
     metrics = metrics or FleetMetrics()
-    waiters = Waiters()
+    waiters: Waiters[Assignment] = Waiters()
 
     async def read_feed() -> None:
         cursor = -1
@@ -140,7 +171,10 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
             started = time.perf_counter()
             try:
                 changes = await run_in_threadpool(service.store.changes, cursor)
-                if cursor >= 0 and (changes.everyone or changes.devices):
+                if cursor >= 0 and changes.everyone and len(waiters) > BATCH_FROM:
+                    results = await run_in_threadpool(service.assignments, waiters.devices())
+                    waiters.wake(everyone=True, devices=(), results=results)
+                elif cursor >= 0 and (changes.everyone or changes.devices):
                     waiters.wake(everyone=changes.everyone, devices=changes.devices)
                 cursor = changes.cursor
                 if time.monotonic() > prune_at:
@@ -209,17 +243,6 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
         metrics.refusals.labels(status="422").inc()
         summary = "; ".join(f"{p['pointer']}: {p['message']}" for p in problems)
         return _error(422, f"the request is malformed: {summary}", problems)
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        metrics.requests.labels(route=template, method=request.method, status=str(response.status_code)).inc()
-        if not request.query_params.get("wait"):
-            metrics.latency.labels(route=template).observe(time.perf_counter() - started)
-        return response
 
     # -- documents ----------------------------------------------------------------------
 
@@ -300,23 +323,25 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
         deadline = time.monotonic() + wait
         event = waiters.subscribe(device_id)
         try:
+            assignment = await run_in_threadpool(service.assignment, who, device_id)
             while True:
-                assignment = await run_in_threadpool(service.assignment, who, device_id)
                 remaining = deadline - time.monotonic()
                 if assignment.etag != known or remaining <= 0 or await request.is_disconnected():
                     break
-                event.clear()
                 try:
                     await asyncio.wait_for(event.wait(), remaining)
                 except TimeoutError:
                     continue
-                metrics.wakeups.labels(changed="unknown").inc()
+                event.clear()  # before re-checking, so a change that lands meanwhile wakes us again
+                fresh = waiters.take(device_id)
+                assignment = fresh if fresh is not None else await run_in_threadpool(service.assignment, who, device_id)
+                metrics.wakeups.labels(changed=str(assignment.etag != known).lower()).inc()
         finally:
             waiters.unsubscribe(device_id, event)
         headers = {"ETag": f'"{assignment.etag}"'}
         if assignment.etag == known:
             return Response(status_code=304, headers=headers)
-        return JSONResponse(assignment.as_dict(), headers=headers)
+        return Response(assignment.as_json(), media_type="application/json", headers=headers)
 
     # -- deployments --------------------------------------------------------------------
 
@@ -361,6 +386,7 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
     def get_history(who: Operator, deployment: str | None = None) -> list[dict[str, Any]]:
         return [entry.as_dict() for entry in service.history(who, deployment)]
 
+    app.add_middleware(Measure, metrics=metrics)
     if max_body > 0:
         app.add_middleware(BodyLimit, limit=max_body)
     return app

@@ -9,7 +9,7 @@ updates without holding locks. Implements :class:`outpost.fleet.store.FleetStore
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,15 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from outpost.errors import StoreError
 from outpost.fleet.errors import ConflictError
-from outpost.fleet.models import DeploymentRecord, DeviceRecord, DeviceStatus, HistoryEntry, ModuleTwin
+from outpost.fleet.models import DeploymentRecord, DeviceRecord, DeviceStatus, HistoryEntry, ModuleTwin, now_utc
 from outpost.fleet.store import Changes, DeviceSecrets
 
 __all__ = ["SqlStore", "engine_for", "migrate"]
+
+
+class _StaleError(Exception):
+    """A compare-and-set lost to another writer: roll the transaction back and try again."""
+
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_ID = 0x0F1EE7
@@ -215,8 +220,6 @@ class SqlStore:
             return c.execute(sa.select(operators.c.secret_hash).where(operators.c.name == name)).scalar()
 
     def add_operator(self, name: str, secret_hash: str) -> bool:
-        from outpost.fleet.models import now_utc
-
         try:
             with self._tx() as c:
                 c.execute(operators.insert().values(name=name, secret_hash=secret_hash, created=now_utc()))
@@ -312,34 +315,59 @@ class SqlStore:
         with self._tx() as c:
             return [_module(row) for row in c.execute(query)]
 
-    def write_module(self, twin: ModuleTwin, expected: ModuleTwin | None) -> bool:
+    def desired_overrides(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """device -> module -> operator-set desired properties, for every module twin that has some."""
+        query = sa.select(module_twins.c.device_id, module_twins.c.module_id, module_twins.c.desired).where(
+            module_twins.c.desired_version > 0
+        )
+        result: dict[str, dict[str, dict[str, Any]]] = {}
+        with self._tx() as c:
+            for row in c.execute(query):
+                if row.desired:
+                    result.setdefault(row.device_id, {})[row.module_id] = row.desired
+        return result
+
+    def write_modules(self, pairs: Sequence[tuple[ModuleTwin, ModuleTwin | None]], touch: tuple[str, str]) -> bool:
+        """Several module twins (new, expected) of one device and its last activity, all or nothing."""
+        try:
+            with self._tx() as c:
+                for twin, expected in pairs:
+                    if not self._write_module(c, twin, expected):
+                        raise _StaleError
+                c.execute(devices.update().where(devices.c.id == touch[0]).values(last_activity=touch[1]))
+        except (_StaleError, IntegrityError):
+            return False
+        return True
+
+    def _write_module(self, c: Connection, twin: ModuleTwin, expected: ModuleTwin | None) -> bool:
         values = {
             "desired": twin.desired,
             "reported": twin.reported,
             "desired_version": twin.desired_version,
             "reported_version": twin.reported_version,
         }
+        if expected is None:
+            c.execute(module_twins.insert().values(device_id=twin.device_id, module_id=twin.module_id, **values))
+            done = 1
+        else:
+            done = c.execute(
+                module_twins.update()
+                .where(
+                    module_twins.c.device_id == twin.device_id,
+                    module_twins.c.module_id == twin.module_id,
+                    module_twins.c.desired_version == expected.desired_version,
+                    module_twins.c.reported_version == expected.reported_version,
+                )
+                .values(**values)
+            ).rowcount
+        if done and twin.desired_version != (expected.desired_version if expected else 0):
+            self._changed(c, twin.device_id)
+        return bool(done)
+
+    def write_module(self, twin: ModuleTwin, expected: ModuleTwin | None) -> bool:
         try:
             with self._tx() as c:
-                if expected is None:
-                    c.execute(
-                        module_twins.insert().values(device_id=twin.device_id, module_id=twin.module_id, **values)
-                    )
-                    done = 1
-                else:
-                    done = c.execute(
-                        module_twins.update()
-                        .where(
-                            module_twins.c.device_id == twin.device_id,
-                            module_twins.c.module_id == twin.module_id,
-                            module_twins.c.desired_version == expected.desired_version,
-                            module_twins.c.reported_version == expected.reported_version,
-                        )
-                        .values(**values)
-                    ).rowcount
-                if done and twin.desired_version != (expected.desired_version if expected else 0):
-                    self._changed(c, twin.device_id)
-                return bool(done)
+                return self._write_module(c, twin, expected)
         except IntegrityError:
             return False
 

@@ -32,11 +32,14 @@ class FleetClient:
         self, url: str, credential: str | None = None, *, ca_file: Path | None = None, timeout: float = 30.0
     ) -> None:
         verify: ssl.SSLContext | bool = True
-        if ca_file is not None:
-            verify = ssl.create_default_context(cafile=str(ca_file))
-        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
-        self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, headers=headers, verify=verify, timeout=timeout)
+        try:
+            if ca_file is not None:
+                verify = ssl.create_default_context(cafile=str(ca_file))
+            headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+            self.url = url.rstrip("/")
+            self._http = httpx.Client(base_url=self.url, headers=headers, verify=verify, timeout=timeout)
+        except (OSError, ssl.SSLError, httpx.InvalidURL, UnicodeError, ValueError) as exc:
+            raise FleetCallError(f"cannot talk to the fleet at {url!r}: {exc}") from exc
 
     def close(self) -> None:
         self._http.close()
@@ -68,6 +71,8 @@ class FleetClient:
             )
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach the fleet at {self.url}: {exc or type(exc).__name__}") from exc
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, ValueError) as exc:
+            raise FleetCallError(f"cannot send this to the fleet at {self.url}: {exc}") from exc
         if response.status_code >= 400:
             raise _refusal(response)
         return response
