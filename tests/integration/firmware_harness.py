@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,10 @@ FIRMWARE = ROOT / "firmware"
 TOOLCHAIN = ROOT / "scripts" / "services" / "firmware-toolchain.sh"
 HOST_BUILD = ROOT / "build" / "firmware-host"
 RV32_BUILD = ROOT / "build" / "firmware-rv32"
+# The emulated node's package (firmware/host/emulated_node) and the modules it shares code with.
+for _path in (FIRMWARE / "host", ROOT / "modules" / "fft-filter", ROOT / "modules" / "anomaly-detector"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 
 def run(cmd: list[str], *, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -176,6 +176,11 @@ int fw_ota_chunk(int h, uint32_t offset, const uint8_t* data, size_t len) {
     return n && n->ota().on_chunk(offset, data, len);
 }
 
+int fw_ota_url(int h, char* out, size_t cap) {
+    node::Node* n = get(h);
+    return n && node::copy_string(out, cap, n->ota().pending().url);
+}
+
 void fw_ota_error(int h, const char* why) {
     if (node::Node* n = get(h)) n->ota().on_download_error(why);
 }

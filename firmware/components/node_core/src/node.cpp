@@ -218,7 +218,12 @@ bool Node::reported(char* out, size_t cap) const {
     w.key("version").str(model_ok_ ? m.version : "").raw(",").key("sha256").str(model_ok_ ? m.sha256 : "");
     w.raw(",").key("status").str(ota_state_name(ota_.state())).raw(",").key("lastError");
     if (ota_.last_error()[0]) w.str(ota_.last_error()); else w.raw("null");
-    w.raw(",").key("arenaBytes").integer(static_cast<int64_t>(io_.arena_used)).raw("},");
+    w.raw(",").key("arenaBytes").integer(static_cast<int64_t>(io_.arena_used));
+    if (ota_.state() == OtaState::kDownloading || ota_.state() == OtaState::kStaged) {
+        w.raw(",").key("pending").raw("{").key("version").str(ota_.pending().version).raw(",");
+        w.key("received").integer(ota_.received()).raw(",").key("size").integer(ota_.pending().size).raw("}");
+    }
+    w.raw("},");
     w.key("activation").str(activation_state_name(activation_.state())).raw(",");
     w.key("valve").raw("{").key("position").str(valve_.open() ? "open" : "closed").raw(",");
     w.key("mode").str(valve_mode_name(valve_.mode())).raw(",").key("duty").integer(valve_.duty()).raw("},");
