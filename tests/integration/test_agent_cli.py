@@ -59,7 +59,10 @@ def test_apply_list_logs_restart_check(tmp_path):
 
         missing = outpost("restart", "nope", *state, cwd=tmp_path)
         assert missing.returncode == 1
-        assert "outpost list" in missing.stderr
+        assert "no module named 'nope' in the deployment; modules: app" in missing.stderr
+        missing_logs = outpost("logs", "nope", *state, cwd=tmp_path)
+        assert missing_logs.returncode == 1
+        assert "no module named 'nope' in the deployment; modules: app" in missing_logs.stderr
 
         checks = outpost("check", *state, "--json", "--broker", f"127.0.0.1:{free_port()}", cwd=tmp_path)
         by_name = {c["name"]: c for c in json.loads(checks.stdout)}
@@ -67,7 +70,7 @@ def test_apply_list_logs_restart_check(tmp_path):
         assert by_name["deployment"]["level"] == "ok"
         assert by_name["broker"]["level"] == "warn"
         assert by_name["state disk"]["level"] in ("ok", "warn")
-        assert checks.returncode == 0
+        assert checks.returncode == 1  # the broker check found a problem
     finally:
         Device("process", tmp_path, ns).cleanup()
 

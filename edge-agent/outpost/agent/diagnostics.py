@@ -89,14 +89,26 @@ def _broker(address: str) -> Check:
         )
 
 
-def gather(state: StateDir, runtime: ContainerRuntime | None, runtime_error: str, broker: str) -> list[Check]:
-    """Run every check; ``runtime`` is None when it could not be created (``runtime_error`` says why)."""
+def gather(state: StateDir | Path, runtime: ContainerRuntime | None, runtime_error: str, broker: str) -> list[Check]:
+    """Run every check; ``runtime`` is None when it could not be created (``runtime_error`` says why).
+
+    ``state`` is a bare ``Path`` when the state dir does not exist (checking must not create it).
+    """
     checks: list[Check] = []
-    writable = os.access(state.path, os.W_OK)
-    if writable:
-        checks.append(Check("state dir", Level.OK, str(state.path)))
+    path = state if isinstance(state, Path) else state.path
+    if isinstance(state, Path):
+        checks.append(
+            Check(
+                "state dir",
+                Level.ERROR,
+                f"{path} does not exist",
+                "apply a deployment first (outpost agent apply MANIFEST creates it), or pass --state-dir",
+            )
+        )
+    elif os.access(path, os.W_OK):
+        checks.append(Check("state dir", Level.OK, str(path)))
     else:
-        checks.append(Check("state dir", Level.ERROR, str(state.path), "run as root or pass --state-dir"))
+        checks.append(Check("state dir", Level.ERROR, str(path), "run as root or pass --state-dir"))
     if runtime is None:
         checks.append(Check("runtime", Level.ERROR, runtime_error, "start dockerd, or use --runtime process"))
     else:
@@ -109,10 +121,10 @@ def gather(state: StateDir, runtime: ContainerRuntime | None, runtime_error: str
                 checks.append(_disk("image disk", Path(info["rootDir"])))
         except ModuleRuntimeError as exc:
             checks.append(Check("runtime", Level.ERROR, str(exc), "start dockerd, or use --runtime process"))
-    checks.append(_disk("state disk", state.path))
+    checks.append(_disk("state disk", path))
     checks.append(_clock())
     checks.append(_broker(broker))
-    status = state.status()
+    status = None if isinstance(state, Path) else state.status()
     if status is None:
         checks.append(Check("deployment", Level.WARN, "no deployment applied yet", "outpost agent apply MANIFEST"))
     else:
@@ -121,7 +133,10 @@ def gather(state: StateDir, runtime: ContainerRuntime | None, runtime_error: str
         level = Level.OK if code == 200 else Level.WARN if code == 406 else Level.ERROR
         checks.append(
             Check(
-                "deployment", level, f"{code}: {text}", "" if level is Level.OK else "outpost list; outpost logs MODULE"
+                "deployment",
+                level,
+                f"{text} (status code {code})",
+                "" if level is Level.OK else "outpost list; outpost logs MODULE",
             )
         )
     return checks

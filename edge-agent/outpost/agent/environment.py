@@ -8,24 +8,35 @@ Called by the CLI's composition of a ``Reconciler``.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from outpost.errors import InputError
 from outpost.wire.credentials import device_key, module_password
 
 __all__ = ["HubAddress", "ModuleEnvironment", "default_device_id"]
 
 
 def default_device_id() -> str:
-    return os.environ.get("OUTPOST_DEVICE_ID") or socket.gethostname().split(".")[0] or "device"
+    return os.environ.get("OUTPOST_DEVICE_ID") or os.uname().nodename.split(".")[0] or "device"
 
 
 @dataclass(frozen=True)
 class HubAddress:
     host: str = "127.0.0.1"
     port: int = 1883
+
+    @classmethod
+    def parse(cls, text: str) -> HubAddress:
+        """``HOST:PORT`` -> the address; ``InputError`` for anything else."""
+        host, _, port = text.rpartition(":")
+        if not host or not port.isdigit():
+            raise InputError(f"a hub address is HOST:PORT, not {text!r}")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 class ModuleEnvironment:

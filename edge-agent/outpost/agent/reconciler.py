@@ -14,9 +14,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from outpost.agent.failures import COMMAND_BACKOFF, CommandFailure, Failures
 from outpost.agent.metrics import AgentMetrics
 from outpost.agent.observed import Observed, RunState
 from outpost.agent.planner import Plan, plan
@@ -26,7 +27,8 @@ from outpost.agent.runtime import ContainerRuntime
 from outpost.agent.spec import Desired
 from outpost.agent.state import StateDir, StoredDeployment, deployment_hash
 from outpost.agent.status import DeploymentStatus, StatusCode, reported
-from outpost.errors import ManifestError, TemporaryError
+from outpost.backoff import Backoff
+from outpost.errors import ManifestError, PermanentError, TemporaryError
 from outpost.manifest import load_manifest
 from outpost.manifest.models import ModuleStatus
 
@@ -43,11 +45,13 @@ def _quiet(kind: str, fields: dict[str, Any]) -> None:
 
 @dataclass
 class Round:
-    """One observe-plan-run pass."""
+    """One observe-plan-run pass. ``plan`` holds what ran; ``held`` the modules whose failed
+    commands were not due (their plan's wake time counts those too)."""
 
     observed: Observed
     plan: Plan
     outcome: Outcome
+    held: dict[str, CommandFailure] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,6 +80,7 @@ class Reconciler:
         on_event: Event = _quiet,
         poll_secs: float = 0.25,
         module_env: Callable[[str], Mapping[str, str]] | None = None,
+        command_backoff: Backoff = COMMAND_BACKOFF,
     ) -> None:
         self.runtime = runtime
         self.state = state
@@ -86,6 +91,7 @@ class Reconciler:
         self.poll_secs = poll_secs
         self.module_env = module_env
         self.runner = Runner(runtime, clock)
+        self.failures = Failures.from_json(state.failures(), command_backoff)  # failed commands waiting
         self.status = DeploymentStatus(version=0, code=StatusCode.UNKNOWN, description="no deployment yet")
         self.stopping = threading.Event()  # set by run()'s stop: long converges give up at once
         self._source: Callable[[], dict[str, Any] | None] | None = None  # run()'s manifest source
@@ -105,16 +111,22 @@ class Reconciler:
         now = self.clock()
         observed = self.runtime.observe()
         records = settle(self.state.restarts(), desired.modules, observed.modules, now)
-        current = plan(desired, observed, records, now)
-        for command in current.commands:
+        planned = plan(desired, observed, records, now)
+        self._take_retry_requests()
+        self.failures.forget_stale(desired)
+        commands, held = self.failures.hold(planned.commands, now)
+        for command in commands:
             self.on_event("command", {"action": command.action, "module": command.module})
-        outcome = self.runner.run(current.commands, records)
+        outcome = self.runner.run(commands, records)
         for command in outcome.done:
             self.on_event("done", {"action": command.action, "module": command.module})
         for module, failure in outcome.failures.items():
             self.on_event("failed", {"module": module, "error": str(failure)})
+        failed = {m: (outcome.failed[m], f, isinstance(f, PermanentError)) for m, f in outcome.failures.items()}
+        self.failures.record(outcome.done, failed, desired, self.clock())
+        self.state.set_failures(self.failures.to_json())
         self.state.set_restarts(outcome.records)
-        if current.commands:
+        if commands:
             observed = self.runtime.observe()
         self._report(desired, observed, outcome.records)
         self.metrics.observe_round(
@@ -123,7 +135,15 @@ class Reconciler:
             restarts=sum(1 for c in outcome.done if c.action == "start" and getattr(c, "restart", False)),
             observed=observed,
         )
-        return Round(observed=observed, plan=current, outcome=outcome)
+        wakes = [t for t in (planned.wake_at, self.failures.wake_at()) if t is not None]
+        current = replace(planned, commands=commands, wake_at=min(wakes) if wakes else None)
+        return Round(observed=observed, plan=current, outcome=outcome, held=held)
+
+    def _take_retry_requests(self) -> None:
+        """Drop failures ``outpost restart MODULE`` asked to retry (requests newer than the failure)."""
+        if self.failures:
+            for module, at in self.state.retry_requests().items():
+                self.failures.forget([module], before=at)
 
     def _report(self, desired: Desired, observed: Observed, records: dict[str, RestartRecord]) -> None:
         if self._platform is None:
@@ -139,6 +159,7 @@ class Reconciler:
             deployment=self.status,
             platform=self._platform,
             runtime_kind=self.runtime.kind,
+            failures=self.failures.latest(),
         )
         # Written (with fsync) only when something but the timestamp changed: steady rounds stay cheap.
         unchanged = {**document, "outpost": {**document["outpost"], "reportedAtUtc": None}}
@@ -168,7 +189,9 @@ class Reconciler:
         while True:
             round_ = self.reconcile(desired)
             failures = {m: str(f) for m, f in round_.outcome.failures.items()}
-            if round_.outcome.permanent:
+            stuck = {m: f.error for m, f in round_.held.items() if f.permanent}  # failed permanently before
+            if round_.outcome.permanent or stuck:
+                failures = {**stuck, **failures}
                 return False, "; ".join(f"{m}: {f}" for m, f in sorted(failures.items())), failures
             if round_.plan.failed:
                 names = ", ".join(round_.plan.failed)
@@ -258,6 +281,7 @@ class Reconciler:
             id=f"{name}@{deployment_hash(document)}", version=self.state.next_version(), document=document
         )
         self.state.set_desired(stored)
+        self.failures = Failures(backoff=self.failures.backoff)  # a deployment asked for now is tried now
         good = self.state.last_known_good()
         if good is not None and good.id == stored.id and health_window is None:
             window = 0.0  # the same deployment proved itself already: converge, no second health window
@@ -371,7 +395,8 @@ class Reconciler:
                 except TemporaryError as exc:
                     log.warning("reconcile failed, will retry: %s", exc)
                 else:
-                    if round_.plan:
+                    # A round that ran commands looks again soon; failed ones wait out their backoff.
+                    if round_.outcome.done:
                         wait = self.poll_secs
                     elif round_.plan.wake_at is not None:
                         wait = max(0.0, min(interval, round_.plan.wake_at - self.clock()))

@@ -25,10 +25,12 @@ log = logging.getLogger("outpost.agent.runner")
 
 @dataclass
 class Outcome:
-    """What one plan run did: commands done, per-module failures, updated restart records."""
+    """What one plan run did: commands done, per-module failures (and the command that failed),
+    updated restart records."""
 
     done: list[Command] = field(default_factory=list)
     failures: dict[str, ModuleRuntimeError] = field(default_factory=dict)
+    failed: dict[str, Command] = field(default_factory=dict)
     records: dict[str, RestartRecord] = field(default_factory=dict)
     pull_seconds: float = 0.0
 
@@ -67,6 +69,7 @@ class Runner:
             except ModuleRuntimeError as exc:
                 log.warning("%s %s failed: %s", command.action, command.module, exc)
                 outcome.failures[command.module] = exc
+                outcome.failed[command.module] = command
                 continue
             outcome.done.append(command)
         return outcome

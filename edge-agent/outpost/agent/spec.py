@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from outpost import backoff
 from outpost.manifest import Manifest
 from outpost.manifest.models import (
     HealthProbe,
@@ -30,7 +31,7 @@ __all__ = ["Backoff", "Desired", "ModuleSpec", "RegistryAuth"]
 
 @dataclass(frozen=True)
 class Backoff:
-    """Restart backoff shape (Azure's defaults): wait = min(cool_off * 2**n, max_wait)."""
+    """Restart policy limits (Azure's defaults); waits are a ``backoff.Backoff``: min(cool_off * 2**n, max_wait)."""
 
     cool_off_secs: float = 10.0
     max_backoff_secs: float = 300.0
@@ -52,7 +53,7 @@ class Backoff:
 
     def delay(self, restart_count: int) -> float:
         """Seconds to wait before restart number ``restart_count + 1``."""
-        return float(min(self.cool_off_secs * 2 ** min(restart_count, 32), self.max_backoff_secs))
+        return backoff.Backoff(self.cool_off_secs, self.max_backoff_secs).delay(restart_count + 1)
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from outpost.agent.environment import HubAddress, default_device_id
 from outpost.agent.restarts import RestartRecord
+from outpost.errors import InputError
 from outpost.files import write_atomic
 
-__all__ = ["DEFAULT_STATE_DIR", "StateDir", "StoredDeployment", "deployment_hash"]
+__all__ = ["DEFAULT_STATE_DIR", "RuntimeRecord", "StateDir", "StoredDeployment", "deployment_hash"]
 
 DEFAULT_STATE_DIR = Path(os.environ.get("OUTPOST_STATE_DIR", "/var/lib/outpost/agent"))
+
+
+RUNTIME_FILE = "runtime.json"  # the RuntimeRecord
 
 
 def deployment_hash(document: dict[str, Any]) -> str:
@@ -44,6 +49,41 @@ class StoredDeployment:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoredDeployment:
         return cls(id=str(data["id"]), version=int(data["version"]), document=dict(data["document"]))
+
+
+@dataclass(frozen=True)
+class RuntimeRecord:
+    """How this agent runs modules (``runtime.json``): written by ``outpost agent apply|run``, read
+    by ``outpost list|logs|restart|watch`` so they attach to the same runtime, device and hub."""
+
+    kind: str = "auto"
+    namespace: str = "default"
+    workdir: Path | None = None
+    device_id: str = ""  # empty: ``default_device_id()``
+    hub: HubAddress = field(default_factory=HubAddress)
+
+    @property
+    def device(self) -> str:
+        return self.device_id or default_device_id()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "namespace": self.namespace, "workdir": str(self.workdir) if self.workdir else None,
+            "deviceId": self.device_id, "hub": str(self.hub),
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RuntimeRecord:
+        """Fields a record lacks (older agents, test harnesses) take their defaults."""
+        try:
+            hub = HubAddress.parse(str(data["hub"])) if data.get("hub") else HubAddress()
+        except InputError:
+            hub = HubAddress()
+        return cls(
+            kind=str(data.get("kind") or "auto"), namespace=str(data.get("namespace") or "default"),
+            workdir=Path(data["workdir"]) if data.get("workdir") else None, device_id=str(data.get("deviceId") or ""),
+            hub=hub,
+        )  # fmt: skip
 
 
 class StateDir:
@@ -108,6 +148,36 @@ class StateDir:
     def set_image_history(self, history: dict[str, list[str]]) -> None:
         if history != self.image_history():
             self.write("images.json", history)
+
+    def failures(self) -> dict[str, Any]:
+        """Failed commands waiting to run again (``failures.Failures`` as JSON)."""
+        data = self.read("failures.json")
+        return data if isinstance(data, dict) else {}
+
+    def set_failures(self, data: dict[str, Any]) -> None:
+        if data != self.failures():
+            self.write("failures.json", data)
+
+    def request_retry(self, module: str, at: float) -> None:
+        """Ask the running agent to retry ``module``'s failed commands now (``outpost restart``)."""
+        requests = self.retry_requests()
+        requests[module] = at
+        self.write("retry.json", requests)
+
+    def retry_requests(self) -> dict[str, float]:
+        """Module -> when a retry was asked for; the agent drops failures older than that."""
+        data = self.read("retry.json")
+        if not isinstance(data, dict):
+            return {}
+        return {str(m): float(t) for m, t in data.items() if isinstance(t, int | float)}
+
+    def runtime_record(self) -> RuntimeRecord | None:
+        """The runtime the agent last ran with; None before the first ``outpost agent apply|run``."""
+        data = self.read(RUNTIME_FILE)
+        return RuntimeRecord.from_json(data) if isinstance(data, dict) else None
+
+    def set_runtime_record(self, record: RuntimeRecord) -> None:
+        self.write(RUNTIME_FILE, record.to_json())
 
     def status(self) -> dict[str, Any] | None:
         data = self.read("status.json")

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
+from outpost.agent.failures import CommandFailure
 from outpost.agent.observed import ModuleState, Observed
 from outpost.agent.restarts import RestartRecord, RuntimeStatus, runtime_status
 from outpost.agent.spec import Desired
@@ -54,10 +55,18 @@ def utc(timestamp: float | None) -> str | None:
 
 
 def _module(
-    name: str, desired: Desired, state: ModuleState | None, record: RestartRecord, now: float
+    name: str,
+    desired: Desired,
+    state: ModuleState | None,
+    record: RestartRecord,
+    now: float,
+    *,
+    failure: CommandFailure | None = None,
 ) -> dict[str, Any]:
     spec = desired.modules.get(name)
     status = runtime_status(spec, state, record, now)
+    if state is None and failure is not None:
+        status = RuntimeStatus.FAILED if failure.permanent else RuntimeStatus.BACKOFF
     entry: dict[str, Any] = {
         "runtimeStatus": status.value,
         "restartCount": record.count,
@@ -82,6 +91,20 @@ def _module(
         }
     else:
         entry["statusDescription"] = "not created yet"
+    if failure is not None:
+        entry["lastFailure"] = {
+            "action": failure.action,
+            "error": failure.error,
+            "permanent": failure.permanent,
+            "attempts": failure.retry.failures,
+            "atUtc": utc(failure.at),
+            "nextAttemptUtc": utc(failure.retry.due_at),
+        }
+        then = (
+            f"next attempt at {utc(failure.retry.due_at)}" if failure.retry.due_at is not None
+            else f"waiting for a new deployment or `outpost restart {name}`"
+        )  # fmt: skip
+        entry["statusDescription"] = f"{failure.action} failed: {failure.error}; {then}"
     return entry
 
 
@@ -109,11 +132,20 @@ def reported(
     deployment: DeploymentStatus,
     platform: Mapping[str, str],
     runtime_kind: str,
+    failures: Mapping[str, CommandFailure] | None = None,
 ) -> dict[str, Any]:
-    """The whole reported document for one moment."""
+    """The whole reported document for one moment; ``failures``: each module's last failed command."""
+    failures = failures or {}
     names = sorted(set(desired.modules) | set(observed.modules))
     modules = {
-        name: _module(name, desired, observed.modules.get(name), records.get(name, RestartRecord()), now)
+        name: _module(
+            name,
+            desired,
+            observed.modules.get(name),
+            records.get(name, RestartRecord()),
+            now,
+            failure=failures.get(name),
+        )
         for name in names
     }
     system = {"edgeHub": modules.pop("edgeHub")} if "edgeHub" in modules else {}

@@ -1,4 +1,10 @@
-"""The ``outpost`` command line: thin commands over the library, no logic of their own."""
+"""The ``outpost`` command line: thin commands over the library, no logic of their own.
+
+Every command runs inside :class:`outpost.cli.boundary.Boundary` (the root group), which turns
+any exception a command does not handle into one line and an exit code; help is click's plain
+layout (``rich_markup_mode=None``, inherited by every sub-command), so option help is never read
+as Rich markup.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,18 @@ import typer
 
 from outpost import __version__
 from outpost.cli import agent, device, hub, manifests, routes, watch
+from outpost.cli.boundary import EXIT_CODES_HELP, Boundary, enable_debug
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="outpost",
-    help="Outpost: an offline-first edge module runtime that runs Azure IoT Edge deployment manifests.",
+    cls=Boundary,
+    help="Outpost: an offline-first edge module runtime that runs Azure IoT Edge deployment manifests.\n\n"
+    + EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(manifests.app, name="manifest")
@@ -35,11 +45,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(
+    ctx: typer.Context,
+    version: bool = typer.Option(  # noqa: ARG001 (acted on by its eager callback)
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of an unexpected error (or OUTPOST_DEBUG=1)."
     ),
 ) -> None:
     """Outpost command line."""
+    if debug:
+        enable_debug(ctx)
 
 
 def main() -> None:

@@ -12,14 +12,10 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from outpost.agent.adapters import make_runtime
-from outpost.agent.environment import HubAddress, ModuleEnvironment, default_device_id
-from outpost.agent.metrics import AgentMetrics
-from outpost.agent.reconciler import Reconciler
-from outpost.agent.runtime import ContainerRuntime
-from outpost.agent.state import StateDir
+from outpost.agent.environment import HubAddress
+from outpost.agent.service import AgentService, AgentSettings, FileSource
 from outpost.cli.output import err, print_json
-from outpost.errors import ManifestError, ModuleRuntimeError
+from outpost.errors import InputError, ManifestError, ModuleRuntimeError
 from outpost.manifest import parse_json
 
 app = typer.Typer(help="Run the edge agent: apply deployment manifests to this device.", no_args_is_help=True)
@@ -35,7 +31,12 @@ def default_state_dir() -> Path:
 
 StateOpt = Annotated[
     Path | None,
-    typer.Option("--state-dir", help="Agent state directory [default: $OUTPOST_STATE_DIR or /var/lib/outpost/agent]."),
+    typer.Option(
+        "--state-dir",
+        metavar="DIR",
+        help="Agent state directory [default: $OUTPOST_STATE_DIR, else /var/lib/outpost/agent as root, "
+        "~/.local/state/outpost/agent otherwise].",
+    ),
 ]
 RuntimeOpt = Annotated[str, typer.Option("--runtime", help="docker, process, or auto (Docker when an engine answers).")]
 WorkdirOpt = Annotated[
@@ -51,52 +52,30 @@ NamespaceOpt = Annotated[
 ]
 
 
-def open_runtime(
-    state: StateDir,
+def open_agent(
+    state_dir: Path | None,
     kind: str,
     namespace: str,
     workdir: Path | None = None,
     *,
     device_id: str | None = None,
     hub: str = "127.0.0.1:1883",
-) -> ContainerRuntime:
-    """Build the runtime and remember the choices so list/logs/restart use the same ones."""
+    **reconciler_kw: Any,
+) -> AgentService:
+    """The agent, composed (``agent.service``); exits with the reason when it cannot be."""
     try:
-        runtime = make_runtime(
-            kind, state_dir=state.path, namespace=namespace, workdir=(workdir or Path.cwd()).resolve()
-        )
+        address = HubAddress.parse(hub)
+    except InputError as exc:
+        err.print(f"[red]error:[/] --hub expects HOST:PORT, got {escape(hub)!r}")
+        raise typer.Exit(2) from exc
+    settings = AgentSettings(
+        state_dir or default_state_dir(), kind, namespace, workdir, device_id=device_id, hub=address
+    )
+    try:
+        return AgentService(settings, **reconciler_kw)
     except ModuleRuntimeError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from exc
-    base = (workdir or Path.cwd()).resolve()
-    host, _, port = hub.rpartition(":")
-    if not host or not port.isdigit():
-        err.print(f"[red]error:[/] --hub expects HOST:PORT, got {escape(hub)!r}")
-        raise typer.Exit(2)
-    state.write(
-        "runtime.json",
-        {
-            "kind": runtime.kind,
-            "namespace": namespace,
-            "workdir": str(base),
-            "deviceId": device_id or default_device_id(),
-            "hub": hub,
-        },
-    )
-    return runtime
-
-
-def make_reconciler(state: StateDir, runtime: ContainerRuntime, **kw: Any) -> Reconciler:
-    """A reconciler whose modules get this device's identity and hub address (from runtime.json)."""
-    info = state.read("runtime.json") or {}
-    host, _, port = str(info.get("hub", "127.0.0.1:1883")).rpartition(":")
-    env = ModuleEnvironment(
-        str(info.get("deviceId") or default_device_id()),
-        HubAddress(host, int(port)),
-        key_root=state.path.parent,
-        agent_state=state.path.resolve(),
-    )
-    return Reconciler(runtime, state, module_env=env, **kw)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -126,7 +105,9 @@ def _progress(kind: str, fields: dict[str, Any]) -> None:
 
 @app.command()
 def apply(
-    manifest: Annotated[Path, typer.Argument(help="Deployment manifest (JSON).", exists=True, dir_okay=False)],
+    manifest: Annotated[
+        Path, typer.Argument(metavar="MANIFEST", help="Deployment manifest (JSON).", exists=True, dir_okay=False)
+    ],
     state_dir: StateOpt = None,
     runtime: RuntimeOpt = "auto",
     namespace: NamespaceOpt = "default",
@@ -147,11 +128,13 @@ def apply(
     window), the last known good deployment is restored and the exit code is 1.
     """
     document = _read_manifest(manifest)
-    state = StateDir(state_dir or default_state_dir())
-    rt = open_runtime(state, runtime, namespace, workdir=workdir, device_id=device_id, hub=hub)
-    reconciler = make_reconciler(state, rt, on_event=_progress if not json_out else _silent)
+    agent = open_agent(
+        state_dir, runtime, namespace, workdir, device_id=device_id, hub=hub,
+        on_event=_progress if not json_out else _silent,
+    )  # fmt: skip
+    reconciler = agent.reconciler
     if not json_out:
-        err.print(f"applying [bold]{escape(str(manifest))}[/] with the {rt.kind} runtime")
+        err.print(f"applying [bold]{escape(str(manifest))}[/] with the {agent.runtime.kind} runtime")
     try:
         with err.status("converging…", spinner="dots") if not json_out else _Null():
             result = reconciler.apply(
@@ -215,34 +198,18 @@ def run(
     logged and ignored.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    state = StateDir(state_dir or default_state_dir())
-    rt = open_runtime(state, runtime, namespace, workdir=workdir, device_id=device_id, hub=hub)
-    metrics = AgentMetrics()
+    agent = open_agent(state_dir, runtime, namespace, workdir, device_id=device_id, hub=hub)
     if metrics_port:
-        from prometheus_client import start_http_server
-
         try:
-            start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+            agent.serve_metrics(metrics_port)
         except OSError as exc:
             err.print(
                 f"[red]error:[/] metrics port 127.0.0.1:{metrics_port} is taken ({exc.strerror}): is another agent "
                 "running? Stop it, or pass --metrics-port (0 turns metrics off)"
             )
             raise typer.Exit(1) from exc
-    reconciler = make_reconciler(state, rt, metrics=metrics)
     stop = threading.Event()
-
-    def source() -> dict[str, Any] | None:
-        if manifest is None:
-            return None
-        try:
-            doc = parse_json(manifest.read_bytes())
-        except (OSError, ManifestError) as exc:
-            logging.getLogger("outpost.agent").warning("cannot read %s: %s", manifest, exc)
-            return None
-        return doc if isinstance(doc, dict) else None
-
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    err.print(f"outpost agent running ({rt.kind} runtime, state in {state.path}); Ctrl-C to stop")
-    reconciler.run(stop, source=source, name=manifest.stem if manifest else "deployment", interval=interval)
+    err.print(f"outpost agent running ({agent.runtime.kind} runtime, state in {agent.state.path}); Ctrl-C to stop")
+    agent.run(stop, FileSource(manifest) if manifest else None, interval=interval)

@@ -10,37 +10,53 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from outpost.agent.adapters import make_runtime
 from outpost.agent.diagnostics import Level, gather
+from outpost.agent.failures import Failures, restart_module
 from outpost.agent.runtime import ContainerRuntime
+from outpost.agent.service import attach, compose, runtime_of
 from outpost.agent.state import StateDir
 from outpost.agent.status import DeploymentStatus, StatusCode, reported
-from outpost.cli.agent import StateOpt, default_state_dir, make_reconciler
+from outpost.cli.agent import StateOpt, default_state_dir
 from outpost.cli.output import err, out, print_json
 from outpost.errors import ManifestError, ModuleRuntimeError
 
 _COLOURS = {"running": "green", "backoff": "yellow", "unhealthy": "yellow", "failed": "red", "stopped": "dim"}
 
 
+_STATUS_WORDS = {
+    200: "converged",
+    400: "invalid configuration",
+    406: "converging",
+    412: "unsupported schema version",
+    417: "empty configuration",
+    500: "failed",
+}
+_CONVERGING_HINT = "modules are starting, then must stay up for the health window before it counts as converged"
+
+
+def status_text(code: Any, description: str) -> str:
+    """A deployment status in words, Azure's ``lastDesiredStatus`` code only as a detail at the end."""
+    word = _STATUS_WORDS.get(int(code), "unknown") if str(code).isdigit() else "unknown"
+    detail = description.strip()
+    if code == 406 and detail in {"", "converging"}:
+        detail = _CONVERGING_HINT
+    text = word if not detail or detail == word else f"{word}: {detail}"
+    return f"{text} (status code {code})" if str(code).isdigit() else text
+
+
 def _attach(state_dir: Path | None) -> tuple[StateDir, ContainerRuntime]:
     path = state_dir or default_state_dir()
-    if not (path / "runtime.json").exists():
+    try:
+        attached = attach(path)
+    except ModuleRuntimeError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    if attached is None:
         err.print(
             f"[red]error:[/] no agent state in {path}: run `outpost agent apply MANIFEST` first, or pass --state-dir"
         )
         raise typer.Exit(1)
-    state = StateDir(path)
-    info = state.read("runtime.json") or {}
-    try:
-        runtime = make_runtime(
-            str(info.get("kind", "auto")),
-            state_dir=state.path,
-            namespace=str(info.get("namespace", "default")),
-            workdir=Path(info["workdir"]) if info.get("workdir") else None,
-        )
-    except ModuleRuntimeError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+    state, runtime, _ = attached
     return state, runtime
 
 
@@ -51,7 +67,7 @@ def _live_status(state: StateDir, runtime: ContainerRuntime) -> dict[str, Any]:
     if stored is None:
         return saved
     try:
-        desired = make_reconciler(state, runtime).desired_from(stored)
+        desired = compose(state, runtime).desired_from(stored)
     except ManifestError:
         return saved
     last = saved.get("lastDesiredStatus", {})
@@ -70,6 +86,7 @@ def _live_status(state: StateDir, runtime: ContainerRuntime) -> dict[str, Any]:
         deployment=verdict,
         platform=(saved.get("runtime") or {}).get("platform", {}),
         runtime_kind=runtime.kind,
+        failures=Failures.from_json(state.failures()).latest(),
     )
 
 
@@ -100,20 +117,37 @@ def list_modules(
         )
     last = status.get("lastDesiredStatus", {})
     outpost = status.get("outpost", {})
-    table.title = (
-        f"deployment {outpost.get('deploymentId', '?')}: {last.get('code', '?')} {last.get('description', '')}"
-    )
+    verdict = status_text(last.get("code", ""), str(last.get("description", "")))
+    table.title = escape(f"deployment {outpost.get('deploymentId', '?')}: {verdict}")
     out.print(table)
 
 
+def _known_module(state: StateDir, runtime: ContainerRuntime, module: str) -> None:
+    """Exit 1 naming the deployment's modules when ``module`` is not one of them (before asking the runtime)."""
+    stored = state.desired()
+    if stored is None:
+        return
+    try:
+        names = sorted(compose(state, runtime).desired_from(stored).modules)
+    except ManifestError:
+        return
+    if module not in names:
+        err.print(
+            f"[red]error:[/] no module named {escape(module)!r} in the deployment; "
+            f"modules: {escape(', '.join(names) or 'none')}"
+        )
+        raise typer.Exit(1)
+
+
 def logs(
-    module: Annotated[str, typer.Argument(help="Module name.")],
+    module: Annotated[str, typer.Argument(metavar="MODULE", help="Module name (see `outpost list`).")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines.")] = None,
     state_dir: StateOpt = None,
 ) -> None:
     """Print a module's output (stdout and stderr)."""
-    _, runtime = _attach(state_dir)
+    state, runtime = _attach(state_dir)
+    _known_module(state, runtime, module)
     try:
         for line in runtime.logs(module, tail=tail, follow=follow):
             typer.echo(line)
@@ -125,13 +159,14 @@ def logs(
 
 
 def restart(
-    module: Annotated[str, typer.Argument(help="Module name.")],
+    module: Annotated[str, typer.Argument(metavar="MODULE", help="Module name (see `outpost list`).")],
     state_dir: StateOpt = None,
 ) -> None:
-    """Restart one module now (stop, then start); the agent keeps supervising it."""
-    _, runtime = _attach(state_dir)
+    """Restart one module now (stop, then start), or retry its failed commands; the agent keeps supervising it."""
+    state, runtime = _attach(state_dir)
+    _known_module(state, runtime, module)
     try:
-        runtime.restart(module)
+        restart_module(state, runtime, module, time.time())
     except ModuleRuntimeError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}; see `outpost list` for the module names")
         raise typer.Exit(1) from exc
@@ -140,19 +175,24 @@ def restart(
 
 def check(
     state_dir: StateOpt = None,
-    broker: Annotated[str, typer.Option(help="Edge hub broker address to probe.")] = "127.0.0.1:1883",
+    broker: Annotated[
+        str, typer.Option(metavar="HOST:PORT", help="Edge hub broker address to probe.")
+    ] = "127.0.0.1:1883",
     json_out: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
 ) -> None:
-    """Check that this device can run its deployment: runtime, disk, clock, broker, state."""
+    """Check that this device can run its deployment: runtime, disk, clock, broker, state.
+
+    Exits 0 when every check passes and 1 when any finds a problem (an error or a warning).
+    """
+    host, _, port = broker.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter(f"expects HOST:PORT, got {broker!r}", param_hint="'--broker'")
     path = state_dir or default_state_dir()
-    state = StateDir(path)
-    info = state.read("runtime.json") or {}
+    state: StateDir | Path = StateDir(path) if path.is_dir() else path  # checking never creates it
     runtime: ContainerRuntime | None = None
     problem = ""
     try:
-        runtime = make_runtime(
-            str(info.get("kind", "auto")), state_dir=path, namespace=str(info.get("namespace", "default"))
-        )
+        runtime = runtime_of(state)
     except ModuleRuntimeError as exc:
         problem = str(exc)
     checks = gather(state, runtime, problem, broker)
@@ -163,4 +203,4 @@ def check(
         for c in checks:
             hint = f"  [dim]→ {escape(c.hint)}[/]" if c.hint else ""
             err.print(f"{marks[c.level]} {c.name:<11} {escape(c.message)}{hint}")
-    raise typer.Exit(1 if any(c.level is Level.ERROR for c in checks) else 0)
+    raise typer.Exit(0 if all(c.level is Level.OK for c in checks) else 1)

@@ -1,21 +1,26 @@
-"""``outpost hub run``: the edge hub (Mosquitto + router + store) without Docker."""
+"""``outpost hub run|dead-letters``: the edge hub (Mosquitto + router + store) without Docker,
+and the messages it could never deliver."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from outpost.agent.environment import default_device_id
-from outpost.cli.output import err
+from outpost.agent.status import utc
+from outpost.cli.output import err, out, print_json
 from outpost.errors import ManifestError, OutpostError
-from outpost.hub.service import HubService, HubSettings
+from outpost.hub.service import STORE_FILE, HubService, HubSettings, open_store
 from outpost.manifest import parse_json
 
 app = typer.Typer(help="Run the edge hub: the local broker, routing and store-and-forward.", no_args_is_help=True)
@@ -47,6 +52,24 @@ def _reader(manifest: Path | None, agent_state: Path | None) -> Any:
         return doc if isinstance(doc, dict) else None
 
     return read
+
+
+def _first_manifest(path: Path) -> dict[str, Any]:
+    """The --manifest file at start: a file that cannot be read or parsed is an error naming it."""
+    try:
+        doc = parse_json(path.read_bytes())
+    except OSError as exc:
+        err.print(f"[red]error:[/] --manifest {escape(str(path))}: {escape(exc.strerror or str(exc))}")
+        raise typer.Exit(1) from exc
+    except ManifestError as exc:
+        for p in exc.problems:
+            typer.echo(f"{path}: {p.pointer or '/'}: {p.message}", err=True)
+        err.print(f"[red]manifest refused[/]: fix the places in {escape(str(path))} named above and start again")
+        raise typer.Exit(1) from exc
+    if not isinstance(doc, dict):
+        typer.echo(f"{path}: /: a manifest is a JSON object", err=True)
+        raise typer.Exit(1)
+    return doc
 
 
 @app.command()
@@ -83,9 +106,12 @@ def run(
         err.print("[red]error:[/] give --manifest FILE or --agent-state DIR")
         raise typer.Exit(2)
     read = _reader(manifest, agent_state)
-    document = read()
+    document = _first_manifest(manifest) if manifest is not None else read()
     if document is None:
-        err.print("[red]error:[/] no readable manifest yet; apply one with `outpost agent apply` or pass --manifest")
+        err.print(
+            f"[red]error:[/] no deployment in {escape(str(agent_state))} yet: apply one with "
+            "`outpost agent apply MANIFEST --state-dir DIR`, or pass --manifest FILE"
+        )
         raise typer.Exit(1)
     root = state_dir or (agent_state.parent / "hub" if agent_state else _default_state_dir())
     service = HubService(
@@ -102,7 +128,7 @@ def run(
         service.start(document)
     except ManifestError as exc:
         for p in exc.problems:
-            typer.echo(f"{p.pointer or '/'}: {p.message}", err=True)
+            typer.echo(f"{manifest or 'the deployment'}: {p.pointer or '/'}: {p.message}", err=True)
         err.print("[red]manifest refused[/]: fix the places above and start again")
         service.stop()
         raise typer.Exit(1) from exc
@@ -118,3 +144,90 @@ def run(
         service.run(stop, source=read)
     finally:
         service.stop()
+
+
+def _body(body: bytes) -> dict[str, str]:
+    try:
+        return {"body": body.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"bodyBase64": base64.b64encode(body).decode("ascii")}
+
+
+@app.command("dead-letters")
+def dead_letters(
+    state_dir: Annotated[
+        Path | None, typer.Option("--state-dir", help="Hub state directory [default: the hub's].")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the dead letters as JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="Show at most this many, newest first.", min=1)] = 100,
+    requeue: Annotated[
+        list[int] | None, typer.Option("--requeue", help="Queue dead letter ID for its endpoint again (repeatable).")
+    ] = None,
+    requeue_all: Annotated[bool, typer.Option("--requeue-all", help="Queue every dead letter again.")] = False,
+    purge: Annotated[list[int] | None, typer.Option("--purge", help="Delete dead letter ID (repeatable).")] = None,
+    purge_all: Annotated[bool, typer.Option("--purge-all", help="Delete every dead letter.")] = False,
+    ttl_secs: Annotated[
+        float, typer.Option("--ttl-secs", help="How long a re-queued message may wait to be sent.", min=1)
+    ] = 7200.0,
+) -> None:
+    """List the messages the hub could never deliver, with the reason; re-queue or purge them.
+
+    A message becomes a dead letter when its endpoint refused it for good (too large, not
+    authorised, malformed). Fix the cause, then `--requeue ID` (or `--requeue-all`): the hub
+    sends it again within seconds, while running or at its next start.
+    """
+    root = state_dir or _default_state_dir()
+    if not (root / STORE_FILE).exists():
+        err.print(f"[red]error:[/] no hub store in {root}: pass the hub's --state-dir")
+        raise typer.Exit(1)
+    if (requeue or requeue_all) and (purge or purge_all):
+        err.print("[red]error:[/] give either --requeue/--requeue-all or --purge/--purge-all, not both")
+        raise typer.Exit(2)
+    try:
+        store = open_store(root)
+    except OutpostError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    try:
+        if requeue or requeue_all:
+            done = store.requeue_dead_letters(None if requeue_all else requeue, time.time() + ttl_secs)
+            missing = sorted(set(requeue or ()) - {d.seq for d in done})
+            if json_out:
+                print_json({"requeued": [d.seq for d in done], "notFound": missing})
+            else:
+                err.print(f"re-queued {len(done)} dead letter(s)" + (f"; no dead letter {missing}" if missing else ""))
+            raise typer.Exit(1 if missing else 0)
+        if purge or purge_all:
+            count = store.purge_dead_letters(None if purge_all else purge)
+            if json_out:
+                print_json({"purged": count})
+            else:
+                err.print(f"purged {count} dead letter(s)")
+            raise typer.Exit(1 if purge and count < len(set(purge)) else 0)
+        letters, total = store.dead_letters(limit), store.dead_letter_count()
+    except OutpostError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    finally:
+        store.close()
+    if json_out:
+        print_json([
+            {
+                "id": d.seq, "endpoint": d.endpoint, "priority": d.priority, "messageId": d.message.id,
+                "reason": d.reason, "deadAtUtc": utc(d.dead_at), "enqueuedAtUtc": utc(d.enqueued_at),
+                "sourceModule": d.message.source_module, "output": d.message.output,
+                "properties": dict(d.message.properties), **_body(d.message.body),
+            }
+            for d in letters
+        ])  # fmt: skip
+        return
+    if not letters:
+        err.print("no dead letters")
+        return
+    table = Table("ID", "ENDPOINT", "MESSAGE", "FROM", "DEAD AT (UTC)", "REASON", box=None)
+    for d in letters:
+        source = f"{d.message.source_module or d.message.source_device}/{d.message.output or ''}".rstrip("/")
+        table.add_row(str(d.seq), d.endpoint, d.message.id, source, utc(d.dead_at) or "", d.reason)
+    out.print(table)
+    if total > len(letters):
+        err.print(f"[dim]{total - len(letters)} older dead letter(s) not shown (--limit)[/]")

@@ -17,14 +17,13 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from outpost.hub.endpoint import UPSTREAM, Endpoint
 from outpost.hub.metrics import DROP_REASONS
-from outpost.hub.store import UPSTREAM
 
 __all__ = ["DEFAULT_URL", "HubMetricsView", "HubStats", "MetricsError", "QueueStats", "parse"]
 
 DEFAULT_URL = "http://127.0.0.1:9600/metrics"
 PREFIX = "outpost_hub_"
-MODULE_PREFIX = "module:"
 
 
 class MetricsError(ValueError):
@@ -45,7 +44,8 @@ class QueueStats:
     @property
     def label(self) -> str:
         """``$upstream``, or ``beta/in`` for ``module:beta/in``."""
-        return "$upstream" if self.endpoint == UPSTREAM else self.endpoint.removeprefix(MODULE_PREFIX)
+        parsed = Endpoint.parse(self.endpoint)
+        return parsed.label if parsed is not None else self.endpoint
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -155,7 +155,7 @@ def parse(text: str, *, url: str, at: float) -> HubStats:
         n = depth.get(endpoint, 0)  # the hub lists only endpoints with something queued
         return QueueStats(endpoint, n, age.get(endpoint) if n else None, sent.get(endpoint, 0))
 
-    inputs = sorted(e for e in {*depth, *sent} if e.startswith(MODULE_PREFIX))
+    inputs = sorted(e for e in {*depth, *sent} if (p := Endpoint.parse(e)) is not None and not p.is_upstream)
     return HubStats(
         url=url,
         at=at,

@@ -19,7 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Files = Annotated[list[Path], typer.Argument(help="Manifest or deployment JSON files.", exists=True, dir_okay=False)]
+Files = Annotated[list[Path], typer.Argument(metavar="FILE", help="Manifest or deployment JSON files.", dir_okay=False)]
 Json = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON document instead.")]
 
 
@@ -27,11 +27,24 @@ def _problem_dicts(problems: list[Problem]) -> list[dict[str, str]]:
     return [{"pointer": p.pointer, "message": p.message} for p in problems]
 
 
+_NOT_A_DOCUMENT = ("unreadable", "not JSON")
+
+
+def _unreadable(exc: OSError) -> str:
+    return f"cannot read the file: {exc.strerror or exc}"
+
+
 def _check_file(path: Path) -> dict[str, Any]:
+    """One file's report; a missing or unreadable file, or one that is not JSON, is reported like the others."""
     try:
-        doc = parse_json(path.read_bytes())
+        data = path.read_bytes()
+    except OSError as exc:
+        problem = Problem("", _unreadable(exc))
+        return {"file": str(path), "kind": "unreadable", "valid": False, "problems": [problem], "warnings": []}
+    try:
+        doc = parse_json(data)
     except ManifestError as exc:
-        return {"file": str(path), "kind": "unknown", "valid": False, "problems": exc.problems, "warnings": []}
+        return {"file": str(path), "kind": "not JSON", "valid": False, "problems": exc.problems, "warnings": []}
     kind, report = check_document(doc)
     return {
         "file": str(path),
@@ -75,29 +88,51 @@ def validate(
                 typer.echo(f"{r['file']}: {p.pointer or '/'}: warning: {p.message}")
         for r in results:
             mark = "[green]valid[/]" if r["valid"] else "[red]invalid[/]"
-            err.print(
-                f"{r['file']}: {mark} {r['kind']} ({len(r['problems'])} problem(s), {len(r['warnings'])} warning(s))"
-            )
+            what = f"{mark}: {r['kind']}" if r["kind"] in _NOT_A_DOCUMENT else f"{mark} {r['kind']}"
+            counts = f"{len(r['problems'])} problem(s), {len(r['warnings'])} warning(s)"
+            err.print(f"{escape(r['file'])}: {what} ({counts})")
         if failed:
             err.print(f"{failed} of {len(results)} file(s) invalid: fix the places named above and run again.")
     raise typer.Exit(1 if failed else 0)
 
 
 def _load(path: Path, order: int) -> Deployment:
-    doc = parse_json(path.read_bytes())
-    return parse_deployment(doc, default_id=path.stem, order=order)
+    """One deployment, or exit 1 with every problem prefixed by the file's name."""
+    try:
+        doc = parse_json(path.read_bytes())
+        return parse_deployment(doc, default_id=path.stem, order=order)
+    except OSError as exc:
+        typer.echo(f"{path}: /: {_unreadable(exc)}", err=True)
+        err.print(f"[red]no effective manifest[/]: {escape(str(path))} cannot be read; check the path and run again.")
+        raise typer.Exit(1) from exc
+    except ManifestError as exc:
+        for p in exc.problems:
+            typer.echo(f"{path}: {p.pointer or '/'}: {p.message}", err=True)
+        err.print(f"[red]no effective manifest[/]: fix the places in {escape(str(path))} named above and run again.")
+        raise typer.Exit(1) from exc
 
 
 @app.command()
 def show(
-    file: Annotated[Path, typer.Argument(help="Base manifest or deployment.", exists=True, dir_okay=False)],
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Device twin tag KEY=VALUE (dots nest).")] = None,
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="Base manifest or deployment.", exists=True, dir_okay=False)
+    ],
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", metavar="KEY=VALUE", help="Device twin tag KEY=VALUE (dots nest).")
+    ] = None,
     reported: Annotated[
-        list[str] | None, typer.Option("--reported", help="Reported property KEY=VALUE (dots nest).")
+        list[str] | None,
+        typer.Option("--reported", metavar="KEY=VALUE", help="Reported property KEY=VALUE (dots nest)."),
     ] = None,
     layer: Annotated[
         list[Path] | None,
-        typer.Option("--layer", help="Layered (or further base) deployment to consider.", exists=True, dir_okay=False),
+        typer.Option(
+            "--layer",
+            metavar="FILE",
+            help="Layered (or further base) deployment to consider.",
+            exists=True,
+            dir_okay=False,
+        ),
     ] = None,
     device_id: Annotated[str, typer.Option("--device-id", help="The device's id.")] = "device",
     json_out: Json = False,
@@ -109,18 +144,14 @@ def show(
     are applied on top in priority order (Azure's rules). The manifest goes to stdout,
     a summary of where each part came from to stderr.
     """
-    try:
-        twin = {
-            "deviceId": device_id,
-            "tags": parse_assignments(tag, "--tag"),
-            "properties": {"reported": parse_assignments(reported, "--reported")},
-        }
-    except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+    twin = {
+        "deviceId": device_id,
+        "tags": parse_assignments(tag, "--tag"),
+        "properties": {"reported": parse_assignments(reported, "--reported")},
+    }
     paths = [file, *(layer or [])]
+    deployments = [_load(path, order) for order, path in enumerate(paths)]
     try:
-        deployments = [_load(path, order) for order, path in enumerate(paths)]
         effective = effective_manifest(deployments, twin)
     except ManifestError as exc:
         for p in exc.problems:

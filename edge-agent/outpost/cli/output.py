@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+import typer
 from rich.console import Console
 
 __all__ = ["err", "parse_assignments", "print_json"]
@@ -37,18 +38,23 @@ def _value(text: str) -> Any:
 def parse_assignments(
     items: list[str] | None, option: str, *, typed: bool = True, nested: bool = True
 ) -> dict[str, Any]:
-    """Turn repeated ``k=v`` options into a dict; with ``nested``, ``a.b=1`` -> ``{"a": {"b": 1}}``."""
+    """Turn repeated ``k=v`` options into a dict; with ``nested``, ``a.b=1`` -> ``{"a": {"b": 1}}``.
+
+    A malformed item is a usage error (``typer.BadParameter``: "Usage: ...", exit 2) naming the option.
+    """
     result: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"{option} expects KEY=VALUE, got {item!r}")
+            raise typer.BadParameter(f"expects KEY=VALUE, got {item!r}", param_hint=f"'{option}'")
         node = result
         parts = key.split(".") if nested else [key]
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ValueError(f"{option} {item!r}: '{part}' is already a value, not an object")
+                raise typer.BadParameter(
+                    f"{item!r}: '{part}' is already a value, not an object", param_hint=f"'{option}'"
+                )
             node = child
         node[parts[-1]] = _value(raw) if typed else raw
     return result

@@ -25,16 +25,24 @@ def _looks_like_json(body: bytes) -> bool:
 
 @app.command()
 def check(
-    route: Annotated[str, typer.Argument(help="FROM <source> [WHERE <condition>] INTO <sink>")],
+    route: Annotated[str, typer.Argument(metavar="ROUTE", help="FROM <source> [WHERE <condition>] INTO <sink>")],
     message: Annotated[
-        Path | None, typer.Option("--message", help="File holding a message body to try.", exists=True, dir_okay=False)
+        Path | None,
+        typer.Option(
+            "--message", metavar="FILE", help="File holding a message body to try.", exists=True, dir_okay=False
+        ),
     ] = None,
     prop: Annotated[
-        list[str] | None, typer.Option("--property", help="Application property KEY=VALUE of the message.")
+        list[str] | None,
+        typer.Option("--property", metavar="KEY=VALUE", help="Application property KEY=VALUE of the message."),
     ] = None,
     system: Annotated[
         list[str] | None,
-        typer.Option("--system", help="System property KEY=VALUE, without '$' (e.g. contentType=text/plain)."),
+        typer.Option(
+            "--system",
+            metavar="KEY=VALUE",
+            help="System property KEY=VALUE, without '$' (e.g. contentType=text/plain).",
+        ),
     ] = None,
     module: Annotated[
         str | None, typer.Option("--module", help="Module the message comes from (default: a leaf device).")

@@ -26,10 +26,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from outpost.agent.adapters import make_runtime
-from outpost.agent.environment import default_device_id
+from outpost.agent.environment import HubAddress, default_device_id
 from outpost.agent.runtime import ContainerRuntime
-from outpost.agent.state import StateDir
+from outpost.agent.service import attach
+from outpost.agent.state import RuntimeRecord, StateDir
 from outpost.cli.adapters.metrics_scrape import ScrapeError, scrape
 from outpost.cli.adapters.mqtt_tap import MqttTap, TapError
 from outpost.cli.agent import StateOpt, default_state_dir
@@ -54,24 +54,20 @@ class _Agent:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.info: dict[str, Any] = {}
+        self.record: RuntimeRecord | None = None
         self.problem: str | None = None
         self._state: StateDir | None = None
         self._runtime: ContainerRuntime | None = None
-        if not (path / "runtime.json").exists():
+        try:
+            attached = attach(path)
+        except OutpostError as exc:
+            self.record = StateDir(path).runtime_record()
+            self.problem = f"cannot read the modules: {exc}"
+            return
+        if attached is None:
             self.problem = f"no agent state in {path}: run `outpost agent apply MANIFEST` first, or pass --state-dir"
             return
-        self._state = StateDir(path)
-        self.info = self._state.read("runtime.json") or {}
-        try:
-            self._runtime = make_runtime(
-                str(self.info.get("kind", "auto")),
-                state_dir=path,
-                namespace=str(self.info.get("namespace", "default")),
-                workdir=Path(self.info["workdir"]) if self.info.get("workdir") else None,
-            )
-        except OutpostError as exc:
-            self.problem = f"cannot read the modules: {exc}"
+        self._state, self._runtime, self.record = attached
 
     def modules(self) -> list[dict[str, Any]]:
         if self._state is None or self._runtime is None:
@@ -94,8 +90,8 @@ class _Agent:
         ]
 
 
-def _hub_address(option: str | None, port: int | None, info: dict[str, Any]) -> tuple[str, int]:
-    text = option or str(info.get("hub") or "127.0.0.1:1883")
+def _hub_address(option: str | None, port: int | None, record: RuntimeRecord | None) -> tuple[str, int]:
+    text = option or str(record.hub if record else HubAddress())
     host, _, port_text = text.rpartition(":")
     if not host or not port_text.isdigit():
         err.print(f"[red]error:[/] --hub expects HOST:PORT, got {escape(text)!r}")
@@ -386,9 +382,9 @@ def watch(
         err.print("[red]error:[/] --json needs --once (the live view is for people)")
         raise typer.Exit(2)
     agent = _Agent(state_dir or default_state_dir())
-    host, port = _hub_address(hub, hub_port, agent.info)
+    host, port = _hub_address(hub, hub_port, agent.record)
     address = f"{host}:{port}"
-    device = device_id or str(agent.info.get("deviceId") or default_device_id())
+    device = device_id or (agent.record.device if agent.record else default_device_id())
     password = _hub_password(hub_state_dir or default_hub_state_dir())
     observer = Observer(device, window=WINDOW_SECS)
     inbox: Inbox = queue.SimpleQueue()

@@ -101,18 +101,17 @@ def password_file_text(
 
 def module_rules(device: str, module: str) -> list[str]:
     """The ACL lines (after ``user``) of one module, exactly the topics docs/hub.md allows."""
-    base = f"devices/{device}/modules/{module}"
     return [
-        f"topic write {base}/outputs/#",
+        f"topic write {topics.output_topic(device, module, '#')}",
         f"topic write {topics.batch_outputs(device, module)}",
         f"topic write {topics.reported(device, module)}",
         f"topic write {topics.acks(device, module)}",
         f"topic write {topics.status(device, module)}",
         f"topic write {topics.method_response_prefix(device, module)}/#",
-        f"topic read {base}/inputs/#",
+        f"topic read {topics.input_topic(device, module, '#')}",
         f"topic read {topics.batch_inputs(device, module)}",
-        f"topic read {topics.desired(device, module)}/#",
-        f"topic read {base}/methods/#",
+        f"topic read {topics.desired_all(device, module)}",
+        f"topic read {topics.method_requests(device, module)}",
         f"topic read {topics.receipts(device, module)}",
     ]
 

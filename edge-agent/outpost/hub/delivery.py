@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from outpost.hub.endpoint import Endpoint
 from outpost.hub.ingress import BrokerLink
 from outpost.hub.sinks import FailureKind, SinkResult
 from outpost.hub.store import Stored
@@ -110,7 +111,7 @@ class ModuleInputSink:
         self.device = device
         self.module = module
         self.input = input_name
-        self.name = f"module:{module}/{input_name}"
+        self.name = str(Endpoint.module_input(module, input_name))
         self.ack_timeout = ack_timeout
         self._pending: dict[str, int] = {}
         self._done: set[int] = set()

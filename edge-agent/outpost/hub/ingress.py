@@ -68,30 +68,24 @@ def decode(received: Received) -> list[Message]:
 
     ``InputError`` says why a PUBLISH is none of these (unknown topic, unreadable batch).
     """
-    origin = topics.parse_ingress(received.topic)
-    if origin is None:
-        parts = received.topic.split("/")
-        if len(parts) == 6 and parts[0] == "devices" and parts[2] == "modules" and parts[4:] == ["batch", "outputs"]:
+    match topics.parse(received.topic):
+        case topics.BatchOutputs(device, module):
             return [
                 _message(
-                    parts[1], parts[3], item.name, item.user_properties, content_type=item.content_type, body=item.body
+                    device, module, item.name, item.user_properties, content_type=item.content_type, body=item.body
                 )
                 for item in batches.decode(received.payload)
             ]
-        raise InputError(f"topic {received.topic!r} is not a module output or device telemetry topic")
-    if origin.module is not None and not origin.output:
-        raise InputError(f"topic {received.topic!r} names no output")
-    pairs = (*origin.topic_properties, *received.user_properties)
-    return [
-        _message(
-            origin.device,
-            origin.module,
-            origin.output,
-            pairs,
-            content_type=received.content_type,
-            body=received.payload,
-        )
-    ]
+        case topics.ModuleOutput(device, module, output) if output:
+            pairs: tuple[tuple[str, str], ...] = tuple(received.user_properties)
+            source: tuple[str, str | None, str | None] = (device, module, output)
+        case topics.ModuleOutput():
+            raise InputError(f"topic {received.topic!r} names no output")
+        case topics.LeafEvents(device, properties):
+            pairs, source = (*properties, *received.user_properties), (device, None, None)
+        case _:
+            raise InputError(f"topic {received.topic!r} is not a module output or device telemetry topic")
+    return [_message(*source, pairs, content_type=received.content_type, body=received.payload)]
 
 
 def _message(

@@ -42,9 +42,9 @@ MIN_SPAN_SECS = 0.5
 def subscriptions(device: str) -> list[str]:
     """The topic filters an observer of ``device`` subscribes to."""
     return [
-        f"devices/{device}/modules/+/outputs/#",
+        topics.all_outputs(device),
         topics.batch_outputs(device, "+"),
-        "devices/+/messages/events/#",
+        topics.all_leaf_events(),
         topics.reported(device, "+"),
     ]
 
@@ -207,27 +207,25 @@ class Observer:
     ) -> None:
         """Take one message (``at``: when it arrived; default now). Topics of no interest are ignored."""
         when = self.clock() if at is None else at
-        reported_by = _reported_module(topic, self.device_id)
-        if reported_by is not None:
-            body = _json_object(payload)
-            if body is not None:
-                self._read_reported(reported_by, body, when)
-            return
-        origin = topics.parse_ingress(topic)
-        if origin is not None:
-            pairs = (*origin.topic_properties, *user_properties)
-            self._observe_output(origin.device, origin.module, origin.output, pairs=pairs, payload=payload, when=when)
-            return
-        parts = topic.split("/")
-        if topic == topics.batch_outputs(self.device_id, parts[3] if len(parts) == 6 else "+"):
-            try:
-                items = batches.decode(payload)
-            except batches.BatchError:
-                return  # the hub drops and counts it too; nothing of it was delivered
-            for item in items:
-                self._observe_output(
-                    self.device_id, parts[3], item.name, pairs=item.user_properties, payload=item.body, when=when
-                )
+        match topics.parse(topic):
+            case topics.ModuleTopic(device, module, topics.ModuleChannel.REPORTED) if device == self.device_id:
+                body = _json_object(payload)
+                if body is not None:
+                    self._read_reported(module, body, when)
+            case topics.ModuleOutput(device, module, output):
+                self._observe_output(device, module, output, pairs=user_properties, payload=payload, when=when)
+            case topics.LeafEvents(device, properties):
+                pairs = (*properties, *user_properties)
+                self._observe_output(device, None, None, pairs=pairs, payload=payload, when=when)
+            case topics.BatchOutputs(device, module) if device == self.device_id:
+                try:
+                    items = batches.decode(payload)
+                except batches.BatchError:
+                    return  # the hub drops and counts it too; nothing of it was delivered
+                for item in items:
+                    self._observe_output(
+                        device, module, item.name, pairs=item.user_properties, payload=item.body, when=when
+                    )
 
     def _observe_output(
         self,
@@ -339,13 +337,6 @@ class Observer:
             alerts=tuple(self._alerts),
             valve=self._valve,
         )
-
-
-def _reported_module(topic: str, device: str) -> str | None:
-    parts = topic.split("/")
-    if len(parts) == 6 and parts[:3] == ["devices", device, "modules"] and parts[4:] == ["twin", "reported"]:
-        return parts[3]
-    return None
 
 
 def _json_object(payload: bytes) -> dict[str, Any] | None:

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from outpost.backoff import Backoff
 from outpost.errors import OutpostError
 from outpost.hub.metrics import HubMetrics
 from outpost.hub.sinks import FailureKind, Sink, SinkResult
@@ -94,8 +95,8 @@ class Pump:
         self._batch_size = batch_size
         self._metrics = metrics
         self._on_drained = on_drained
-        self._min_backoff = min_backoff_secs
-        self._max_backoff = max_backoff_secs
+        self._retry_backoff = Backoff(first=min_backoff_secs, cap=max_backoff_secs)
+        self._failures = 0  # consecutive rounds with retryable failures
         self._idle = idle_secs
         self._poll = poll_secs
         self._wakeup = threading.Event()
@@ -153,7 +154,7 @@ class Pump:
             if self._sent_since_empty and self._on_drained is not None:
                 self._on_drained()
             self._sent_since_empty = False
-            self._backoff, self._failure = 0.0, FailureKind.NONE
+            self._backoff, self._failures, self._failure = 0.0, 0, FailureKind.NONE
             return Round.EMPTY
         self._sent_since_empty = True
         self._behind = None
@@ -183,7 +184,7 @@ class Pump:
                 "pump %s: %d of %d retryable (%s) %s", self.endpoint, len(retryable), len(batch), kind, result.detail
             )
             return self._failed(kind)
-        self._backoff, self._failure = 0.0, FailureKind.NONE
+        self._backoff, self._failures, self._failure = 0.0, 0, FailureKind.NONE
         return Round.PROGRESS
 
     def _write(self, outcome: _Outcome) -> bool:
@@ -202,7 +203,8 @@ class Pump:
         return True
 
     def _failed(self, kind: FailureKind) -> Round:
-        self._backoff = min(self._max_backoff, self._backoff * 2) if self._backoff else self._min_backoff
+        self._failures += 1
+        self._backoff = self._retry_backoff.delay(self._failures)
         self._failure = kind
         return Round.RETRY
 

@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from outpost.hub.store import UPSTREAM, Delivery, module_endpoint
+from outpost.hub.endpoint import Endpoint
+from outpost.hub.store import Delivery
 from outpost.lang import ModuleInputSink, Route, RoutingMessage, parse_route
 from outpost.manifest.models import EdgeHubDesired, RouteSpec
 from outpost.wire.message import Message
@@ -38,8 +39,8 @@ def endpoint_of(route: Route) -> str:
     """The store endpoint a route's sink names: ``module:M/INPUT`` or ``upstream``."""
     sink = route.sink
     if isinstance(sink, ModuleInputSink):
-        return module_endpoint(sink.module, sink.input)
-    return UPSTREAM
+        return str(Endpoint.module_input(sink.module, sink.input))
+    return str(Endpoint.upstream())
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from outpost.hub.adapters.mosquitto import MosquittoSupervisor, load_hub_passwor
 from outpost.hub.adapters.sqlite_store import SqliteStore
 from outpost.hub.broker import BrokerConfig, TlsListener
 from outpost.hub.delivery import ModuleInputSink, Modules
+from outpost.hub.endpoint import Endpoint
 from outpost.hub.ingress import Ingress, Received
 from outpost.hub.metrics import HubMetrics
 from outpost.hub.pump import Pump, Purger
@@ -35,9 +36,11 @@ from outpost.wire import topics
 from outpost.wire.adapters.paho_link import Connected, Event, Incoming, LinkSettings, PahoLink
 from outpost.wire.credentials import device_key
 
-__all__ = ["HubService", "HubSettings"]
+__all__ = ["STORE_FILE", "HubService", "HubSettings", "open_store"]
 
 log = logging.getLogger("outpost.hub")
+
+STORE_FILE = "store.db"
 
 
 @dataclass
@@ -56,6 +59,12 @@ class HubSettings:
     upstream: Sink | None = None  # overrides the manifest's outpost.upstream (tests, tools)
     broker_user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def open_store(state_dir: Path) -> SqliteStore:
+    """The message store of the hub whose state dir is ``state_dir`` (for tools such as
+    ``outpost hub dead-letters``; SQLite lets them share it with a running hub)."""
+    return SqliteStore(state_dir / STORE_FILE)
 
 
 @dataclass
@@ -118,7 +127,7 @@ class HubService:
             else None
         )
         policy = FullPolicy(ext.full_policy) if ext and ext.full_policy else FullPolicy.DROP_OLDEST
-        self.store = SqliteStore(s.state_dir / "store.db", max_bytes=limit, full_policy=policy, clock=self.clock)
+        self.store = SqliteStore(s.state_dir / STORE_FILE, max_bytes=limit, full_policy=policy, clock=self.clock)
         self.metrics.watch_store(self.store, clock=self.clock)
         # Two connections: telemetry (acknowledged only once stored, so its receive window can fill
         # up while the store is full) and control (acks, status, twins, deliveries), which must keep
@@ -206,12 +215,12 @@ class HubService:
             entry.pump.wake()
 
     def _module_sink(self, endpoint: str) -> Sink | None:
-        if not endpoint.startswith("module:") or "/" not in endpoint:
+        parsed = Endpoint.parse(endpoint)
+        if parsed is None or parsed.module is None or parsed.input is None:
             return None
-        module, _, input_name = endpoint.removeprefix("module:").partition("/")
         assert self.control is not None
         return ModuleInputSink(
-            self.control, self.modules, device=self.settings.device_id, module=module, input_name=input_name,
+            self.control, self.modules, device=self.settings.device_id, module=parsed.module, input_name=parsed.input,
             ack_timeout=self.settings.ack_timeout,
         )  # fmt: skip
 
@@ -281,16 +290,14 @@ class HubService:
                 entry.pump.wake()
 
     def _module_online(self, module: str) -> None:
-        self._wake({e for e in self.endpoints if e.startswith(f"module:{module}/")})
+        self._wake({e for e in self.endpoints if (p := Endpoint.parse(e)) is not None and p.module == module})
 
     def _on_data_event(self, event: Event) -> None:
         """Telemetry, on the data link's network thread: only hand over to ingress, never block."""
         if isinstance(event, Connected):
             if event.ok and self.link is not None:
                 d = self.settings.device_id
-                self.link.subscribe(
-                    [f"devices/{d}/modules/+/outputs/#", topics.batch_outputs(d, "+"), "devices/+/messages/events/#"]
-                )
+                self.link.subscribe([topics.all_outputs(d), topics.batch_outputs(d, "+"), topics.all_leaf_events()])
                 self._connected.set()
             return
         if not isinstance(event, Incoming):
@@ -319,16 +326,14 @@ class HubService:
             return
         if not isinstance(event, Incoming) or self.control is None:
             return
-        device = self.settings.device_id
-        parts = event.topic.split("/")
-        if len(parts) == 5 and parts[0] == "devices" and parts[2] == "modules" and parts[1] == device:
-            module, kind = parts[3], parts[4]
-            if kind == "acks":
-                self.modules.acked(module, event.payload)
-            elif kind == "status":
-                self.modules.set_status(module, event.payload, event.user_properties)
-        elif len(parts) == 6 and parts[4:] == ["twin", "reported"] and self.twins is not None:
-            self.twins.reported(parts[3], event.payload)
+        match topics.parse(event.topic):
+            case topics.ModuleTopic(device, module, channel) if device == self.settings.device_id:
+                if channel is topics.ModuleChannel.ACKS:
+                    self.modules.acked(module, event.payload)
+                elif channel is topics.ModuleChannel.STATUS:
+                    self.modules.set_status(module, event.payload, event.user_properties)
+                elif channel is topics.ModuleChannel.REPORTED and self.twins is not None:
+                    self.twins.reported(module, event.payload)
         self.control.ack(event.token, event.qos)
 
     def _republish_twins(self) -> None:

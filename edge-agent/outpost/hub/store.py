@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from outpost.hub.endpoint import UPSTREAM, Endpoint
 from outpost.wire.message import Message
 
 __all__ = ["UPSTREAM", "Delivery", "FullPolicy", "MessageStore", "PutResult", "Stored", "module_endpoint"]
 
-UPSTREAM = "upstream"
-
 
 def module_endpoint(module: str, input_name: str) -> str:
-    return f"module:{module}/{input_name}"
+    """The store's name of a module input's queue (``Endpoint`` as text)."""
+    return str(Endpoint.module_input(module, input_name))
 
 
 class FullPolicy(StrEnum):

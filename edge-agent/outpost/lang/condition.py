@@ -58,12 +58,14 @@ _CANONICAL: Final = {name.lower(): name for name in SYSTEM_PROPERTIES} | {
 class Condition:
     """A compiled route condition: call it with a RoutingMessage; true only if it evaluates to true."""
 
-    __slots__ = ("evaluate", "text")
+    __slots__ = ("deviations", "evaluate", "text")
 
-    def __init__(self, text: str, evaluate: Evaluator) -> None:
+    def __init__(self, text: str, evaluate: Evaluator, deviations: tuple[str, ...] = ()) -> None:
         self.text = text
         self.evaluate = evaluate
         """The raw compiled function, for hot loops that want to skip one call."""
+        self.deviations = deviations
+        """Where this condition relies on Outpost reading it differently from edgeHub (docs/languages.md)."""
 
     def __call__(self, message: RoutingMessage) -> bool:
         return self.evaluate(message)

@@ -22,17 +22,12 @@ from outpost.lang.parser import error_at, parse
 
 __all__ = ["ModuleInputSink", "Route", "Sink", "Source", "SourceKind", "UpstreamSink", "parse_route"]
 
-_ID: Final = r"[a-zA-Z0-9_.-]+"
-_MODULE_SOURCE: Final = re.compile(rf"/(?i:messages/modules)/({_ID})/(?:(\*)|(?i:outputs)/(?:(\*)|({_ID})))")
-_INPUT_PATH: Final = re.compile(rf"/(?i:modules)/({_ID})/(?i:inputs)/({_ID})")
-_SOURCE_FORMS: Final = (
-    "/*, /twinChangeNotifications, /messages/*, /messages/modules/*, /messages/modules/{id}/*, "
-    "/messages/modules/{id}/outputs/* or /messages/modules/{id}/outputs/{output}"
-)
+_ID: Final = r"[^/]+"
+_MODULE_SOURCE: Final = re.compile(rf"/(?i:messages/modules)/({_ID})/(?:((?i:outputs))/(?:({_ID})/)?)?")
 
 
 class SourceKind(enum.Enum):
-    """The seven source forms edgeHub accepts."""
+    """The source forms, by the messages they select (see ``Source``)."""
 
     ALL = "/*"
     TWIN_CHANGES = "/twinChangeNotifications"
@@ -41,23 +36,33 @@ class SourceKind(enum.Enum):
     MODULE = "/messages/modules/{id}/*"
     MODULE_OUTPUTS = "/messages/modules/{id}/outputs/*"
     MODULE_OUTPUT = "/messages/modules/{id}/outputs/{output}"
+    NOTHING = "{path}"
+    """A path no message source starts with (edgeHub accepts it too; it selects nothing)."""
 
 
 _FIXED_SOURCES: Final = {
-    "/*": SourceKind.ALL,
-    "/twinchangenotifications": SourceKind.TWIN_CHANGES,
-    "/messages/*": SourceKind.MESSAGES,
-    "/messages/modules/*": SourceKind.ALL_MODULES,
+    "/": SourceKind.ALL,
+    "/twinchangenotifications/": SourceKind.TWIN_CHANGES,
+    "/messages/": SourceKind.MESSAGES,
+    "/messages/modules/": SourceKind.ALL_MODULES,
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where a route takes messages from; ``module``/``output`` are set for the module forms."""
+    """Where a route takes messages from; ``module``/``output`` are set for the module forms.
+
+    edgeHub matches a source as a case-insensitive prefix of the message's source path
+    (``/messages/modules/{id}/outputs/{output}/``, ``/messages/`` for a leaf device,
+    ``/twinChangeNotifications/``) after dropping a trailing ``*`` and adding one ``/``:
+    ``FROM /messages/modules/x`` is ``FROM /messages/modules/x/*``. The kinds are those
+    prefixes, so matching needs no string building.
+    """
 
     kind: SourceKind
     module: str | None = None
     output: str | None = None
+    path: str | None = None
 
     def matches(self, *, module_id: str | None, output: str | None, is_message: bool = True) -> bool:
         """Whether a message from ``module_id``'s ``output`` (None, None: a leaf device) is selected.
@@ -71,20 +76,22 @@ class Source:
             return kind is SourceKind.TWIN_CHANGES
         if kind is SourceKind.MESSAGES:
             return True
-        if kind is SourceKind.TWIN_CHANGES or module_id is None:
+        if kind is SourceKind.TWIN_CHANGES or kind is SourceKind.NOTHING or module_id is None:
             return False
         if kind is SourceKind.ALL_MODULES:
             return True
-        if module_id != self.module:
+        if module_id != self.module and module_id.lower() != (self.module or "").lower():
             return False
         if kind is SourceKind.MODULE:
             return True
         if kind is SourceKind.MODULE_OUTPUTS:
             return output is not None
-        return output == self.output
+        return output is not None and (output == self.output or output.lower() == (self.output or "").lower())
 
     def __str__(self) -> str:
-        return self.kind.value.replace("{id}", self.module or "").replace("{output}", self.output or "")
+        if self.kind is SourceKind.NOTHING:
+            return self.path or ""
+        return str(self.kind.value).replace("{id}", self.module or "").replace("{output}", self.output or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +110,8 @@ class ModuleInputSink:
     input: str
 
     def __str__(self) -> str:
-        return f'BrokeredEndpoint("/modules/{self.module}/inputs/{self.input}")'
+        address = f"/modules/{self.module}/inputs/{self.input}"
+        return f"BrokeredEndpoint('{address}')" if '"' in address else f'BrokeredEndpoint("{address}")'
 
 
 Sink = UpstreamSink | ModuleInputSink
@@ -111,12 +119,17 @@ Sink = UpstreamSink | ModuleInputSink
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A parsed route; ``condition`` is None when there is no WHERE clause."""
+    """A parsed route; ``condition`` is None when there is no WHERE clause.
+
+    ``deviations`` name what Outpost reads differently from edgeHub, or what edgeHub
+    accepts but is likely a mistake (``outpost manifest validate`` shows them as warnings).
+    """
 
     text: str
     source: Source
     condition: Condition | None
     sink: Sink
+    deviations: tuple[str, ...] = ()
 
     def matches(
         self, message: RoutingMessage, *, module_id: str | None, output: str | None, is_message: bool = True
@@ -133,30 +146,43 @@ def parse_route(text: str) -> Route:
     tokens = {child.type: child for child in tree.children if isinstance(child, Token)}
     clauses = [child for child in tree.children if isinstance(child, Tree)]
     condition = None
+    notes: list[str] = []
     if len(clauses) == 2:  # WHERE <expr> and the sink
         where, into = tokens["WHERE"], tokens["INTO"]
         clause = text[where.end_pos : into.start_pos].strip()
         condition = condition_from_tree(text, clauses[0], clause)
-    return Route(text, _source(text, tokens["SOURCE"]), condition, _sink(text, clauses[-1]))
+        notes.extend(condition.deviations)
+    source = _source(tokens["SOURCE"], notes)
+    sink = _sink(text, clauses[-1], notes)
+    return Route(text, source, condition, sink, tuple(notes))
 
 
-def _source(text: str, token: Token) -> Source:
+def _source(token: Token, notes: list[str]) -> Source:
     path = str(token.value)
-    kind = _FIXED_SOURCES.get(path.lower())
+    # edgeHub (CustomMessageSource, BaseMessageSource): drop trailing '*', then '/', add one '/'.
+    trimmed = path.strip().rstrip("*")
+    prefix = (trimmed.rstrip("/") if len(trimmed) > 1 else trimmed).rstrip("/") + "/"
+    kind = _FIXED_SOURCES.get(prefix.lower())
     if kind is not None:
         return Source(kind)
-    match = _MODULE_SOURCE.fullmatch(path)
+    match = _MODULE_SOURCE.fullmatch(prefix)
     if match is None:
-        raise error_at(text, token.start_pos or 0, f"unknown source {path!r}; expected {_SOURCE_FORMS}")
-    module, any_output, every_output, output = match.groups()
-    if any_output:
-        return Source(SourceKind.MODULE, module)
-    if every_output:
+        notes.append(
+            f"source {path!r} selects no message (sources are prefixes of /messages/modules/{{id}}/outputs/{{output}},"
+            " /messages or /twinChangeNotifications); edgeHub accepts it too"
+        )
+        return Source(SourceKind.NOTHING, path=path)
+    module, outputs, output = match.groups()
+    if "*" in module or (output is not None and "*" in output):
+        notes.append(f"'*' in source {path!r} is a literal character, not a wildcard (only a trailing '*' is)")
+    if output is not None:
+        return Source(SourceKind.MODULE_OUTPUT, module, output)
+    if outputs is not None:
         return Source(SourceKind.MODULE_OUTPUTS, module)
-    return Source(SourceKind.MODULE_OUTPUT, module, output)
+    return Source(SourceKind.MODULE, module)
 
 
-def _sink(text: str, tree: Tree[Token]) -> Sink:
+def _sink(text: str, tree: Tree[Token], notes: list[str]) -> Sink:
     name, *rest = (child for child in tree.children if isinstance(child, Token))
     offset = name.start_pos or 0
     if tree.data == "system_sink":
@@ -167,16 +193,26 @@ def _sink(text: str, tree: Tree[Token]) -> Sink:
         raise _bad_sink(text, offset, f"unknown sink function {name.value!r}")
     literal = rest[0]
     raw = str(literal.value)
-    path = raw[1:-1]
-    match = _INPUT_PATH.fullmatch(path)
-    if match is None:
+    # edgeHub (EndpointFactory): the literal's text as written (no unescaping), trimmed, one
+    # leading and one trailing '/' dropped, split on '/' into exactly four parts; the 2nd is
+    # the module, the 4th the input, the 1st and 3rd are not looked at.
+    address = raw[1:-1].strip()
+    address = address[1:] if address.startswith("/") else address
+    address = address[:-1] if address.endswith("/") else address
+    parts = address.split("/")
+    if len(parts) != 4 or not parts[1].strip() or not parts[3].strip():
         raise error_at(
             text,
             (literal.start_pos or 0) + 1,
-            f"BrokeredEndpoint path {path!r} must be /modules/{{module}}/inputs/{{input}} "
-            "with module and input made of letters, digits, '_', '.' and '-'",
+            f"BrokeredEndpoint address {raw[1:-1]!r} must be /modules/{{module}}/inputs/{{input}}"
+            " (four parts separated by '/', module and input not empty)",
         )
-    return ModuleInputSink(match.group(1), match.group(2))
+    if parts[0].lower() != "modules" or parts[2].lower() != "inputs":
+        notes.append(
+            f"BrokeredEndpoint address {raw[1:-1]!r} is read as module {parts[1]!r}, input {parts[3]!r}"
+            " (as edgeHub does: only the 2nd and 4th parts count); write /modules/{module}/inputs/{input}"
+        )
+    return ModuleInputSink(parts[1], parts[3])
 
 
 def _bad_sink(text: str, offset: int, message: str) -> QueryError:

@@ -17,7 +17,7 @@ from typing import Any
 from outpost.errors import Problem
 from outpost.manifest.pointers import join
 
-__all__ = ["DOCKER_CREATE_KEYS", "chunk_keys", "join_chunks", "parse_create_options"]
+__all__ = ["DOCKER_CREATE_KEYS", "DOCKER_HOST_CONFIG_KEYS", "chunk_keys", "join_chunks", "parse_create_options"]
 
 _CHUNK = re.compile(r"^createOptions(\d+)$")
 
@@ -30,6 +30,25 @@ DOCKER_CREATE_KEYS = (
     "StopTimeout", "Shell", "HostConfig", "NetworkingConfig",
 )  # fmt: skip
 _KNOWN_LOWER = {key.lower() for key in DOCKER_CREATE_KEYS}
+
+#: Keys of ``HostConfig`` (Docker Engine API ``HostConfig`` with its embedded ``Resources``);
+#: checked the same way, so a misspelt ``HostConfig.Binds`` or ``HostConfig.Bogus`` is flagged too.
+DOCKER_HOST_CONFIG_KEYS = (
+    "Binds", "ContainerIDFile", "LogConfig", "NetworkMode", "PortBindings", "RestartPolicy", "AutoRemove",
+    "VolumeDriver", "VolumesFrom", "Mounts", "ConsoleSize", "Annotations", "CapAdd", "CapDrop", "Capabilities",
+    "CgroupnsMode", "Dns", "DnsOptions", "DnsSearch", "ExtraHosts", "GroupAdd", "IpcMode", "Cgroup", "Links",
+    "OomScoreAdj", "PidMode", "Privileged", "PublishAllPorts", "ReadonlyRootfs", "SecurityOpt", "StorageOpt",
+    "Tmpfs", "UTSMode", "UsernsMode", "ShmSize", "Sysctls", "Runtime", "Isolation", "MaskedPaths",
+    "ReadonlyPaths", "Init", "InitPath", "LxcConf",
+    # Resources
+    "CpuShares", "Memory", "CgroupParent", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps",
+    "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "CpuPeriod", "CpuQuota",
+    "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems", "Devices", "DeviceCgroupRules",
+    "DeviceRequests", "KernelMemory", "KernelMemoryTCP", "MemoryReservation", "MemorySwap", "MemorySwappiness",
+    "NanoCpus", "OomKillDisable", "PidsLimit", "Ulimits", "CpuCount", "CpuPercent", "IOMaximumIOps",
+    "IOMaximumBandwidth",
+)  # fmt: skip
+_HOST_CONFIG_LOWER = {key.lower() for key in DOCKER_HOST_CONFIG_KEYS}
 _JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
@@ -100,10 +119,23 @@ def parse_create_options(
         options: dict[str, Any] = parsed
     else:
         options = dict(value)
+    warnings = _unknown_keys(options, pointer, DOCKER_CREATE_KEYS, _KNOWN_LOWER, "")
+    for key, section in options.items():
+        if key.lower() == "hostconfig" and isinstance(section, Mapping):
+            warnings += _unknown_keys(
+                section, join(pointer, key), DOCKER_HOST_CONFIG_KEYS, _HOST_CONFIG_LOWER, f"{key}."
+            )
+    return options, [], warnings
+
+
+def _unknown_keys(
+    options: Mapping[str, Any], pointer: str, known: tuple[str, ...], lower: set[str], prefix: str
+) -> list[Problem]:
+    """Warnings for keys Docker would ignore (Go matches JSON keys case-insensitively)."""
     warnings = []
     for key in options:
-        if key.lower() not in _KNOWN_LOWER:
-            hint = difflib.get_close_matches(key, DOCKER_CREATE_KEYS, n=1)
-            suggestion = f"; did you mean {hint[0]}?" if hint else ""
-            warnings.append(Problem(join(pointer, key), f"Docker ignores create option '{key}'{suggestion}"))
-    return options, [], warnings
+        if key.lower() not in lower:
+            hint = difflib.get_close_matches(key, known, n=1)
+            suggestion = f"; did you mean {prefix}{hint[0]}?" if hint else ""
+            warnings.append(Problem(join(pointer, key), f"Docker ignores create option '{prefix}{key}'{suggestion}"))
+    return warnings

@@ -54,6 +54,10 @@ __all__ = [
 DEFAULT_STARTUP_ORDER = 4294967295
 DEFAULT_ROUTE_PRIORITY = 2_000_000_000
 MAX_ROUTE_PRIORITY = 9
+AGENT_SCHEMA_VERSION = r"^1\.(0(\.[0-9]+){0,2}|1|1\.0)$"
+"""What edgeAgent reads: major 1, at most 1.1.0 (.NET ``Version`` order: 1.1 < 1.1.0 < 1.1.0.0)."""
+HUB_SCHEMA_VERSION = r"^1\.[0-3](\.[0-9]+){0,2}$"
+"""What edgeHub reads: major 1, minor 0 to 3, any build and revision."""
 
 
 def _whole(value: Any) -> Any:
@@ -271,7 +275,7 @@ class HubModule(_Azure):
 
 
 class Module(_Azure):
-    version: str
+    version: str | None = None  # edgeAgent treats it as optional
     type: Literal["docker"]
     status: ModuleStatus
     restart_policy: RestartPolicy = Field(alias="restartPolicy")
@@ -290,7 +294,7 @@ class SystemModules(_Ours):
 
 
 class EdgeAgentDesired(_Azure):
-    schema_version: Literal["1.0", "1.1", "1.1.0"] = Field(alias="schemaVersion")
+    schema_version: str = Field(alias="schemaVersion", pattern=AGENT_SCHEMA_VERSION)
     runtime: Runtime
     system_modules: SystemModules = Field(alias="systemModules")
     modules: dict[ModuleName, Module]
@@ -303,7 +307,7 @@ class EdgeAgentDesired(_Azure):
 class RouteSpec(_Ours):
     """A route in object form; string routes are normalised to this with the defaults."""
 
-    route: str = Field(min_length=1)
+    route: str
     priority: WholeNumber = Field(default=DEFAULT_ROUTE_PRIORITY, ge=0, le=MAX_ROUTE_PRIORITY)
     time_to_live_secs: WholeNumber | None = Field(default=None, alias="timeToLiveSecs", ge=0)
     recency: dict[str, Any] | None = Field(default=None, alias="Recency")
@@ -319,17 +323,22 @@ class StoreAndForward(_Azure):
 
 
 class EdgeHubDesired(_Azure):
-    schema_version: Literal["1.0", "1.1", "1.1.0", "1.2"] = Field(alias="schemaVersion")
-    routes: dict[NonEmpty, NonEmpty | RouteSpec]
+    schema_version: str = Field(alias="schemaVersion", pattern=HUB_SCHEMA_VERSION)
+    routes: dict[NonEmpty, str | RouteSpec]
     store_and_forward_configuration: StoreAndForward = Field(alias="storeAndForwardConfiguration")
     mqtt_broker: dict[str, Any] | None = Field(default=None, alias="mqttBroker")
     outpost: HubExtension | None = None
 
     def route_specs(self) -> dict[str, RouteSpec]:
-        """Every route in object form, string routes taking the default priority and TTL."""
-        return {
+        """Every route in object form, string routes taking the default priority and TTL.
+
+        Blank routes are left out: edgeHub skips them under schema 1.0 (the check refuses
+        them under later versions, so only 1.0 manifests get here with one).
+        """
+        specs = {
             name: spec if isinstance(spec, RouteSpec) else RouteSpec(route=spec) for name, spec in self.routes.items()
         }
+        return {name: spec for name, spec in specs.items() if spec.route.strip()}
 
 
 # --- the whole manifest -------------------------------------------------------------------

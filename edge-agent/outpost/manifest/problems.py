@@ -142,6 +142,8 @@ def _sentence(kind: str, value: Any, instance: Any, schema: dict[str, Any]) -> s
         case "minItems":
             return f"must have at least {value} item{'s' if value != 1 else ''}"
         case "pattern":
+            if "description" in schema:
+                return f"{_show(instance)} {schema['description']}"
             return f"{_show(instance)} does not match the required pattern {value}"
     return f"{_show(instance)} is invalid ({kind})"
 

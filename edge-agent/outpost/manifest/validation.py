@@ -104,22 +104,44 @@ def _check_routes(base: str, hub: Any, declared: set[str], report: Report) -> No
     routes = hub.get("routes") if isinstance(hub, dict) else None
     if not isinstance(routes, dict):
         return
+    version = hub.get("schemaVersion") if isinstance(hub, dict) else None
+    blank_ok = isinstance(version, str) and _minor(version) == 0
     for name, spec in routes.items():
-        _check_route(join(base, "routes", name), spec, declared, report)
+        _check_route(join(base, "routes", name), spec, declared, report, blank_ok=blank_ok)
 
 
-def _check_route(where: str, spec: Any, declared: set[str], report: Report) -> None:
-    """Parse one route (string or object form) found at ``where``; also used for layers."""
+def _minor(version: str) -> int | None:
+    """The minor number of a ``1.x[.y[.z]]`` schema version, None if there is none."""
+    parts = version.split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+
+def _check_route(where: str, spec: Any, declared: set[str], report: Report, *, blank_ok: bool = False) -> None:
+    """Parse one route (string or object form) found at ``where``; also used for layers.
+
+    ``blank_ok``: edgeHub skips an empty (or blank) route string under schema 1.0 and
+    refuses it from 1.1 on, where every route becomes a RouteSpec.
+    """
     text = spec
     if isinstance(spec, dict):
         text, where = spec.get("route"), join(where, "route")
-    if not isinstance(text, str) or not text:
+    if not isinstance(text, str):
         return  # the schema already reported it
+    if not text.strip():
+        if blank_ok and not isinstance(spec, dict):
+            report.warnings.append(Problem(where, "empty route is skipped (as edgeHub does under schemaVersion 1.0)"))
+        else:
+            report.problems.append(
+                Problem(where, "route must not be empty (edgeHub skips empty routes only under schemaVersion 1.0)")
+            )
+        return
     try:
         route = parse_route(text)
     except QueryError as exc:
         report.problems.append(Problem(where, f"line {exc.line}, column {exc.column}: {exc.reason}"))
         return
+    for deviation in route.deviations:
+        report.warnings.append(Problem(where, deviation))
     if isinstance(route.sink, ModuleInputSink) and declared and route.sink.module not in declared:
         report.warnings.append(
             Problem(where, f"route delivers to module '{route.sink.module}', which this manifest does not declare")
@@ -127,7 +149,7 @@ def _check_route(where: str, spec: Any, declared: set[str], report: Report) -> N
 
 
 def _check_versions(agent: Any, hub: Any, report: Report) -> None:
-    if isinstance(agent, dict) and agent.get("schemaVersion") == "1.0":
+    if isinstance(agent, dict) and isinstance(agent.get("schemaVersion"), str) and _minor(agent["schemaVersion"]) == 0:
         for path, _, module, _ in _module_entries(agent):
             if "startupOrder" in module:
                 report.warnings.append(
@@ -135,7 +157,8 @@ def _check_versions(agent: Any, hub: Any, report: Report) -> None:
                         join(join("", *AGENT), *path, "startupOrder"), "startupOrder needs $edgeAgent schemaVersion 1.1"
                     )
                 )
-    if isinstance(hub, dict) and hub.get("schemaVersion") == "1.0" and isinstance(hub.get("routes"), dict):
+    hub_version = hub.get("schemaVersion") if isinstance(hub, dict) else None
+    if isinstance(hub_version, str) and _minor(hub_version) == 0 and isinstance(hub.get("routes"), dict):
         for name, spec in hub["routes"].items():
             if isinstance(spec, dict) and "priority" in spec:
                 report.warnings.append(

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from outpost.backoff import Backoff
 from outpost.sdk.errors import (
     ConnectError,
     MethodTimeoutError,
@@ -101,7 +102,7 @@ class _Entry:
     content_type: str | None
     token: int | None = None  # awaiting the broker's PUBACK
     stored_at: float | None = None  # broker accepted it at (monotonic); awaiting the hub's receipt
-    resend_after: float = 60.0
+    resends: int = 0  # times re-sent for want of a receipt: the next wait is ``Backoff.delay(resends + 1)``
 
 
 @dataclass
@@ -187,7 +188,7 @@ class ModuleClient:
         )
         self._max_outbox = max_outbox
         self._send_timeout = send_timeout
-        self._resend_after = resend_after
+        self._resend_backoff = Backoff(first=resend_after, cap=_MAX_RESEND)
         self._ack_interval = ack_interval
         self._max_batch = max_batch
         self._cond = threading.Condition(threading.RLock())
@@ -386,7 +387,6 @@ class ModuleClient:
             payload=body,
             user_properties=tuple(pairs),
             content_type=content_type,
-            resend_after=self._resend_after,
         )
         link = self._require_link()
         with self._cond:
@@ -482,7 +482,7 @@ class ModuleClient:
     # ------------------------------------------------------------------ direct methods (caller side)
 
     def _response_filter(self) -> str:
-        return f"devices/{self.device_id}/methodres/+/{self.module_id}/#"
+        return topics.method_responses(self.device_id, self.module_id)
 
     def invoke_method(
         self, target_module: str, method: str, payload: Any = None, timeout: float = 30.0
@@ -507,12 +507,11 @@ class ModuleClient:
             correlation = uuid.uuid4().bytes
             call = _Call()
             self._calls[correlation] = call
-            prefix = topics.method_response_prefix(self.device_id, target_module)
             token = link.publish(
                 topics.method_request(self.device_id, target_module, method),
                 _encode(payload),
                 content_type=JSON,
-                response_topic=f"{prefix}/{self.module_id}/{correlation.hex()}",
+                response_topic=topics.method_response(self.device_id, target_module, self.module_id, correlation.hex()),
                 correlation_data=correlation,
                 expiry=max(1, math.ceil(deadline - time.monotonic())),
             )
@@ -591,7 +590,7 @@ class ModuleClient:
         self._connected = True
         self._generation += 1
         d, m = self.device_id, self.module_id
-        wanted = [topics.receipts(d, m), f"{topics.desired(d, m)}/#", f"{topics.method_request(d, m, '#')}"]
+        wanted = [topics.receipts(d, m), topics.desired_all(d, m), topics.method_requests(d, m)]
         wanted += [topics.input_topic(d, m, name) for name in self._input_handlers]
         wanted.append(topics.batch_inputs(d, m))
         if self._invoker:
@@ -647,9 +646,10 @@ class ModuleClient:
         link = self._link
         if link is None or not self._connected:
             return
-        due = [e for e in self._outbox.values() if e.stored_at is not None and now - e.stored_at >= e.resend_after]
+        wait = self._resend_backoff.delay
+        due = [e for e in self._outbox.values() if e.stored_at is not None and now - e.stored_at >= wait(e.resends + 1)]
         for entry in due:
-            entry.resend_after = min(entry.resend_after * 2, _MAX_RESEND)
+            entry.resends += 1
         self._resend(due, link)
 
     def _resend(self, entries: list[_Entry], link: PahoLink) -> None:
@@ -677,25 +677,24 @@ class ModuleClient:
         link = self._link
         if link is None:
             return
-        d, m = self.device_id, self.module_id
-        base = f"devices/{d}/modules/{m}/"
-        rest = event.topic[len(base) :] if event.topic.startswith(base) else None
-        if rest is not None and rest.startswith("inputs/"):
-            framed = batches.Framed(rest[len("inputs/") :], event.user_properties, event.content_type, event.payload)
+        parsed = topics.parse(event.topic)
+        if isinstance(parsed, topics.ModuleInput) and self._mine(parsed):
+            framed = batches.Framed(parsed.input, event.user_properties, event.content_type, event.payload)
             self._on_input_message(link, framed, event.token, event.qos)
             return
         link.ack(event.token, event.qos)
-        if rest == "batch/inputs":
+        if isinstance(parsed, topics.BatchInputs) and self._mine(parsed):
             self._on_input_batch(link, event.payload)
             return
-        if event.topic == topics.receipts(d, m):
+        channel = parsed.channel if isinstance(parsed, topics.ModuleTopic) and self._mine(parsed) else None
+        if channel is topics.ModuleChannel.RECEIPTS:
             self._on_receipt(event.payload)
-        elif event.topic == topics.desired(d, m):
+        elif channel is topics.ModuleChannel.DESIRED:
             self._on_desired(event.payload, full=True)
-        elif event.topic == topics.desired_patch(d, m):
+        elif channel is topics.ModuleChannel.DESIRED_PATCH:
             self._on_desired(event.payload, full=False)
-        elif rest is not None and rest.startswith("methods/"):
-            self._methods_q.put((rest[len("methods/") :], event))
+        elif isinstance(parsed, topics.MethodRequest) and self._mine(parsed):
+            self._methods_q.put((parsed.method, event))
         elif event.correlation_data is not None and event.correlation_data in self._calls:
             call = self._calls[event.correlation_data]
             status = dict(event.user_properties).get(STATUS_PROPERTY, "0")
@@ -704,6 +703,9 @@ class ModuleClient:
             except ValueError as exc:
                 call.error = SdkError(f"malformed method response: {exc}")
             call.done.set()
+
+    def _mine(self, topic: topics.ModuleInput | topics.BatchInputs | topics.ModuleTopic | topics.MethodRequest) -> bool:
+        return topic.device == self.device_id and topic.module == self.module_id
 
     def _on_receipt(self, payload: bytes) -> None:
         try:

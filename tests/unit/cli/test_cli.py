@@ -60,7 +60,7 @@ def test_validate_shipped_manifests_ok():
 def test_validate_reports_file_pointer_message(tmp_path, manifest):
     fft = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["fft-filter"]
     fft["restartPolicy"] = "sometimes"
-    del fft["version"]
+    del fft["status"]
     bad = write(tmp_path, "bad.json", manifest)
     good = MANIFESTS / "motor-monitor.json"
     code, out, err = run("manifest", "validate", str(good), str(bad))
@@ -68,7 +68,7 @@ def test_validate_reports_file_pointer_message(tmp_path, manifest):
     lines = out.strip().splitlines()
     base = f"{bad}: /modulesContent/$edgeAgent/properties.desired/modules/fft-filter"
     assert f"{base}/restartPolicy: 'sometimes' is not one of never, on-failure, on-unhealthy, always" in lines
-    assert any(line.startswith(f"{base}/version: is required") for line in lines)
+    assert any(line.startswith(f"{base}/status: is required") for line in lines)
     assert len(lines) == 2
     assert "1 of 2 file(s) invalid" in err
 
@@ -104,10 +104,11 @@ def test_validate_warnings_and_strict(tmp_path, manifest):
     assert code == 1
 
 
-def test_validate_missing_file_is_usage_error(tmp_path):
-    code, _, err = run("manifest", "validate", str(tmp_path / "nope.json"))
-    assert code == 2
-    assert "does not exist" in err
+def test_validate_missing_file_is_reported_like_a_problem(tmp_path):
+    code, out, err = run("manifest", "validate", str(tmp_path / "nope.json"))
+    assert code == 1
+    assert "nope.json: /: cannot read the file: No such file or directory" in out
+    assert "1 of 1 file(s) invalid" in err
 
 
 def test_show_applies_layer_only_when_targeted():
@@ -148,7 +149,8 @@ def test_show_no_matching_base_says_what_to_do():
 def test_show_bad_tag_syntax():
     code, _, err = run("manifest", "show", str(MANIFESTS / "motor-monitor.json"), "--tag", "novalue")
     assert code == 2
-    assert "--tag expects KEY=VALUE" in err
+    assert "Invalid value for '--tag': expects KEY=VALUE, got 'novalue'" in err
+    assert "Traceback" not in err
 
 
 ROUTE = (

@@ -166,7 +166,7 @@ def test_expiry_follows_now() -> None:
 
 def test_bad_route_is_a_query_error() -> None:
     with pytest.raises(QueryError):
-        table({"r": "FROM /messages/module/x/* INTO $upstream"})
+        table({"r": "FROM /messages/modules/x/ INTO $upstream"})
 
 
 def test_many_distinct_sources_and_threads_agree() -> None:

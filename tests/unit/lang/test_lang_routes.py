@@ -31,6 +31,60 @@ SOURCES = [
 ]
 
 
+# edgeHub reads a source as a prefix: no '*' is needed, a trailing '/' is dropped.
+PREFIX_SOURCES = [
+    ("/", "/messages/modules", Source(SourceKind.ALL_MODULES)),
+    ("/", "/messages", Source(SourceKind.MESSAGES)),
+    ("/", "/messages/modules/publisher", Source(SourceKind.MODULE, "publisher")),
+    ("/", "/messages/modules/publisher/outputs", Source(SourceKind.MODULE_OUTPUTS, "publisher")),
+    ("/", "/messages/modules/outputs", Source(SourceKind.MODULE, "outputs")),
+    ("/", "/messages/modules/a'b/outputs/o!1", Source(SourceKind.MODULE_OUTPUT, "a'b", "o!1")),
+]
+
+
+@pytest.mark.parametrize(("_", "text", "source"), PREFIX_SOURCES)
+def test_prefix_sources(_: str, text: str, source: Source) -> None:
+    route = parse_route(f"FROM {text} INTO $upstream")
+    assert route.source == source
+    assert route.deviations == ()
+
+
+def test_prefix_source_matching_is_case_insensitive_and_by_segment() -> None:
+    route = parse_route("FROM /messages/modules/Publisher INTO $upstream")
+    msg = RoutingMessage({}, {}, b"")
+    assert route.matches(msg, module_id="publisher", output="out")
+    assert route.matches(msg, module_id="Publisher", output=None)
+    assert not route.matches(msg, module_id="publisher2", output="out")
+    assert not route.matches(msg, module_id=None, output=None)
+    output = parse_route("FROM /messages/modules/p/outputs/Alerts INTO $upstream")
+    assert output.matches(msg, module_id="P", output="alerts")
+    assert not output.matches(msg, module_id="p", output="alerts2")
+
+
+def test_sources_that_select_nothing_or_use_a_literal_star_are_accepted_with_a_note() -> None:
+    nothing = parse_route("FROM /foo/bar INTO $upstream")
+    assert nothing.source == Source(SourceKind.NOTHING, path="/foo/bar")
+    assert not nothing.matches(RoutingMessage({}, {}, b""), module_id="foo", output="bar")
+    assert "selects no message" in nothing.deviations[0]
+    star = parse_route("FROM /messages/modules/*/outputs/alerts INTO $upstream")
+    assert star.source == Source(SourceKind.MODULE_OUTPUT, "*", "alerts")
+    assert "literal character" in star.deviations[0]
+
+
+def test_brokered_endpoint_shapes_edgehub_accepts() -> None:
+    quoted = parse_route('FROM /* INTO BrokeredEndpoint("/modules/alert\'Logic/inputs/in")')
+    assert quoted.sink == ModuleInputSink("alert'Logic", "in")
+    assert quoted.deviations == ()
+    double = parse_route("FROM /* INTO brokeredEndpoint('/modules/alert\"Logic/inputs/in')")
+    assert double.sink == ModuleInputSink('alert"Logic', "in")
+    assert str(double.sink) == "BrokeredEndpoint('/modules/alert\"Logic/inputs/in')"
+    odd = parse_route('FROM /messages/modules/adapter INTO brokeredEndpoint("/a/b/c/d")')
+    assert odd.sink == ModuleInputSink("b", "d")
+    assert "read as module 'b', input 'd'" in odd.deviations[0]
+    spaced = parse_route('FROM /* INTO BrokeredEndpoint(" modules/x/inputs/y/ ")')
+    assert spaced.sink == ModuleInputSink("x", "y")
+
+
 @pytest.mark.parametrize(("text", "source"), SOURCES)
 def test_sources(text: str, source: Source) -> None:
     route = parse_route(f"FROM {text} INTO $upstream")
@@ -143,17 +197,16 @@ ERRORS = [
     ("FROM /messages/*\nWHERE x = 'abc INTO $upstream", 2, 11, "unterminated string literal"),
     ("FROM /* WHERE FOO(x) = 1 INTO $upstream", 1, 15, "unknown function 'FOO'"),
     ("FROM /* WHERE\n  a = 1 AND\n  LENGTH(a, b) = 1\nINTO $upstream", 3, 3, "LENGTH takes 1 argument, got 2"),
-    ('FROM /* INTO BrokeredEndpoint("/modules/x/input/y")', 1, 32, "must be /modules/{module}/inputs/{input}"),
-    ('FROM /* INTO BrokeredEndpoint("/modules/x y/inputs/z")', 1, 32, "BrokeredEndpoint path"),
-    ('FROM /* INTO BrokeredEndpoint("modules/x/inputs/y")', 1, 32, "BrokeredEndpoint path"),
+    ('FROM /* INTO BrokeredEndpoint("/modules/x/inputs")', 1, 32, "must be /modules/{module}/inputs/{input}"),
+    ('FROM /* INTO BrokeredEndpoint("/modules//inputs/z")', 1, 32, "module and input not empty"),
+    ('FROM /* INTO BrokeredEndpoint("/a/b/c/d/e")', 1, 32, "four parts"),
     ("FROM /* INTO BrokeredEndpoint(/modules/x/inputs/y)", 1, 31, "expected a quoted string after '('"),
     ('FROM /* INTO Endpoint("/modules/x/inputs/y")', 1, 14, "unknown sink function 'Endpoint'"),
     ("FROM /* INTO $downstream", 1, 14, "unknown sink '$downstream'"),
     ("FROM /* INTO", 1, 13, "expected $upstream or BrokeredEndpoint(...)"),
-    ("FROM /messages/modules INTO $upstream", 1, 6, "unknown source '/messages/modules'"),
-    ("FROM /messages/modules/a/outputs INTO $upstream", 1, 6, "unknown source"),
     ("FROM /messages/modules/a b/* INTO $upstream", 1, 26, "expected WHERE or INTO after the source"),
     ("FROM messages/* INTO $upstream", 1, 6, "after FROM"),
+    ("FROM / INTO $upstream", 1, 6, "after FROM"),
     ("FROM", 1, 5, "expected a source such as /messages/* after FROM, found the end of the text"),
     ("", 1, 1, "expected SELECT or FROM, found the end of the text"),
     ("INTO $upstream", 1, 1, "expected SELECT or FROM, found INTO"),

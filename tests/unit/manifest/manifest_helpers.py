@@ -12,7 +12,7 @@ from outpost.manifest import is_layered, parse_json
 
 REPO = Path(__file__).resolve().parents[3]
 CORPUS = REPO / "tests" / "corpus"
-VALID = sorted((CORPUS / "valid").glob("*.json"))
+VALID = sorted(p for p in (CORPUS / "valid").glob("*.json") if not p.name.endswith(".expected.json"))
 INVALID = sorted(p for p in (CORPUS / "invalid").glob("*.json") if not p.name.endswith(".expected.json"))
 SHIPPED = sorted(
     p for p in (REPO / "manifests").rglob("*.json") if "schema" not in p.relative_to(REPO / "manifests").parts
@@ -41,11 +41,16 @@ def is_plain_manifest(path: Path) -> bool:
     return isinstance(doc, dict) and "content" not in doc and not (isinstance(content, dict) and is_layered(content))
 
 
-def expected(path: Path) -> list[dict[str, str]]:
-    """The sidecar ``NAME.expected.json`` of an invalid corpus file: pointers and message parts."""
+def expected(path: Path, key: str = "problems") -> list[dict[str, str]]:
+    """The sidecar ``NAME.expected.json`` of a corpus file: pointers and message parts.
+
+    Invalid files list ``problems``; a valid file may list the ``warnings`` it must give.
+    """
     sidecar = path.with_name(path.stem + ".expected.json")
-    problems: list[dict[str, str]] = json.loads(sidecar.read_text(encoding="utf-8"))["problems"]
-    return problems
+    if not sidecar.exists():
+        return []
+    listed: list[dict[str, str]] = json.loads(sidecar.read_text(encoding="utf-8")).get(key, [])
+    return listed
 
 
 _MANIFEST: dict[str, Any] = {

@@ -166,7 +166,6 @@ SINGLE_CHANGES: dict[str, Callable[[dict[str, Any]], None]] = {
     "route Recency list": _set(lambda d: hub(d)["routes"], "x", _route(Recency=[])),
     "route unknown key": _set(lambda d: hub(d)["routes"], "x", _route(prio=1)),
     "route name empty": _set(lambda d: hub(d)["routes"], "", "FROM /* INTO $upstream"),
-    "route text empty": _set(lambda d: hub(d)["routes"], "x", ""),
     "module name with space": _set(lambda d: agent(d)["modules"], "my sensor", {}),
     "module name 65 chars": lambda d: agent(d)["modules"].update({"m" * 65: _sensor(d)}),
     "module name 64 chars": lambda d: agent(d)["modules"].update({"m" * 64: _sensor(d)}),
@@ -193,6 +192,12 @@ SINGLE_CHANGES: dict[str, Callable[[dict[str, Any]], None]] = {
     "schemaVersion 2.0": _set(agent, "schemaVersion", "2.0"),
     "edgeHub schemaVersion 1.2": _set(hub, "schemaVersion", "1.2"),
     "edgeAgent schemaVersion 1.2": _set(agent, "schemaVersion", "1.2"),
+    "edgeAgent schemaVersion 1.0.0": _set(agent, "schemaVersion", "1.0.0"),
+    "edgeAgent schemaVersion 1.1.0.0": _set(agent, "schemaVersion", "1.1.0.0"),
+    "edgeHub schemaVersion 1.2.0": _set(hub, "schemaVersion", "1.2.0"),
+    "edgeHub schemaVersion 1.3": _set(hub, "schemaVersion", "1.3"),
+    "edgeHub schemaVersion 1.4": _set(hub, "schemaVersion", "1.4"),
+    "module without version": lambda d: _sensor(d).pop("version"),
     "registry address empty": lambda d: agent(d)["runtime"]["settings"].update(
         registryCredentials={"r": {"username": "u", "password": "p", "address": ""}}
     ),

@@ -144,3 +144,16 @@ def test_manifest_check_points_at_the_chunk_and_joins_before_parsing() -> None:
     [problem] = check_manifest(doc).problems
     assert problem.pointer == f"{AGENT}/modules/sensor/settings/createOptions"
     assert problem.message.startswith("createOptions is not valid JSON")
+
+
+def test_unknown_host_config_keys_warn_too() -> None:
+    """Issue 13: an unknown ``HostConfig.Bogus`` is flagged like an unknown top-level key."""
+    text = '{"HostConfig": {"Bogus": 1, "binds": [], "PortBinding": {}, "Memory": 1}}'
+    _, problems, warnings = parse_create_options(text, "/p")
+    assert problems == []
+    assert [w.pointer for w in warnings] == ["/p/HostConfig/Bogus", "/p/HostConfig/PortBinding"]
+    assert warnings[0].message == "Docker ignores create option 'HostConfig.Bogus'"
+    assert (
+        warnings[1].message
+        == "Docker ignores create option 'HostConfig.PortBinding'; did you mean HostConfig.PortBindings?"
+    )

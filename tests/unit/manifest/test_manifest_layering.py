@@ -210,7 +210,7 @@ def test_layers_that_leave_the_result_incomplete_are_reported_against_the_effect
     with pytest.raises(ManifestError) as caught:
         effective_manifest(_parse(_base("base", 10, "1.0"), layer), SITE_A)
     pointers = {p.pointer for p in caught.value.problems}
-    assert "/modulesContent/$edgeAgent/properties.desired/modules/half/version" in pointers
+    assert "/modulesContent/$edgeAgent/properties.desired/modules/half/status" in pointers
     assert all("(effective manifest of base, partial)" in p.message for p in caught.value.problems)
 
 

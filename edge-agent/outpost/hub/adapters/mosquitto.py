@@ -27,6 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from outpost.backoff import Backoff
 from outpost.files import read_or_create, write_atomic
 from outpost.hub.acl import BrokerIdentities, acl_text, password_file_text
 from outpost.hub.broker import BrokerConfig, BrokerError, BrokerPaths, render_config
@@ -100,14 +101,14 @@ class MosquittoSupervisor:
         self._identities = identities
         self._binary = binary
         self._start_timeout = start_timeout
-        self._backoff = backoff
+        self._backoff = Backoff(first=backoff[0], cap=backoff[1])
+        self._failures = 1  # quick exits in a row, plus one: the next restart waits ``Backoff.delay(failures)``
         self._stable_after = stable_after
         self._lock = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
         self._started_at = 0.0
-        self._delay = backoff[0]
         #: how many times the broker exited on its own and was started again
         self.restarts = 0
         self.last_exit_code: int | None = None
@@ -254,9 +255,10 @@ class MosquittoSupervisor:
                 return
             self.last_exit_code = code
             ran = time.monotonic() - self._started_at
-            self._delay = self._backoff[0] if ran >= self._stable_after else min(self._delay * 2, self._backoff[1])
-            log.warning("mosquitto exited with code %s after %.1f s; restarting in %.1f s", code, ran, self._delay)
-            if self._stopping.wait(self._delay):
+            self._failures = 1 if ran >= self._stable_after else self._failures + 1
+            delay = self._backoff.delay(self._failures)
+            log.warning("mosquitto exited with code %s after %.1f s; restarting in %.1f s", code, ran, delay)
+            if self._stopping.wait(delay):
                 return
             with self._lock:
                 if self._stopping.is_set():

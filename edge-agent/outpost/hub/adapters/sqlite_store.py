@@ -111,6 +111,11 @@ WHERE rowid IN (SELECT value FROM json_each(?))
 """
 
 
+_DEAD_SELECT: Final = (
+    "SELECT seq, endpoint, priority, message_id, body, props, enqueued_at, reason, dead_at FROM dead_letters"
+)
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """A delivery that can never succeed, kept for inspection (``outpost hub dead-letters``)."""
@@ -402,15 +407,53 @@ class SqliteStore:
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The most recent dead letters, newest first."""
         with self._guard("dead_letters") as db:
-            rows = db.execute(
-                """SELECT seq, endpoint, priority, message_id, body, props, enqueued_at, reason, dead_at
-                   FROM dead_letters ORDER BY seq DESC LIMIT ?""",
-                (limit,),
-            ).fetchall()
-        return [
-            DeadLetter(seq, endpoint, priority, _decode_message(mid, body, props), enqueued_at, reason, dead_at)
-            for seq, endpoint, priority, mid, body, props, enqueued_at, reason, dead_at in rows
-        ]
+            rows = db.execute(f"{_DEAD_SELECT} ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+        return [_dead_letter(row) for row in rows]
+
+    def requeue_dead_letters(self, seqs: Sequence[int] | None, expires_at: float) -> list[DeadLetter]:
+        """Queue dead letters (``seqs``, or all when None) for their endpoint again, expiring at
+        ``expires_at``; returns those re-queued (unknown seqs are ignored). For ``outpost hub dead-letters``."""
+        with self._transaction("requeue_dead_letters") as db:
+            rows = self._dead_rows(db, seqs)
+            for seq, endpoint, priority, mid, body, props, enqueued_at, _, _ in rows:
+                db.execute(
+                    """INSERT INTO messages (id, body, props, enqueued_at) VALUES (?, ?, ?, ?)
+                       ON CONFLICT(id) DO NOTHING""",
+                    (mid, body, props, enqueued_at),
+                )
+                db.execute(
+                    """INSERT INTO deliveries (endpoint, priority, expires_at, message)
+                       SELECT ?, ?, ?, rowid FROM messages WHERE id = ?""",
+                    (endpoint, priority, expires_at, mid),
+                )
+                db.execute("DELETE FROM dead_letters WHERE seq = ?", (seq,))
+        return [_dead_letter(row) for row in rows]
+
+    def purge_dead_letters(self, seqs: Sequence[int] | None) -> int:
+        """Delete dead letters (``seqs``, or all when None); returns how many were deleted."""
+        with self._transaction("purge_dead_letters") as db:
+            if seqs is None:
+                cursor = db.execute("DELETE FROM dead_letters")
+            else:
+                cursor = db.execute(
+                    "DELETE FROM dead_letters WHERE seq IN (SELECT value FROM json_each(?))", (json.dumps(list(seqs)),)
+                )
+            return int(cursor.rowcount)
+
+    def dead_letter_count(self) -> int:
+        with self._guard("dead_letter_count") as db:
+            return int(db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+    @staticmethod
+    def _dead_rows(db: sqlite3.Connection, seqs: Sequence[int] | None) -> list[Any]:
+        select = (
+            "SELECT seq, endpoint, priority, message_id, body, props, enqueued_at, reason, dead_at FROM dead_letters"
+        )
+        if seqs is None:
+            return db.execute(f"{select} ORDER BY seq").fetchall()
+        return db.execute(
+            f"{select} WHERE seq IN (SELECT value FROM json_each(?)) ORDER BY seq", (json.dumps(list(seqs)),)
+        ).fetchall()
 
     def close(self) -> None:
         """Checkpoint and close; later calls raise StoreError. Closing twice is fine."""
@@ -570,3 +613,8 @@ def _decode_message(mid: str, body: bytes, props: str) -> Message:
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StoreError(f"stored message {mid!r} is damaged: {exc}") from exc
+
+
+def _dead_letter(row: Any) -> DeadLetter:
+    seq, endpoint, priority, mid, body, props, enqueued_at, reason, dead_at = row
+    return DeadLetter(seq, endpoint, priority, _decode_message(mid, body, props), enqueued_at, reason, dead_at)
