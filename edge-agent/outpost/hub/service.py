@@ -210,7 +210,7 @@ class HubService:
                     self._start_pump(endpoint, sink)
             self.manifest = manifest
         assert self.twins is not None
-        self.twins.publish_desired({m: manifest.module_twins.get(m, {}) for m in manifest.edge_agent.modules})
+        self._publish_twins(manifest)
         for entry in self.endpoints.values():
             entry.pump.wake()
 
@@ -319,7 +319,9 @@ class HubService:
         if isinstance(event, Connected):
             if event.ok and self.control is not None:
                 d = self.settings.device_id
-                self.control.subscribe([topics.acks(d, "+"), topics.status(d, "+"), topics.reported(d, "+")])
+                self.control.subscribe(
+                    [topics.acks(d, "+"), topics.status(d, "+"), topics.reported(d, "+"), topics.all_leaf_reported()]
+                )
                 self._control_connected.set()
                 if self.manifest is not None:  # a restarted broker may have lost the retained twins
                     threading.Thread(target=self._republish_twins, name="outpost-twins", daemon=True).start()
@@ -334,9 +336,20 @@ class HubService:
                     self.modules.set_status(module, event.payload, event.user_properties)
                 elif channel is topics.ModuleChannel.REPORTED and self.twins is not None:
                     self.twins.reported(module, event.payload)
+            case topics.LeafTopic(leaf, topics.LeafChannel.REPORTED) if self.twins is not None:
+                manifest = self.manifest
+                if manifest is not None and leaf in self._leaves(manifest):  # the ACL allows no other
+                    self.twins.reported(leaf, event.payload, leaf=True)
         self.control.ack(event.token, event.qos)
+
+    def _publish_twins(self, manifest: Manifest) -> None:
+        assert self.twins is not None
+        self.twins.publish_desired(
+            {m: manifest.module_twins.get(m, {}) for m in manifest.edge_agent.modules},
+            leaves={leaf: manifest.module_twins.get(leaf, {}) for leaf in self._leaves(manifest)},
+        )
 
     def _republish_twins(self) -> None:
         manifest = self.manifest
         if manifest is not None and self.twins is not None:
-            self.twins.publish_desired({m: manifest.module_twins.get(m, {}) for m in manifest.edge_agent.modules})
+            self._publish_twins(manifest)

@@ -145,6 +145,7 @@ class EmulatedNode:
             self._flush()
             self._ota_step()
             self._persist_credential()
+            self._report_changes()
             return result
 
     def _drive_servo(self, result: WindowResult) -> None:
@@ -206,8 +207,25 @@ class EmulatedNode:
 
     def report(self) -> None:
         if self.link is not None:
-            body = json.dumps(self.core.reported()).encode()
-            self.link.publish(reported_topic(self.settings.device_id), body)
+            doc = self.core.reported()
+            if self.link.publish(reported_topic(self.settings.device_id), json.dumps(doc).encode()):
+                self._reported_state = self._state_of(doc)
+
+    @staticmethod
+    def _state_of(doc: dict[str, Any]) -> str:
+        """The reported properties that matter to the gateway (not the counters)."""
+        return json.dumps({k: doc.get(k) for k in ("model", "activation", "valve", "decision")}, sort_keys=True)
+
+    def _report_changes(self) -> None:
+        """Report when the model, activation, valve or decision changed (or was never reported)."""
+        if (
+            self.link is not None
+            and self.link.connected
+            and self._state_of(self.core.reported()) != self._reported_state
+        ):
+            self.report()
+
+    _reported_state = ""
 
     def _ota_step(self) -> None:
         pending = self.core.ota_next()
