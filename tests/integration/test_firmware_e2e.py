@@ -35,7 +35,7 @@ from integration.firmware_harness import HostBuild
 from integration.hub_harness import DEVICE, Counter, hub_manifest
 from outpost.hub.acl import HUB_USER
 from outpost.wire import topics
-from outpost.wire.credentials import device_key, leaf_password
+from outpost.wire.credentials import device_key, leaf_activation_key, leaf_password
 
 FLOAT_MODEL = Path(__file__).resolve().parents[2] / "ci" / "model" / "artifacts" / "motor-v1-float.tflite"
 
@@ -54,12 +54,13 @@ def _document() -> dict[str, Any]:
 def node_factory(firmware_host: HostBuild, tmp_path: Path) -> Iterator[Callable[..., EmulatedNode]]:
     nodes: list[EmulatedNode] = []
 
-    def make(port: int, *, credential: str | None = None, seed: int = 7) -> EmulatedNode:
+    def make(port: int, *, credential: str | None = None, seed: int = 7, **settings: Any) -> EmulatedNode:
+        """``credential``: None for the leaf's real one, "" for none (the node must activate)."""
         state = tmp_path / f"node-{len(nodes)}"
         core = NodeCore(firmware_host.library, state, LEAF, TflmRuntime(), boot=len(nodes))
         password = leaf_password(device_key(tmp_path), LEAF) if credential is None else credential
         node = EmulatedNode(
-            NodeSettings(LEAF, state, hub_port=port, windows_per_second=20, credential=password),
+            NodeSettings(LEAF, state, hub_port=port, windows_per_second=20, credential=password, **settings),
             core,
             SyntheticMotor(seed=seed, windows_per_second=20),
         )
@@ -154,6 +155,53 @@ def test_a_node_whose_credential_the_hub_refuses_stops_and_says_so(
     node.step()
     assert node.core.queue_depth == kept  # not activated: new telemetry is not even queued
     assert json.loads(json.dumps(node.describe()))["activation"] == "activating"
+
+
+def test_first_boot_activates_at_the_hub_then_deactivation_stops_the_node(
+    hub_factory: Any, module_factory: Any, node_factory: Callable[..., EmulatedNode], tmp_path: Path
+) -> None:
+    port = free_port()
+    hub = hub_factory(_document(), port=port, activation_port=0)
+    assert hub.activation is not None
+    alpha = module_factory(hub, "alpha")
+    got = Counter()
+    alpha.on_input("leaf", got)
+    alpha.connect()
+    url = f"http://127.0.0.1:{hub.activation.port}/api/v1/activate"
+    key = leaf_activation_key(device_key(tmp_path), LEAF)
+
+    wrong = node_factory(port, credential="", activation_url=url, activation_key="not-the-key")
+    assert wrong.activate_step() is ActivationState.REFUSED
+    assert "HTTP 401" in wrong.core.activation_error()
+
+    node = node_factory(port, credential="", activation_url=url, activation_key=key)
+    node.step()
+    assert node.core.queue_depth == 0  # nothing is queued before activation
+    assert node.activate_step() is ActivationState.ACTIVATED
+    stored = node.settings.state_dir / "credential"
+    assert stored.read_text() == leaf_password(device_key(tmp_path), LEAF)
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert node.connect().wait_connected(15)
+    node.step()
+    wait_for(lambda: got.count() >= 1, timeout=30, what="the activated node's telemetry")
+
+    # The operator removes the leaf from the deployment: the broker refuses it from its next
+    # connection (here: the hub restarts), the node asks the activation endpoint, which says
+    # "deactivated", and the node stops sending and says so.
+    gone = hub_manifest(LEAF_ROUTE, hub_ext={"leafDevices": ["some-other-node"]})
+    hub.stop()
+    hub = hub_factory(gone, port=port, activation_port=hub.activation.port)
+    assert node.link is not None
+    wait_for(node.link.refused.is_set, timeout=30, what="the broker refusing the deactivated leaf")
+    node.step()
+    assert node.activate_step() is ActivationState.DEACTIVATED
+    assert node.core.activation_error() == "device deactivated: not sending"
+    assert node.core.reported()["activation"] == "deactivated"
+    depth = node.core.queue_depth
+    for _ in range(3):
+        node.step()
+    assert node.core.queue_depth == depth  # stopped sending (and queueing)
+    assert not stored.read_text()  # the credential is forgotten
 
 
 def test_offline_ring_drops_the_oldest_and_counts(node_factory: Callable[..., EmulatedNode]) -> None:

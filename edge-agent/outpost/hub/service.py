@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from outpost.hub.acl import HUB_USER, identities_for
+from outpost.hub.adapters.activation_http import ActivationServer
 from outpost.hub.adapters.mosquitto import MosquittoSupervisor, load_hub_password
 from outpost.hub.adapters.sqlite_store import SqliteStore
 from outpost.hub.broker import BrokerConfig, TlsListener
@@ -58,6 +59,7 @@ class HubSettings:
     ack_timeout: float = 5.0
     upstream: Sink | None = None  # overrides the manifest's outpost.upstream (tests, tools)
     broker_user: str | None = None
+    activation_port: int | None = None  # leaf-device activation endpoint (off when None; 0: any free port)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,6 +97,7 @@ class HubService:
         state.mkdir(parents=True, exist_ok=True)
         self.hub_password = load_hub_password(state)
         self.broker: MosquittoSupervisor | None = None
+        self.activation: ActivationServer | None = None  # when settings.activation_port is set
         self.store: SqliteStore | None = None
         self.link: PahoLink | None = None
         self.control: PahoLink | None = None
@@ -149,6 +152,9 @@ class HubService:
                 f"the hub could not connect to its broker on {s.host}:{s.port}; see {self.broker.paths.log_file}"
             )
         self.apply(document, _validated=manifest)
+        if s.activation_port is not None:
+            self.activation = ActivationServer(s.host, s.activation_port, key=key, leaves=self._current_leaves)
+            self.activation.start()
         if s.metrics_port:
             from prometheus_client import start_http_server
 
@@ -175,6 +181,10 @@ class HubService:
         thread = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
+
+    def _current_leaves(self) -> list[str]:
+        manifest = self.manifest
+        return self._leaves(manifest) if manifest is not None else []
 
     @staticmethod
     def _leaves(manifest: Manifest) -> list[str]:
@@ -239,6 +249,8 @@ class HubService:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.activation is not None:
+            self.activation.stop()
         for endpoint in self.endpoints.values():
             endpoint.stop.set()
             endpoint.pump.wake()
