@@ -74,3 +74,28 @@ def test_shared_vectors_are_what_fft_filter_computes_today() -> None:
     regenerate = "run: .venv/bin/python firmware/test-vectors/generate.py"
     assert fresh == json.loads(json.dumps(committed["cases"][0])), regenerate
     assert committed["tolerance"] == module.TOLERANCE
+
+
+def test_the_board_build_compiles_the_same_core_and_fits_its_partitions() -> None:
+    """ESP-IDF cannot run here: what can be checked statically is checked. The board's CMake lists
+    every core source the host and rv32 builds compile, the model partitions hold the core's largest
+    model, the app slots the rv32 budget above, and every ESP component used is declared."""
+    core_sources = sorted(p.name for p in (FIRMWARE / "components" / "node_core" / "src").glob("*.cpp"))
+    board_cmake = (FIRMWARE / "main" / "CMakeLists.txt").read_text()
+    listed = sorted(set(re.findall(r"\$\{CORE\}/src/(\w+\.cpp)", board_cmake)))
+    assert listed == core_sources
+    config = (FIRMWARE / "components" / "node_core" / "include" / "node" / "config.hpp").read_text()
+    max_model = re.search(r"kMaxModelBytes = (\d+) \* 1024", config)
+    assert max_model
+    partitions = {
+        row[0].strip(): [c.strip() for c in row]
+        for row in (line.split(",") for line in (FIRMWARE / "partitions.csv").read_text().splitlines())
+        if row[0].strip() and not row[0].startswith("#")
+    }
+    for slot in ("model_a", "model_b"):
+        assert int(partitions[slot][4], 16) >= int(max_model.group(1)) * 1024
+    for app in ("ota_0", "ota_1"):
+        assert int(partitions[app][4], 16) == APP_SLOT
+    manifest = (FIRMWARE / "main" / "idf_component.yml").read_text()
+    for component in ("espressif/esp-tflite-micro", "espressif/esp-dsp", "espressif/jsmn"):
+        assert component in manifest
