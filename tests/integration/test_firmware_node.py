@@ -109,6 +109,8 @@ def test_node_features_and_score_agree_with_the_gateway(firmware_host: HostBuild
 
     meta = json.loads(FACTORY_MODEL.with_suffix(".json").read_text())
     spec = InputSpec.from_json(meta)
+    # ... and the gateway's detector reads the node's own telemetry as a features message (level 2).
+    assert spec.vector(mine) == pytest.approx(spec.vector(theirs), abs=1e-2)
     gateway = np.round(spec.vector(theirs) / np.float32(meta["input"]["scale"]) + meta["input"]["zeroPoint"])
     assert np.max(np.abs(np.clip(gateway, -128, 127) - np.asarray(result.quantized))) <= 1
     assert mine["score"] == pytest.approx(result.score)
