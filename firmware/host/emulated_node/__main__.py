@@ -52,8 +52,14 @@ def run(
     node = EmulatedNode(settings, core, sensor)
     node.boot()
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def on_signal(*_: object) -> None:
+        # Not stop.set() here: the handler runs on the main thread, which may hold stop's own lock
+        # (inside stop.wait) at that moment; setting it from another thread cannot deadlock.
+        threading.Thread(target=stop.set, daemon=True).start()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     while node.activate_step() is not ActivationState.ACTIVATED and not stop.wait(0.5):
         typer.echo(f"activation: {node.core.activation_state.name.lower()} {node.core.activation_error()}", err=True)
     if not stop.is_set():
