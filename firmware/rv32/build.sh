@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cross-compile the core freestanding for rv32imc (ESP32-C3's ISA) with Debian's
-# gcc-riscv64-unknown-elf and picolibc; report text/data/bss; fail if an allocator is linked.
+# gcc-riscv64-unknown-elf and picolibc; report text/data/bss; fail if an allocator is linked; run
+# it under qemu-system-riscv32 when that is installed (qemu-system-misc).
 #
 #   firmware/rv32/build.sh OUT_DIR [KISSFFT_SRC]
 #
@@ -45,3 +46,18 @@ if riscv64-unknown-elf-nm "$out/node.elf" | grep -Ew '(malloc|calloc|realloc|fre
     exit 1
 fi
 echo "OK: no allocator linked"
+
+# The same objects linked for QEMU's rv32 'virt' machine (RAM at 0x80000000, exit code through
+# semihosting) and run: the core executes on an rv32imc CPU, not only compiles for it.
+if command -v qemu-system-riscv32 >/dev/null; then
+    $cc "${arch[@]}" --oslib=semihost --crt0=semihost -Wl,--defsym=__flash=0x80000000 \
+        -Wl,--defsym=__flash_size=0x200000 -Wl,--defsym=__ram=0x80200000 -Wl,--defsym=__ram_size=0x100000 \
+        -Wl,--gc-sections "${objs[@]}" -lm -o "$out/node-qemu.elf"
+    if ! timeout 120 qemu-system-riscv32 -machine virt -cpu rv32 -bios none -kernel "$out/node-qemu.elf" -nographic \
+        -semihosting-config enable=on,target=native -monitor none -serial none >"$out/qemu.txt" 2>&1; then
+        echo "FAIL: the rv32 image did not run to completion under qemu-system-riscv32:" >&2
+        cat "$out/qemu.txt" >&2
+        exit 1
+    fi
+    cat "$out/qemu.txt"
+fi

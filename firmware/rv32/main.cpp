@@ -87,7 +87,9 @@ int main() {
     g_node.handle_desired(desired, sizeof(desired) - 1, error, sizeof(error));
     size_t len = 0;
     if (!g_node.queue().peek(g_topic, sizeof(g_topic), g_payload, sizeof(g_payload), &len)) return 3;
-    printf("rv32 node: %u windows, message of %u bytes, vibration rms %.4f\n", unsigned(g_node.windows()),
-           unsigned(len), double(g_result.channels[node::kVibration].rms));
+    const node::ChannelFeatures& v = g_result.channels[node::kVibration];
+    printf("rv32 node: %u windows, message of %u bytes, vibration rms %.6g, peak %.6g Hz %.6g, band 80-200 %.6g\n",
+           unsigned(g_node.windows()), unsigned(len), double(v.rms), double(v.peaks[0].hz), double(v.peaks[0].amplitude),
+           double(v.bands[node::band_index(v, 80)]));
     return 0;
 }

@@ -5,6 +5,7 @@
 #
 #   host build + GoogleTest: cmake g++ make libgtest-dev libkissfft-dev libjsmn-dev
 #   rv32imc cross-compile:   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
+#   running the rv32 image:  qemu-system-misc (qemu-system-riscv32)
 #
 # ESP-IDF itself cannot be installed here (it downloads its own toolchains): see firmware/README.md.
 set -euo pipefail
@@ -16,7 +17,8 @@ die() { say "ERROR: $*"; exit 1; }
 exec 9>/run/lock/outpost-firmware-toolchain.lock
 flock -w 900 9 || die "timed out waiting for another firmware-toolchain.sh to finish"
 
-packages=(cmake g++ make libgtest-dev libkissfft-dev libjsmn-dev gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf)
+packages=(cmake g++ make libgtest-dev libkissfft-dev libjsmn-dev gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
+          qemu-system-misc)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from integration.firmware_harness import FIRMWARE, RV32_BUILD, HostBuild, Rv32Build
 
@@ -39,6 +43,30 @@ def test_rv32_image_fits_the_esp32_c3_and_links_no_allocator(firmware_rv32: Rv32
     attrs = subprocess.run(["riscv64-unknown-elf-readelf", "-A", str(elf)], capture_output=True, text=True, check=True)
     assert "rv32i2p1_m2p0_c2p0" in attrs.stdout or "rv32i2p0_m2p0_c2p0" in attrs.stdout, attrs.stdout
     print(f"rv32imc core: text {firmware_rv32.text} B, data {firmware_rv32.data} B, bss {firmware_rv32.bss} B")
+
+
+def test_the_rv32_image_runs_under_qemu_and_computes_what_the_gateway_computes(firmware_rv32: Rv32Build) -> None:
+    """rv32/main.cpp feeds the core channel c a sine of amplitude c + 1 at 50 (c + 1) Hz and prints
+    the vibration channel's features; fft-filter must agree on the same window."""
+    line = (RV32_BUILD / "qemu.txt").read_text()
+    found = re.search(
+        r"rv32 node: 1 windows, message of (\d+) bytes, vibration rms ([\d.e+-]+), peak ([\d.e+-]+) Hz "
+        r"([\d.e+-]+), band 80-200 ([\d.e+-]+)",
+        line,
+    )
+    assert found, line
+    size, rms, peak_hz, peak_amp, band = (float(g) for g in found.groups())
+    assert 1000 < size < 2560
+    sys.path.insert(0, str(FIRMWARE.parent / "modules" / "fft-filter"))
+    from fft_filter.features import FilterSettings, channel_features
+
+    i = np.arange(1024, dtype=np.float32)
+    vibration = np.float32(3) * np.sin(np.float32(2 * math.pi * 150) * i / np.float32(8000))
+    want = channel_features(vibration.astype(np.float64), 8000.0, FilterSettings())
+    assert rms == pytest.approx(want["rms"], rel=2e-3)
+    assert peak_hz == pytest.approx(want["peaks"][0][0], abs=0.05)
+    assert peak_amp == pytest.approx(want["peaks"][0][1], rel=2e-3)
+    assert band == pytest.approx(want["bands"]["80-200"], rel=2e-3)
 
 
 def test_the_allocator_check_catches_malloc(firmware_rv32: Rv32Build, tmp_path: Path) -> None:
