@@ -11,6 +11,7 @@ pytest_plugins = [
     "integration.conftest_mosquitto",
     "integration.conftest_kafka",
     "integration.hub_harness",
+    "integration.fleet_harness",
     "integration.firmware_harness",
 ]
 

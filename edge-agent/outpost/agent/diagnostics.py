@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 from outpost.agent.runtime import ContainerRuntime
 from outpost.agent.state import StateDir
@@ -58,38 +57,42 @@ def _disk(name: str, path: Path) -> Check:
     return check_disk(name, path, usage.total, usage.free)
 
 
-def _clock() -> Check:
+class Probes(Protocol):
+    """What the checks ask of the machine beyond files (``agent.adapters.host_probes.HostProbes``)."""
+
+    def broker_answers(self, host: str, port: int) -> bool: ...
+
+    def ntp_synchronized(self) -> str:
+        """``yes``/``no``, or empty when unknown."""
+        ...
+
+
+def _clock(probes: Probes) -> Check:
     now = time.time()
     if now < _EARLIEST:
         return Check(
             "clock", Level.ERROR, time.strftime("clock reads %Y-%m-%d", time.gmtime(now)), "set the time (RTC or NTP)"
         )
-    synced = ""
-    if shutil.which("timedatectl"):
-        done = subprocess.run(
-            ["timedatectl", "show", "-p", "NTPSynchronized", "--value"], capture_output=True, text=True, check=False
-        )
-        synced = done.stdout.strip()
-    if synced == "no":
+    if probes.ntp_synchronized() == "no":
         return Check("clock", Level.WARN, "clock is not NTP-synchronised", "enable time sync when the device is online")
     return Check("clock", Level.OK, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)))
 
 
-def _broker(address: str) -> Check:
+def _broker(address: str, probes: Probes) -> Check:
     host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0):
-            return Check("broker", Level.OK, f"edge hub broker answers on {address}")
-    except (OSError, ValueError):
-        return Check(
-            "broker",
-            Level.WARN,
-            f"nothing listens on {address}",
-            "modules cannot exchange messages until the edge hub runs (it is part of the deployment)",
-        )
+    if port.isdigit() and probes.broker_answers(host or "127.0.0.1", int(port)):
+        return Check("broker", Level.OK, f"edge hub broker answers on {address}")
+    return Check(
+        "broker",
+        Level.WARN,
+        f"nothing listens on {address}",
+        "modules cannot exchange messages until the edge hub runs (it is part of the deployment)",
+    )
 
 
-def gather(state: StateDir | Path, runtime: ContainerRuntime | None, runtime_error: str, broker: str) -> list[Check]:
+def gather(
+    state: StateDir | Path, runtime: ContainerRuntime | None, runtime_error: str, broker: str, probes: Probes
+) -> list[Check]:
     """Run every check; ``runtime`` is None when it could not be created (``runtime_error`` says why).
 
     ``state`` is a bare ``Path`` when the state dir does not exist (checking must not create it).
@@ -122,8 +125,8 @@ def gather(state: StateDir | Path, runtime: ContainerRuntime | None, runtime_err
         except ModuleRuntimeError as exc:
             checks.append(Check("runtime", Level.ERROR, str(exc), "start dockerd, or use --runtime process"))
     checks.append(_disk("state disk", path))
-    checks.append(_clock())
-    checks.append(_broker(broker))
+    checks.append(_clock(probes))
+    checks.append(_broker(broker, probes))
     status = None if isinstance(state, Path) else state.status()
     if status is None:
         checks.append(Check("deployment", Level.WARN, "no deployment applied yet", "outpost agent apply MANIFEST"))

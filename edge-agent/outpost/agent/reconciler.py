@@ -43,6 +43,10 @@ def _quiet(kind: str, fields: dict[str, Any]) -> None:
     log.debug("%s %s", kind, fields)
 
 
+def _admit_all(document: dict[str, Any]) -> None:
+    """No trust policy: every valid manifest may be applied."""
+
+
 @dataclass
 class Round:
     """One observe-plan-run pass. ``plan`` holds what ran; ``held`` the modules whose failed
@@ -81,6 +85,7 @@ class Reconciler:
         poll_secs: float = 0.25,
         module_env: Callable[[str], Mapping[str, str]] | None = None,
         command_backoff: Backoff = COMMAND_BACKOFF,
+        admit: Callable[[dict[str, Any]], object] = _admit_all,
     ) -> None:
         self.runtime = runtime
         self.state = state
@@ -90,6 +95,7 @@ class Reconciler:
         self.on_event = on_event
         self.poll_secs = poll_secs
         self.module_env = module_env
+        self.admit = admit  # raises ManifestError (e.g. trust's ContentRefusedError) for content it refuses
         self.runner = Runner(runtime, clock)
         self.failures = Failures.from_json(state.failures(), command_backoff)  # failed commands waiting
         self.status = DeploymentStatus(version=0, code=StatusCode.UNKNOWN, description="no deployment yet")
@@ -267,6 +273,7 @@ class Reconciler:
     ) -> ApplyResult:
         """Apply a manifest document: validate, converge, watch, then keep it or roll back."""
         try:
+            self.admit(document)
             manifest = load_manifest(document)
         except ManifestError as exc:
             self.status = DeploymentStatus(

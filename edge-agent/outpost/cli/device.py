@@ -13,7 +13,7 @@ from rich.table import Table
 from outpost.agent.diagnostics import Level, gather
 from outpost.agent.failures import Failures, restart_module
 from outpost.agent.runtime import ContainerRuntime
-from outpost.agent.service import attach, compose, runtime_of
+from outpost.agent.service import attach, compose, host_probes, runtime_of
 from outpost.agent.state import StateDir
 from outpost.agent.status import DeploymentStatus, StatusCode, reported
 from outpost.cli.agent import StateOpt, default_state_dir
@@ -126,7 +126,11 @@ def _known_module(state: StateDir, runtime: ContainerRuntime, module: str) -> No
     """Exit 1 naming the deployment's modules when ``module`` is not one of them (before asking the runtime)."""
     stored = state.desired()
     if stored is None:
-        return
+        err.print(
+            f"[red]error:[/] no module named {escape(module)!r}: no deployment is applied in {escape(str(state.path))} "
+            "yet; apply one with `outpost agent apply MANIFEST`"
+        )
+        raise typer.Exit(1)
     try:
         names = sorted(compose(state, runtime).desired_from(stored).modules)
     except ManifestError:
@@ -195,7 +199,7 @@ def check(
         runtime = runtime_of(state)
     except ModuleRuntimeError as exc:
         problem = str(exc)
-    checks = gather(state, runtime, problem, broker)
+    checks = gather(state, runtime, problem, broker, host_probes())
     if json_out:
         print_json([{"name": c.name, "level": c.level.value, "message": c.message, "hint": c.hint} for c in checks])
     else:

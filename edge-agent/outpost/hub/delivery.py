@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from outpost.hub.endpoint import Endpoint
-from outpost.hub.ingress import BrokerLink
 from outpost.hub.sinks import FailureKind, SinkResult
 from outpost.hub.store import Stored
 from outpost.wire import batch as batches
 from outpost.wire import topics
+from outpost.wire.link import Link
 
 __all__ = ["ModuleInputSink", "Modules", "ack_key"]
 
@@ -98,7 +98,7 @@ class ModuleInputSink:
 
     def __init__(
         self,
-        link: BrokerLink,
+        link: Link,
         modules: Modules,
         *,
         device: str,

@@ -18,8 +18,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
 from outpost.errors import InputError, StoreError
 from outpost.hub.metrics import HubMetrics
@@ -27,43 +25,15 @@ from outpost.hub.routing import RouteTable
 from outpost.hub.store import Delivery, MessageStore
 from outpost.wire import batch as batches
 from outpost.wire import topics
+from outpost.wire.link import Incoming, Link
 from outpost.wire.message import Message, new_id, split_properties
 
-__all__ = ["BrokerLink", "Ingress", "Received", "decode"]
+__all__ = ["Ingress", "decode"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Received:
-    """One PUBLISH as the link hands it over (the fields of the link's ``Incoming`` event)."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    token: int
-    user_properties: tuple[tuple[str, str], ...]
-    content_type: str | None
-
-
-class BrokerLink(Protocol):
-    """What the hub needs of its MQTT connection (``wire.adapters.paho_link.PahoLink`` fits)."""
-
-    def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        user_properties: Sequence[tuple[str, str]] = (),
-        content_type: str | None = None,
-    ) -> int: ...
-
-    def ack(self, token: int, qos: int) -> None: ...
-
-
-def decode(received: Received) -> list[Message]:
+def decode(received: Incoming) -> list[Message]:
     """A module output, a module's batch of outputs or leaf telemetry -> its messages, in order.
 
     ``InputError`` says why a PUBLISH is none of these (unknown topic, unreadable batch).
@@ -121,10 +91,10 @@ class Ingress:
         self,
         store: MessageStore,
         routes: Callable[[], RouteTable],
-        link: BrokerLink,
+        link: Link,
         *,
         on_stored: Callable[[set[str]], None],
-        publisher: BrokerLink | None = None,
+        publisher: Link | None = None,
         metrics: HubMetrics | None = None,
         clock: Callable[[], float] = time.time,
         batch_max: int = 500,
@@ -143,11 +113,11 @@ class Ingress:
         self.batch_bytes = batch_bytes
         self.linger_secs = linger_secs
         self.retry_secs = retry_secs
-        self._queue: queue.Queue[Received] = queue.Queue()
-        self._rejected: list[tuple[Received, Message]] = []
+        self._queue: queue.Queue[Incoming] = queue.Queue()
+        self._rejected: list[tuple[Incoming, Message]] = []
         self.malformed = 0
 
-    def offer(self, received: Received) -> None:
+    def offer(self, received: Incoming) -> None:
         self._queue.put(received)
 
     def run(self, stop: threading.Event) -> None:
@@ -167,7 +137,7 @@ class Ingress:
                     self._rejected.extend((r, m) for r in batch for m in _decoded_or_none(r))
                     stop.wait(self.retry_secs)
 
-    def _take(self, timeout: float) -> list[Received]:
+    def _take(self, timeout: float) -> list[Incoming]:
         try:
             first = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -185,12 +155,12 @@ class Ingress:
             size += len(received.payload)
         return batch
 
-    def process(self, batch: list[Received]) -> None:
+    def process(self, batch: list[Incoming]) -> None:
         """Route, store (one transaction), then ack and receipt what was stored."""
         now = self.clock()
         table = self.routes()
         items: list[tuple[Message, Sequence[Delivery]]] = []
-        decoded: list[tuple[Received, Message]] = []
+        decoded: list[tuple[Incoming, Message]] = []
         for received in batch:
             try:
                 messages = decode(received)
@@ -235,7 +205,7 @@ class Ingress:
             self.on_stored(endpoints)
 
 
-def _decoded_or_none(received: Received) -> list[Message]:
+def _decoded_or_none(received: Incoming) -> list[Message]:
     """``decode`` for the retry list: an undecodable PUBLISH was already dropped and acked."""
     try:
         return decode(received)

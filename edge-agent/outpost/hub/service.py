@@ -24,20 +24,21 @@ from outpost.hub.adapters.sqlite_store import SqliteStore
 from outpost.hub.broker import BrokerConfig, TlsListener
 from outpost.hub.delivery import ModuleInputSink, Modules
 from outpost.hub.endpoint import Endpoint
-from outpost.hub.ingress import Ingress, Received
+from outpost.hub.ingress import Ingress
 from outpost.hub.metrics import HubMetrics
 from outpost.hub.pump import Pump, Purger
 from outpost.hub.routing import RouteTable
 from outpost.hub.sinks import Sink
 from outpost.hub.store import UPSTREAM, FullPolicy
 from outpost.hub.twin import Twins
-from outpost.hub.upstream import sink_from_settings
+from outpost.hub.upstream import DEFAULT_AZURE_BRIDGE, DEFAULT_MQTT_TOPIC
 from outpost.manifest import Manifest, load_manifest
-from outpost.wire import topics
-from outpost.wire.adapters.paho_link import Connected, Event, Incoming, LinkSettings, PahoLink
+from outpost.manifest.models import UpstreamSettings
+from outpost.wire import links, topics
 from outpost.wire.credentials import device_key
+from outpost.wire.link import Connected, Event, Incoming, Link, LinkFactory, LinkSettings
 
-__all__ = ["STORE_FILE", "HubService", "HubSettings", "open_store"]
+__all__ = ["STORE_FILE", "HubService", "HubSettings", "open_store", "sink_from_settings"]
 
 log = logging.getLogger("outpost.hub")
 
@@ -58,6 +59,7 @@ class HubSettings:
     receive_maximum: int = 2000
     ack_timeout: float = 5.0
     upstream: Sink | None = None  # overrides the manifest's outpost.upstream (tests, tools)
+    link_factory: LinkFactory = links.paho  # the hub's own MQTT connections
     broker_user: str | None = None
     activation_port: int | None = None  # leaf-device activation endpoint (off when None; 0: any free port)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -99,8 +101,8 @@ class HubService:
         self.broker: MosquittoSupervisor | None = None
         self.activation: ActivationServer | None = None  # when settings.activation_port is set
         self.store: SqliteStore | None = None
-        self.link: PahoLink | None = None
-        self.control: PahoLink | None = None
+        self.link: Link | None = None
+        self.control: Link | None = None
         self._control_connected = threading.Event()
         self.ingress: Ingress | None = None
         self.purger: Purger | None = None
@@ -161,9 +163,9 @@ class HubService:
             self._metrics_server = start_http_server(s.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
         log.info("edge hub up: broker %s:%d, %d route(s)", s.host, s.port, len(self.table.routes))
 
-    def _connection(self, role: str, on_event: Callable[[Event], None], receive_maximum: int) -> PahoLink:
+    def _connection(self, role: str, on_event: Callable[[Event], None], receive_maximum: int) -> Link:
         s = self.settings
-        return PahoLink(
+        return s.link_factory(
             LinkSettings(
                 host=s.host,
                 port=s.port,
@@ -315,16 +317,7 @@ class HubService:
         if not isinstance(event, Incoming):
             return
         assert self.ingress is not None
-        self.ingress.offer(
-            Received(
-                topic=event.topic,
-                payload=event.payload,
-                qos=event.qos,
-                token=event.token,
-                user_properties=event.user_properties,
-                content_type=event.content_type,
-            )
-        )
+        self.ingress.offer(event)
 
     def _on_control_event(self, event: Event) -> None:
         """Acks, status and reported properties, on the control link's network thread."""
@@ -365,3 +358,48 @@ class HubService:
         manifest = self.manifest
         if manifest is not None and self.twins is not None:
             self._publish_twins(manifest)
+
+
+def sink_from_settings(
+    settings: UpstreamSettings | None,
+    *,
+    device_id: str = "outpost",
+    azure_bridge: str = DEFAULT_AZURE_BRIDGE,
+) -> Sink | None:
+    """The sink the manifest's ``outpost.upstream`` asks for; None for ``none`` or no settings.
+
+    Imports the chosen adapter only (so a hub without Kafka configured never imports kafka).
+    Raises ``ValueError`` when the chosen sink's own section is missing or unusable (the manifest
+    schema requires it; this guards hand-made settings).
+    """
+    if settings is None or settings.sink == "none":
+        return None
+    if settings.sink == "kafka":
+        if settings.kafka is None:
+            raise ValueError("outpost.upstream.sink is 'kafka' but outpost.upstream.kafka is missing")
+        from outpost.hub.adapters.kafka_sink import KafkaSink
+
+        return KafkaSink(
+            settings.kafka.bootstrap_servers,
+            topic=settings.kafka.topic,
+            topic_by_output=settings.kafka.topic_by_output,
+        )
+    if settings.sink == "mqtt":
+        mqtt = settings.mqtt
+        if mqtt is None:
+            raise ValueError("outpost.upstream.sink is 'mqtt' but outpost.upstream.mqtt is missing")
+        from outpost.hub.adapters.mqtt_sink import MqttSink
+
+        tls = bool(mqtt.tls)
+        return MqttSink(
+            mqtt.host,
+            mqtt.port or (8883 if tls else 1883),
+            topic=mqtt.topic or DEFAULT_MQTT_TOPIC,
+            tls=tls,
+            client_id=mqtt.client_id or f"outpost-upstream-{device_id}",
+        )
+    if settings.azure is None:
+        raise ValueError("outpost.upstream.sink is 'azure' but outpost.upstream.azure is missing")
+    from outpost.hub.adapters.azure_sink import AzureSink
+
+    return AzureSink(azure_bridge, connection_string_env=settings.azure.connection_string_env)

@@ -7,14 +7,18 @@ Implementations live in ``outpost.hub.adapters`` and translate their library's e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
 from outpost.hub.store import Stored
 
-__all__ = ["FailureKind", "Sink", "SinkResult"]
+__all__ = ["FailureKind", "Guard", "Sink", "SinkResult", "never_raise"]
+
+log = logging.getLogger("outpost.hub.sinks")
 
 
 class FailureKind(StrEnum):
@@ -46,3 +50,25 @@ class Sink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass
+class Guard:
+    """What ``never_raise`` saw: ``raised`` is the exception a send let out, if any."""
+
+    raised: Exception | None = None
+
+
+@contextlib.contextmanager
+def never_raise(sink: str, batch: Sequence[Stored], result: SinkResult) -> Iterator[Guard]:
+    """The ``Sink.send`` contract for every sink: a bug or an unexpected library error inside the
+    block is logged and turns whatever the send had not decided yet into retryable (``INTERNAL``)."""
+    guard = Guard()
+    try:
+        yield guard
+    except Exception as exc:
+        log.exception("%s sink: unexpected error", sink)
+        decided = set(result.succeeded) | set(result.retryable) | {seq for seq, _ in result.invalid}
+        result.retryable.extend(item.seq for item in batch if item.seq not in decided)
+        result.failure, result.detail = FailureKind.INTERNAL, f"unexpected {type(exc).__name__}: {exc}"
+        guard.raised = exc

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
-import socket
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +130,7 @@ def generate_ca(now: dt.datetime, *, common_name: str, lifetime: dt.timedelta = 
 
 def server_hosts() -> tuple[str, ...]:
     """The default subject alternative names: loopback and this machine's hostname."""
-    return tuple(dict.fromkeys(["127.0.0.1", "localhost", socket.gethostname()]))
+    return tuple(dict.fromkeys(["127.0.0.1", "localhost", os.uname().nodename]))
 
 
 def _san(host: str) -> x509.GeneralName:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from outpost.files import write_atomic
-from outpost.hub.ingress import BrokerLink
 from outpost.wire import topics
+from outpost.wire.link import Link
 from outpost.wire.patch import merge_patch
 
 __all__ = ["LEAF_PREFIX", "Twins", "desired_patch"]
@@ -44,7 +44,7 @@ def _write(path: Path, data: Any) -> None:
 class Twins:
     """Desired publisher and reported store for one device."""
 
-    def __init__(self, link: BrokerLink, device: str, state_dir: Path) -> None:
+    def __init__(self, link: Link, device: str, state_dir: Path) -> None:
         self.link = link
         self.device = device
         self.dir = state_dir / "twins"

@@ -1,8 +1,8 @@
 """Upstream: which sink the manifest asks for, and how a message looks on each upstream.
 
-Pure (no I/O, no client library at import time). Called by the hub's composition root
-(``sink_from_settings``) and by the adapters ``hub/adapters/{kafka,mqtt,azure}_sink.py``, which
-turn these shapes into library calls.
+Pure (no I/O, no client library). Called by the adapters ``hub/adapters/{kafka,mqtt,azure}_sink.py``,
+which turn these shapes into library calls; the hub's composition root (``service.sink_from_settings``)
+builds them from the manifest.
 
 How an Outpost ``Message`` is carried upstream:
 
@@ -27,13 +27,9 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from outpost.wire.message import Message
-
-if TYPE_CHECKING:
-    from outpost.hub.sinks import Sink
-    from outpost.manifest.models import UpstreamSettings
 
 __all__ = [
     "DEFAULT_AZURE_BRIDGE",
@@ -48,7 +44,6 @@ __all__ = [
     "mqtt_template_problem",
     "mqtt_topic_for",
     "mqtt_topic_problem",
-    "sink_from_settings",
     "source_id",
 ]
 
@@ -192,48 +187,3 @@ def azure_fields(message: Message) -> AzureFields:
 
 
 # --- settings -> sink ----------------------------------------------------------------------
-
-
-def sink_from_settings(
-    settings: UpstreamSettings | None,
-    *,
-    device_id: str = "outpost",
-    azure_bridge: str = DEFAULT_AZURE_BRIDGE,
-) -> Sink | None:
-    """The sink the manifest's ``outpost.upstream`` asks for; None for ``none`` or no settings.
-
-    Imports the chosen adapter only (so a hub without Kafka configured never imports kafka).
-    Raises ``ValueError`` when the chosen sink's own section is missing or unusable (the manifest
-    schema requires it; this guards hand-made settings).
-    """
-    if settings is None or settings.sink == "none":
-        return None
-    if settings.sink == "kafka":
-        if settings.kafka is None:
-            raise ValueError("outpost.upstream.sink is 'kafka' but outpost.upstream.kafka is missing")
-        from outpost.hub.adapters.kafka_sink import KafkaSink
-
-        return KafkaSink(
-            settings.kafka.bootstrap_servers,
-            topic=settings.kafka.topic,
-            topic_by_output=settings.kafka.topic_by_output,
-        )
-    if settings.sink == "mqtt":
-        mqtt = settings.mqtt
-        if mqtt is None:
-            raise ValueError("outpost.upstream.sink is 'mqtt' but outpost.upstream.mqtt is missing")
-        from outpost.hub.adapters.mqtt_sink import MqttSink
-
-        tls = bool(mqtt.tls)
-        return MqttSink(
-            mqtt.host,
-            mqtt.port or (8883 if tls else 1883),
-            topic=mqtt.topic or DEFAULT_MQTT_TOPIC,
-            tls=tls,
-            client_id=mqtt.client_id or f"outpost-upstream-{device_id}",
-        )
-    if settings.azure is None:
-        raise ValueError("outpost.upstream.sink is 'azure' but outpost.upstream.azure is missing")
-    from outpost.hub.adapters.azure_sink import AzureSink
-
-    return AzureSink(azure_bridge, connection_string_env=settings.azure.connection_string_env)

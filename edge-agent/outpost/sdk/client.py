@@ -1,10 +1,10 @@
 """``ModuleClient``: what a module uses to talk to the edge hub (docs/hub.md), over MQTT 5.
 
-Threads: paho's network thread only enqueues events (``outpost/wire/adapters/paho_link.py``); one event
-thread owns the client's state (outbox, receipts, acks, twin, method calls); user handlers run
-on two worker threads, one for inputs and desired-property changes (in arrival order) and one
-for direct methods, so a slow handler never stalls the connection and a handler may call
-``send``, ``report`` or ``invoke_method`` itself.
+Threads: the link's network thread (``outpost.wire.link.Link``; paho's in production) only
+enqueues events; one event thread owns the client's state (outbox, receipts, acks, twin,
+method calls); user handlers run on two worker threads, one for inputs and desired-property
+changes (in arrival order) and one for direct methods, so a slow handler never stalls the
+connection and a handler may call ``send``, ``report`` or ``invoke_method`` itself.
 
 Delivery (at least once, end to end):
 
@@ -29,99 +29,50 @@ What a crash of the module process itself loses: the outbox is in memory, so mes
 receipted is safe in the hub's store). Call ``flush()`` before exiting to wait for receipts;
 ``close()`` logs how many unreceipted messages it drops. Inputs are never lost by a module crash:
 unacknowledged deliveries are re-sent by the hub.
+
+The parts: ``_outbox.Outbox`` (outputs, flow control, receipts, re-sends), ``_inbox.Inbox``
+(inputs, their acks, desired properties) and ``_methods.Methods`` (direct methods, both ways).
+This class owns the connection, the threads and the lock every part's state is kept under.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import os
 import queue
 import threading
 import time
-import uuid
-from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from outpost.backoff import Backoff
+from outpost.sdk._inbox import Handled, Inbox, InputHandler, TwinHandler
+from outpost.sdk._methods import MethodHandler, Methods, encode
+from outpost.sdk._outbox import JSON, Outbox, entry_for
 from outpost.sdk.errors import (
     ConnectError,
     MethodTimeoutError,
-    NotAuthorizedError,
     OutboxFullError,
     SdkError,
     SdkTimeoutError,
 )
-from outpost.sdk.messages import InputMessage
 from outpost.wire import batch as batches
-from outpost.wire import topics
-from outpost.wire.adapters.paho_link import (
-    NOT_AUTHORIZED,
+from outpost.wire import links, topics
+from outpost.wire.link import (
     Connected,
     Disconnected,
     Incoming,
+    Link,
+    LinkFactory,
     LinkSettings,
-    PahoLink,
     Published,
     Subscribed,
 )
-from outpost.wire.message import new_id, split_properties
-from outpost.wire.patch import merge_patch
 
 __all__ = ["InputHandler", "MethodHandler", "ModuleClient", "TwinHandler"]
 
 log = logging.getLogger(__name__)
-
-InputHandler = Callable[[InputMessage], None]
-TwinHandler = Callable[[dict[str, Any]], None]
-#: ``handler(payload) -> (status, payload)``; payloads are JSON values (None when empty).
-MethodHandler = Callable[[Any], tuple[int, Any]]
-
-JSON = "application/json"
-STATUS_PROPERTY = "status"  # user property of a method response carrying the status code
-_MAX_RESEND = 600.0
-_WINDOW = 1000  # output PUBLISHes handed to paho and not yet acknowledged, when not batching
-_BATCH_WINDOW = 4  # the same when batching: what queues up behind them goes out as batches
-_SEEN = 10_000  # handled input ids remembered for duplicate detection
-#: PUBACK reason codes after which re-sending the same message cannot succeed.
-_REFUSED = {0x83, NOT_AUTHORIZED, 0x90, 0x95, 0x99}
-
-
-@dataclass
-class _Entry:
-    id: str
-    output: str
-    topic: str
-    payload: bytes
-    user_properties: tuple[tuple[str, str], ...]
-    content_type: str | None
-    token: int | None = None  # awaiting the broker's PUBACK
-    stored_at: float | None = None  # broker accepted it at (monotonic); awaiting the hub's receipt
-    resends: int = 0  # times re-sent for want of a receipt: the next wait is ``Backoff.delay(resends + 1)``
-
-
-@dataclass
-class _Call:
-    done: threading.Event = field(default_factory=threading.Event)
-    status: int = 0
-    payload: Any = None
-    error: SdkError | None = None
-
-
-@dataclass(frozen=True)
-class _Handled:
-    """The input worker finished a message: acknowledge it (if the connection is the same one)."""
-
-    key: str  # INPUT/ID: what the hub's ack matching and our duplicate check use
-    token: int  # the PUBLISH to PUBACK (QoS 1 single deliveries; 0 for batched ones, which are QoS 0)
-    qos: int
-    generation: int
-
 
 _STOP = object()
 
@@ -129,14 +80,6 @@ _STOP = object()
 def _check_name(what: str, name: str) -> None:
     if not name or any(c in name for c in "/+#") or name != name.strip():
         raise ValueError(f"{what} {name!r} must be non-empty and contain no '/', '+', '#' or edge spaces")
-
-
-def _encode(payload: Any) -> bytes:
-    return b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
-
-
-def _decode(body: bytes) -> Any:
-    return json.loads(body) if body.strip() else None
 
 
 class ModuleClient:
@@ -166,9 +109,11 @@ class ModuleClient:
         session_expiry: int = 86400,
         ca_file: Path | None = None,
         max_batch: int = batches.MAX_MESSAGES,
+        link_factory: LinkFactory = links.paho,
     ) -> None:
         """``username`` defaults to the module id (docs/hub.md); ``ca_file`` enables TLS;
-        ``max_batch`` caps the messages per batch PUBLISH (1: no batches, either way)."""
+        ``max_batch`` caps the messages per batch PUBLISH (1: no batches, either way);
+        ``link_factory`` makes the MQTT link (``wire.loopback`` for tests without a broker)."""
         if not 1 <= max_batch <= batches.MAX_MESSAGES:
             raise ValueError(f"max_batch must be between 1 and {batches.MAX_MESSAGES}, not {max_batch}")
         _check_name("device id", device_id)
@@ -188,46 +133,53 @@ class ModuleClient:
         )
         self._max_outbox = max_outbox
         self._send_timeout = send_timeout
-        self._resend_backoff = Backoff(first=resend_after, cap=_MAX_RESEND)
         self._ack_interval = ack_interval
-        self._max_batch = max_batch
         self._cond = threading.Condition(threading.RLock())
-        self._link: PahoLink | None = None
+        self._link_factory = link_factory
+        self._link: Link | None = None
         self._events: queue.Queue[object] = queue.Queue()
         self._inputs_q: queue.Queue[object] = queue.Queue()
         self._methods_q: queue.Queue[object] = queue.Queue()
         self._threads: list[threading.Thread] = []
-        # state owned by the event thread (read elsewhere under _cond)
+        # state owned by the event thread (read elsewhere under _cond), the parts' included
+        self._outbox = Outbox(device_id=device_id, module_id=module_id, max_batch=max_batch, resend_after=resend_after)
+        self._inbox = Inbox(device_id=device_id, module_id=module_id, work=self._inputs_q, events=self._events)
+        self._methods = Methods(device_id=device_id, module_id=module_id, username=self._settings.username)
         self._connected = False
         self._ready = False
         self._closing = False
         self._generation = 0
         self._connect_error: Connected | None = None
         self._connect_sub = -2  # SUBACK token of the subscriptions made on (re)connect
-        self._outbox: dict[str, _Entry] = {}
-        # Flow control: at most a window of output PUBLISHes handed to paho and not yet PUBACKed
-        # (token -> the message ids it carries); the rest wait here in send order (paho's own queue
-        # is keyed by 16-bit packet ids and must not overflow).
-        self._inflight: dict[int, list[str]] = {}
-        self._waiting: deque[str] = deque()
-        self._tokens: dict[int, tuple[str, Any]] = {}
+        self._tokens: dict[int, tuple[str, Any]] = {}  # PUBLISHes awaiting a PUBACK: acks, close, calls
         self._subacks: dict[int, tuple[int, ...]] = {}
-        self._input_handlers: dict[str, InputHandler] = {}
-        self._method_handlers: dict[str, MethodHandler] = {}
-        self._twin_handlers: list[TwinHandler] = []
-        self._desired: dict[str, Any] | None = None
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._in_progress: set[str] = set()
-        self._acks: list[str] = []
-        self._acks_since = 0.0
-        self._calls: dict[bytes, _Call] = {}
-        self._invoker = False
-        #: counters, for diagnostics and tests
-        self.duplicates = 0
-        self.resent = 0
-        self.rejected = 0
-        self.batches_sent = 0  # batch PUBLISHes of outputs
-        self.batches_received = 0  # batch PUBLISHes of inputs
+
+    # ------------------------------------------------------------------ counters (diagnostics, tests)
+
+    @property
+    def duplicates(self) -> int:
+        """Inputs delivered again and dropped before their handler."""
+        return self._inbox.duplicates
+
+    @property
+    def resent(self) -> int:
+        """Outputs published again for want of the hub's receipt."""
+        return self._outbox.resent
+
+    @property
+    def rejected(self) -> int:
+        """Outputs the broker refused for good (dropped from the outbox)."""
+        return self._outbox.rejected
+
+    @property
+    def batches_sent(self) -> int:
+        """Batch PUBLISHes of outputs."""
+        return self._outbox.batches_sent
+
+    @property
+    def batches_received(self) -> int:
+        """Batch PUBLISHes of inputs."""
+        return self._inbox.batches_received
 
     # ------------------------------------------------------------------ construction, lifecycle
 
@@ -275,7 +227,7 @@ class ModuleClient:
             if self._link is not None:
                 return
             self._closing = False
-            self._link = PahoLink(self._settings, self._events.put)
+            self._link = self._link_factory(self._settings, self._events.put)
         self._threads = [
             threading.Thread(target=self._event_loop, name=f"outpost-sdk-{self.module_id}", daemon=True),
             threading.Thread(target=self._worker, args=(self._inputs_q,), name="outpost-sdk-inputs", daemon=True),
@@ -309,7 +261,9 @@ class ModuleClient:
         if self.connected:
             with self._cond:
                 if threading.current_thread() not in self._threads:  # a handler closing its own client
-                    self._cond.wait_for(lambda: not self._in_progress, max(0.0, min(2.0, deadline - time.monotonic())))
+                    self._cond.wait_for(
+                        lambda: not self._inbox.in_progress, max(0.0, min(2.0, deadline - time.monotonic()))
+                    )
                 self._flush_acks()
                 offline = link.publish(topics.status(self.device_id, self.module_id), b"offline", retain=True)
                 self._tokens[offline] = ("close", None)
@@ -338,7 +292,7 @@ class ModuleClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _require_link(self) -> PahoLink:
+    def _require_link(self) -> Link:
         link = self._link
         if link is None:
             raise SdkError("the client is not connected: call connect() first")
@@ -361,33 +315,8 @@ class ModuleClient:
         ``OutboxFullError``. The message stays in the outbox until the hub receipts it.
         """
         _check_name("output", output)
-        encoding: str | None = None
-        if isinstance(payload, bytes | bytearray):
-            body = bytes(payload)
-        elif isinstance(payload, str):
-            body, encoding = payload.encode(), "utf-8"
-        else:
-            body, encoding = json.dumps(payload, separators=(",", ":")).encode(), "utf-8"
-            content_type = content_type or JSON
-        pairs = []
-        for key, value in (properties or {}).items():
-            if key.startswith("$."):
-                raise ValueError(f"application property {key!r}: names starting with '$.' are system properties")
-            pairs.append((str(key), str(value)))
-        message_id = new_id()
-        pairs.append(("$.mid", message_id))
-        if content_type:
-            pairs.append(("$.ct", content_type))
-        if encoding:
-            pairs.append(("$.ce", encoding))
-        entry = _Entry(
-            id=message_id,
-            output=output,
-            topic=topics.output_topic(self.device_id, self.module_id, output),
-            payload=body,
-            user_properties=tuple(pairs),
-            content_type=content_type,
-        )
+        topic = topics.output_topic(self.device_id, self.module_id, output)
+        entry = entry_for(topic, output, payload, properties, content_type)
         link = self._require_link()
         with self._cond:
             if not self._cond.wait_for(lambda: len(self._outbox) < self._max_outbox, self._send_timeout):
@@ -395,46 +324,8 @@ class ModuleClient:
                     f"outbox full ({self._max_outbox} messages unreceipted for {self._send_timeout:g} s): "
                     "is the hub running and receipting?"
                 )
-            self._outbox[message_id] = entry
-            self._waiting.append(message_id)
-            self._release_waiting(link)
-        return message_id
-
-    def _release_waiting(self, link: PahoLink) -> None:
-        """Hand waiting outputs to paho, in send order, while the window has room: one PUBLISH
-        per message when only one waits (or batches are off), batch PUBLISHes otherwise."""
-        window = _WINDOW if self._max_batch == 1 else _BATCH_WINDOW
-        while self._waiting and len(self._inflight) < window:
-            run: list[_Entry] = []
-            size = 0
-            while self._waiting and len(run) < self._max_batch:
-                entry = self._outbox.get(self._waiting[0])
-                if entry is None or entry.token is not None or entry.stored_at is not None:
-                    self._waiting.popleft()  # receipted, in flight or accepted meanwhile
-                    continue
-                size_of = batches.weight(entry.output, entry.user_properties, entry.payload)
-                if run and size + size_of > batches.MAX_BYTES:
-                    break
-                self._waiting.popleft()
-                run.append(entry)
-                size += size_of
-            if not run:
-                return
-            self._publish_run(link, run)
-
-    def _publish_run(self, link: PahoLink, run: list[_Entry]) -> None:
-        if len(run) == 1:
-            entry = run[0]
-            token = link.publish(
-                entry.topic, entry.payload, user_properties=entry.user_properties, content_type=entry.content_type
-            )
-        else:
-            framed = [batches.Framed(e.output, e.user_properties, e.content_type, e.payload) for e in run]
-            token = link.publish(topics.batch_outputs(self.device_id, self.module_id), batches.encode(framed))
-            self.batches_sent += 1
-        for entry in run:
-            entry.token = token
-        self._inflight[token] = [entry.id for entry in run]
+            self._outbox.add(entry, link)
+        return entry.id
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until the hub has receipted every sent message; ``SdkTimeoutError`` after ``timeout``."""
@@ -448,7 +339,7 @@ class ModuleClient:
         """Call ``handler(message)`` for each message delivered to input ``name`` (subscribes now)."""
         _check_name("input", name)
         with self._cond:
-            self._input_handlers[name] = handler
+            self._inbox.handlers[name] = handler
             if self._link is not None and self._connected:
                 self._link.subscribe([topics.input_topic(self.device_id, self.module_id, name)])
 
@@ -456,33 +347,30 @@ class ModuleClient:
         """Answer direct method ``name`` with ``handler(payload) -> (status, payload)``."""
         _check_name("method", name)
         with self._cond:
-            self._method_handlers[name] = handler
+            self._methods.handlers[name] = handler
 
     def on_desired_change(self, handler: TwinHandler) -> None:
         """Call ``handler(patch)`` for each desired-properties patch, and with the full document
         when a reconnect brings a newer version than the one known."""
         with self._cond:
-            self._twin_handlers.append(handler)
+            self._inbox.twin_handlers.append(handler)
 
     # ------------------------------------------------------------------ twin
 
     def twin(self, timeout: float = 5.0) -> dict[str, Any]:
         """The full desired properties (with ``$version``), waiting up to ``timeout`` for the hub's first copy."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._desired is not None, timeout):
+            if not self._cond.wait_for(lambda: self._inbox.desired is not None, timeout):
                 raise SdkTimeoutError(f"no desired properties from the hub within {timeout:g} s")
-            copy: dict[str, Any] = json.loads(json.dumps(self._desired))  # the caller may change it
+            copy: dict[str, Any] = json.loads(json.dumps(self._inbox.desired))  # the caller may change it
             return copy
 
     def report(self, patch: Mapping[str, Any]) -> None:
         """Publish a reported-properties patch (QoS 1; queued while disconnected)."""
         link = self._require_link()
-        link.publish(topics.reported(self.device_id, self.module_id), _encode(dict(patch)), content_type=JSON)
+        link.publish(topics.reported(self.device_id, self.module_id), encode(dict(patch)), content_type=JSON)
 
     # ------------------------------------------------------------------ direct methods (caller side)
-
-    def _response_filter(self) -> str:
-        return topics.method_responses(self.device_id, self.module_id)
 
     def invoke_method(
         self, target_module: str, method: str, payload: Any = None, timeout: float = 30.0
@@ -498,30 +386,20 @@ class ModuleClient:
         link = self._require_link()
         deadline = time.monotonic() + timeout
         with self._cond:
-            if not self._invoker:
-                self._invoker = True
+            if not self._methods.invoker:
+                self._methods.invoker = True
                 if self._connected:
-                    token = link.subscribe([self._response_filter()])
+                    token = link.subscribe([self._methods.response_filter()])
                     self._cond.wait_for(lambda: token in self._subacks, timeout)
                     self._subacks.pop(token, None)
-            correlation = uuid.uuid4().bytes
-            call = _Call()
-            self._calls[correlation] = call
-            token = link.publish(
-                topics.method_request(self.device_id, target_module, method),
-                _encode(payload),
-                content_type=JSON,
-                response_topic=topics.method_response(self.device_id, target_module, self.module_id, correlation.hex()),
-                correlation_data=correlation,
-                expiry=max(1, math.ceil(deadline - time.monotonic())),
-            )
+            correlation, call, token = self._methods.call(link, target_module, method, payload, deadline)
             self._tokens[token] = ("call", correlation)
         try:
             if not call.done.wait(max(0.0, deadline - time.monotonic())):
                 raise MethodTimeoutError(target_module, method, timeout)
         finally:
             with self._cond:
-                self._calls.pop(correlation, None)
+                self._methods.calls.pop(correlation, None)
         if call.error is not None:
             raise call.error
         return call.status, call.payload
@@ -533,8 +411,9 @@ class ModuleClient:
         while True:
             with self._cond:
                 wait = next_scan - time.monotonic()
-                if self._acks:
-                    wait = min(wait, self._acks_since + self._ack_interval - time.monotonic())
+                acks_since = self._inbox.acks_due_at()
+                if acks_since is not None:
+                    wait = min(wait, acks_since + self._ack_interval - time.monotonic())
             try:
                 event = self._events.get(timeout=max(0.0, wait))
             except queue.Empty:
@@ -548,12 +427,16 @@ class ModuleClient:
                     now = time.monotonic()
                     # Acks go out when no more inputs wait (the hub's pump waits for them), else
                     # every ack_interval or 256 acks, whichever comes first.
-                    idle = isinstance(event, _Handled) and not self._in_progress
-                    if self._acks and (idle or now >= self._acks_since + self._ack_interval or len(self._acks) >= 256):
+                    idle = isinstance(event, Handled) and not self._inbox.in_progress
+                    since = self._inbox.acks_due_at()
+                    if since is not None and (
+                        idle or now >= since + self._ack_interval or self._inbox.acks_pending >= 256
+                    ):
                         self._flush_acks()
                     if now >= next_scan:
                         next_scan = now + 0.5
-                        self._resend_due(now)
+                        if self._link is not None and self._connected:
+                            self._outbox.resend_due(now, self._link)
                 except Exception:  # the event thread must survive anything a bad packet causes
                     log.exception("internal error handling %r", event)
                 self._cond.notify_all()
@@ -574,8 +457,8 @@ class ModuleClient:
                     self._ready = True
             case Incoming():
                 self._on_incoming(event)
-            case _Handled():
-                self._on_handled(event)
+            case Handled():
+                self._inbox.on_handled(event, self._link, self._generation)
 
     def _on_connected(self, event: Connected) -> None:
         link = self._link
@@ -591,87 +474,30 @@ class ModuleClient:
         self._generation += 1
         d, m = self.device_id, self.module_id
         wanted = [topics.receipts(d, m), topics.desired_all(d, m), topics.method_requests(d, m)]
-        wanted += [topics.input_topic(d, m, name) for name in self._input_handlers]
+        wanted += self._inbox.subscriptions()
         wanted.append(topics.batch_inputs(d, m))
-        if self._invoker:
-            wanted.append(self._response_filter())
+        if self._methods.invoker:
+            wanted.append(self._methods.response_filter())
         self._connect_sub = link.subscribe(wanted)
-        announce = [batches.READS_BATCHES] if self._max_batch > 1 else []
+        announce = [batches.READS_BATCHES] if self._outbox.max_batch > 1 else []
         link.publish(topics.status(d, m), b"online", retain=True, user_properties=announce)
-        # Messages the broker accepted before but the hub never receipted: the broker may have
-        # lost them (crash before its autosave). Messages still awaiting a PUBACK are re-sent by paho.
-        self._resend([entry for entry in self._outbox.values() if entry.stored_at is not None], link)
+        self._outbox.on_reconnect(link)
         log.info("%s connected to the hub (session present: %s)", m, event.session_present)
 
     def _on_published(self, event: Published) -> None:
-        ids = self._inflight.pop(event.token, None)
-        if ids is not None:
-            self._on_output_acked(event, ids)
+        if self._outbox.on_published(event, self._link):
             return
         kind, key = self._tokens.pop(event.token, ("", None))
-        if kind == "call" and not event.ok:
-            call = self._calls.get(key)
-            if call is not None:
-                call.error = (
-                    NotAuthorizedError(f"{self._settings.username!r} may not call direct methods: {event.reason}")
-                    if event.code == NOT_AUTHORIZED
-                    else SdkError(f"the broker refused the method call: {event.reason}")
-                )
-                call.done.set()
-
-    def _on_output_acked(self, event: Published, ids: list[str]) -> None:
-        """The broker's PUBACK for an output PUBLISH (one message or a batch)."""
-        entries = [e for key in ids if (e := self._outbox.get(key)) is not None and e.token == event.token]
-        for entry in entries:
-            entry.token = None
-        if len(ids) > 1 and event.code == NOT_AUTHORIZED:
-            # A broker whose ACL predates batch PUBLISHes: send these, and all later ones, singly.
-            log.warning("%s: the broker refused a batch PUBLISH (%s); sending singly", self.module_id, event.reason)
-            self._max_batch = 1
-            for entry in reversed(entries):
-                self._waiting.appendleft(entry.id)
-        elif event.code in _REFUSED:
-            for entry in entries:
-                del self._outbox[entry.id]
-                self.rejected += 1
-                log.error("the broker refused message %s on %s: %s", entry.id, entry.topic, event.reason)
-        else:
-            now = time.monotonic()
-            for entry in entries:
-                entry.stored_at = now
-        if self._link is not None:
-            self._release_waiting(self._link)
-
-    def _resend_due(self, now: float) -> None:
-        link = self._link
-        if link is None or not self._connected:
-            return
-        wait = self._resend_backoff.delay
-        due = [e for e in self._outbox.values() if e.stored_at is not None and now - e.stored_at >= wait(e.resends + 1)]
-        for entry in due:
-            entry.resends += 1
-        self._resend(due, link)
-
-    def _resend(self, entries: list[_Entry], link: PahoLink) -> None:
-        """Queue accepted-but-unreceipted outputs again, ahead of new ones, through the window."""
-        for entry in reversed(entries):
-            entry.stored_at = None
-            self._waiting.appendleft(entry.id)
-        self.resent += len(entries)
-        self._release_waiting(link)
+        if kind == "call":
+            self._methods.on_request_published(event, key)
 
     def _flush_acks(self) -> None:
         link = self._link
-        if not self._acks or link is None:
+        if not self._inbox.acks_pending or link is None:
             return
-        token = link.publish(topics.acks(self.device_id, self.module_id), _encode(self._acks), content_type=JSON)
+        acks = self._inbox.take_acks()
+        token = link.publish(topics.acks(self.device_id, self.module_id), encode(acks), content_type=JSON)
         self._tokens[token] = ("ack", None)
-        self._acks = []
-
-    def _ack_later(self, message_id: str) -> None:
-        if not self._acks:
-            self._acks_since = time.monotonic()
-        self._acks.append(message_id)
 
     def _on_incoming(self, event: Incoming) -> None:
         link = self._link
@@ -680,155 +506,38 @@ class ModuleClient:
         parsed = topics.parse(event.topic)
         if isinstance(parsed, topics.ModuleInput) and self._mine(parsed):
             framed = batches.Framed(parsed.input, event.user_properties, event.content_type, event.payload)
-            self._on_input_message(link, framed, event.token, event.qos)
+            self._inbox.on_message(
+                link, framed, event.token, event.qos, closing=self._closing, generation=self._generation
+            )
             return
         link.ack(event.token, event.qos)
         if isinstance(parsed, topics.BatchInputs) and self._mine(parsed):
-            self._on_input_batch(link, event.payload)
+            self._inbox.on_batch(link, event.payload, closing=self._closing, generation=self._generation)
             return
         channel = parsed.channel if isinstance(parsed, topics.ModuleTopic) and self._mine(parsed) else None
         if channel is topics.ModuleChannel.RECEIPTS:
-            self._on_receipt(event.payload)
+            self._outbox.on_receipt(event.payload)
         elif channel is topics.ModuleChannel.DESIRED:
-            self._on_desired(event.payload, full=True)
+            self._inbox.on_desired(event.payload, full=True)
         elif channel is topics.ModuleChannel.DESIRED_PATCH:
-            self._on_desired(event.payload, full=False)
+            self._inbox.on_desired(event.payload, full=False)
         elif isinstance(parsed, topics.MethodRequest) and self._mine(parsed):
             self._methods_q.put((parsed.method, event))
-        elif event.correlation_data is not None and event.correlation_data in self._calls:
-            call = self._calls[event.correlation_data]
-            status = dict(event.user_properties).get(STATUS_PROPERTY, "0")
-            try:
-                call.status, call.payload = int(status), _decode(event.payload)
-            except ValueError as exc:
-                call.error = SdkError(f"malformed method response: {exc}")
-            call.done.set()
+        else:
+            self._methods.on_response(event)
 
     def _mine(self, topic: topics.ModuleInput | topics.BatchInputs | topics.ModuleTopic | topics.MethodRequest) -> bool:
         return topic.device == self.device_id and topic.module == self.module_id
-
-    def _on_receipt(self, payload: bytes) -> None:
-        try:
-            ids = json.loads(payload)
-        except ValueError:
-            log.warning("ignoring a malformed receipt: %r", payload[:200])
-            return
-        for message_id in ids if isinstance(ids, list) else []:
-            self._outbox.pop(str(message_id), None)
-
-    def _on_desired(self, payload: bytes, *, full: bool) -> None:
-        try:
-            doc = json.loads(payload) if payload else {}
-        except ValueError:
-            log.warning("ignoring malformed desired properties: %r", payload[:200])
-            return
-        if not isinstance(doc, dict):
-            return
-        current = self._desired
-        version = doc.get("$version")
-        known = None if current is None else current.get("$version")
-        if full:
-            self._desired = doc
-            if current is not None and version != known:
-                self._inputs_q.put(("twin", doc))
-        elif current is not None and isinstance(version, int) and isinstance(known, int) and version <= known:
-            return  # already part of the full document we hold
-        else:
-            self._desired = merge_patch(current or {}, doc)
-            self._inputs_q.put(("twin", doc))
-
-    def _on_input_batch(self, link: PahoLink, payload: bytes) -> None:
-        try:
-            items = batches.decode(payload)
-        except batches.BatchError as exc:
-            log.warning("%s: ignoring an unreadable batch of inputs (the hub sends it again): %s", self.module_id, exc)
-            return
-        self.batches_received += 1
-        for item in items:  # batched deliveries travel at QoS 0: nothing to PUBACK per message
-            self._on_input_message(link, item, 0, 0)
-
-    def _on_input_message(self, link: PahoLink, item: batches.Framed, token: int, qos: int) -> None:
-        if self._closing:
-            return  # not acknowledged: the broker (QoS 1) or the hub delivers it again
-        input_name = item.name
-        app, system = split_properties(item.user_properties)
-        if item.content_type and "contentType" not in system:
-            system["contentType"] = item.content_type
-        message_id = system.get("messageId", "")
-        # Per input: the same message routed to two inputs is two deliveries, each acked on its own.
-        key = f"{input_name}/{message_id}" if message_id else ""
-        if key and (key in self._seen or key in self._in_progress):
-            self.duplicates += 1
-            link.ack(token, qos)
-            if key in self._seen:
-                self._ack_later(key)  # the hub missed our ack: say it again
-            return
-        if input_name not in self._input_handlers:
-            log.warning("%s: no handler for input %r; the hub will deliver it again", self.module_id, input_name)
-            link.ack(token, qos)
-            return
-        if key:
-            self._in_progress.add(key)
-        message = InputMessage(message_id, input_name, item.body, app, system)
-        self._inputs_q.put(("input", message, token, qos, self._generation))
-
-    def _on_handled(self, done: _Handled) -> None:
-        link = self._link
-        if link is not None and done.generation == self._generation:
-            link.ack(done.token, done.qos)  # after a reconnect the broker redelivers; the duplicate is acked
-        if done.key:
-            self._in_progress.discard(done.key)
-            self._seen[done.key] = None
-            while len(self._seen) > _SEEN:
-                self._seen.popitem(last=False)
-            self._ack_later(done.key)
 
     # ------------------------------------------------------------------ worker threads
 
     def _worker(self, work: queue.Queue[object]) -> None:
         while (item := work.get()) is not _STOP:
             try:
+                if self._inbox.run(item):
+                    continue
                 match item:
-                    case ("input", InputMessage() as message, int(token), int(qos), int(generation)):
-                        self._run_input(message, token, qos, generation)
-                    case ("twin", dict(doc)):
-                        for handler in list(self._twin_handlers):
-                            handler(dict(doc))
                     case (str(name), Incoming() as event):
-                        self._run_method(name, event)
+                        self._methods.run(name, event, self._link)
             except Exception:
                 log.exception("%s: handler failed", self.module_id)
-
-    def _run_input(self, message: InputMessage, token: int, qos: int, generation: int) -> None:
-        handler = self._input_handlers.get(message.input_name)
-        try:
-            if handler is not None:
-                handler(message)
-        except Exception:
-            log.exception("%s: input %r handler failed on message %s", self.module_id, message.input_name, message.id)
-        finally:
-            key = f"{message.input_name}/{message.id}" if message.id else ""
-            self._events.put(_Handled(key, token, qos, generation))
-
-    def _run_method(self, name: str, event: Incoming) -> None:
-        handler = self._method_handlers.get(name)
-        if handler is None:
-            status, result = 501, {"message": f"method {name!r} is not registered by module {self.module_id!r}"}
-        else:
-            try:
-                status, result = handler(_decode(event.payload))
-            except Exception as exc:
-                log.exception("%s: method %r failed", self.module_id, name)
-                status, result = 500, {"message": f"{type(exc).__name__}: {exc}"}
-        link = self._link
-        if event.response_topic is None or link is None:
-            log.warning("%s: method %r request had no response topic; not answered", self.module_id, name)
-            return
-        with contextlib.suppress(OSError):
-            link.publish(
-                event.response_topic,
-                _encode(result),
-                user_properties=[(STATUS_PROPERTY, str(int(status)))],
-                content_type=JSON,
-                correlation_data=event.correlation_data,
-            )

@@ -54,3 +54,30 @@ def test_sources(tmp_path: Path) -> None:
     path.write_text("{not json")
     assert FileSource(path)() is None
     assert NoSource()() is None
+
+
+class Probes:
+    def __init__(self, broker: bool, ntp: str) -> None:
+        self.broker, self.ntp, self.asked = broker, ntp, []
+
+    def broker_answers(self, host: str, port: int) -> bool:
+        self.asked.append((host, port))
+        return self.broker
+
+    def ntp_synchronized(self) -> str:
+        return self.ntp
+
+
+def test_checks_ask_the_probes(tmp_path: Path) -> None:
+    from outpost.agent.diagnostics import Level, gather
+
+    state = StateDir(tmp_path)
+    probes = Probes(broker=True, ntp="no")
+    checks = {c.name: c for c in gather(state, None, "no engine", "hub:1884", probes)}
+    assert probes.asked == [("hub", 1884)]
+    assert checks["broker"].level is Level.OK
+    assert checks["clock"].level is Level.WARN
+    assert checks["runtime"].level is Level.ERROR
+    down = {c.name: c for c in gather(state, None, "", "nonsense", Probes(broker=True, ntp="yes"))}
+    assert down["broker"].level is Level.WARN
+    assert down["clock"].level is Level.OK

@@ -21,6 +21,7 @@ from outpost.hub import upstream
 from outpost.hub.adapters.azure_sink import AzureSink, parse_address
 from outpost.hub.adapters.kafka_sink import KafkaSink
 from outpost.hub.adapters.mqtt_sink import MqttSink
+from outpost.hub.service import sink_from_settings
 from outpost.hub.sinks import FailureKind
 from outpost.hub.store import UPSTREAM, Stored
 from outpost.manifest.models import UpstreamSettings
@@ -142,15 +143,15 @@ def _settings(data: dict[str, Any]) -> UpstreamSettings:
 
 
 def test_no_sink() -> None:
-    assert upstream.sink_from_settings(None) is None
-    assert upstream.sink_from_settings(_settings({"sink": "none", "kafka": {"bootstrapServers": "k:9092"}})) is None
+    assert sink_from_settings(None) is None
+    assert sink_from_settings(_settings({"sink": "none", "kafka": {"bootstrapServers": "k:9092"}})) is None
 
 
 def test_kafka_settings_make_a_kafka_sink() -> None:
     settings = _settings(
         {"sink": "kafka", "kafka": {"bootstrapServers": "127.0.0.1:1", "topicByOutput": {"alerts": "a"}}}
     )
-    sink = upstream.sink_from_settings(settings)
+    sink = sink_from_settings(settings)
     try:
         assert isinstance(sink, KafkaSink)
         assert sink.name == "kafka"
@@ -160,7 +161,7 @@ def test_kafka_settings_make_a_kafka_sink() -> None:
 
 
 def test_mqtt_settings_make_an_mqtt_sink() -> None:
-    sink = upstream.sink_from_settings(
+    sink = sink_from_settings(
         _settings({"sink": "mqtt", "mqtt": {"host": "127.0.0.1", "port": 1, "topic": "up/{device}"}}),
         device_id="dev1",
     )
@@ -173,7 +174,7 @@ def test_mqtt_settings_make_an_mqtt_sink() -> None:
 
 
 def test_azure_settings_make_an_azure_sink() -> None:
-    sink = upstream.sink_from_settings(
+    sink = sink_from_settings(
         _settings({"sink": "azure", "azure": {"connectionStringEnv": "IOTHUB_CS"}}), azure_bridge="127.0.0.1:1"
     )
     assert isinstance(sink, AzureSink)
@@ -183,12 +184,12 @@ def test_azure_settings_make_an_azure_sink() -> None:
 @pytest.mark.parametrize("kind", ["kafka", "mqtt", "azure"])
 def test_missing_section_is_an_error(kind: str) -> None:
     with pytest.raises(ValueError, match=kind):
-        upstream.sink_from_settings(_settings({"sink": kind}))
+        sink_from_settings(_settings({"sink": kind}))
 
 
 def test_bad_mqtt_template_is_refused() -> None:
     with pytest.raises(ValueError, match="placeholder"):
-        upstream.sink_from_settings(_settings({"sink": "mqtt", "mqtt": {"host": "h", "topic": "a/{oops}"}}))
+        sink_from_settings(_settings({"sink": "mqtt", "mqtt": {"host": "h", "topic": "a/{oops}"}}))
 
 
 def test_parse_address() -> None:

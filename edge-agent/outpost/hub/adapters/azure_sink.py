@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from outpost.hub.sinks import FailureKind, SinkResult
+from outpost.hub.sinks import FailureKind, SinkResult, never_raise
 from outpost.hub.store import Stored
 from outpost.hub.upstream import DEFAULT_AZURE_BRIDGE, azure_fields
 
@@ -78,14 +78,8 @@ class AzureSink:
         result = SinkResult()
         if not batch:
             return result
-        with self._lock:
-            try:
-                self._send(batch, result)
-            except Exception as exc:  # the contract: never raise
-                log.exception("azure sink: unexpected error")
-                decided = set(result.succeeded) | set(result.retryable) | {seq for seq, _ in result.invalid}
-                result.retryable.extend(item.seq for item in batch if item.seq not in decided)
-                result.failure, result.detail = FailureKind.INTERNAL, f"unexpected {type(exc).__name__}: {exc}"
+        with self._lock, never_raise("azure", batch, result):
+            self._send(batch, result)
         return result
 
     def connected(self) -> bool:

@@ -45,7 +45,7 @@ from kafka import KafkaProducer  # type: ignore[import-untyped]
 from kafka import errors as kafka_errors
 from kafka.partitioner import DefaultPartitioner, Partitioner, murmur2  # type: ignore[import-untyped]
 
-from outpost.hub.sinks import FailureKind, SinkResult
+from outpost.hub.sinks import FailureKind, SinkResult, never_raise
 from outpost.hub.store import Stored
 from outpost.hub.upstream import kafka_headers, kafka_key, kafka_topic_for, kafka_topic_problem
 from outpost.wire.message import Message
@@ -166,14 +166,9 @@ class KafkaSink:
     def send(self, batch: Sequence[Stored]) -> SinkResult:
         result = SinkResult()
         with self._lock:
-            try:
+            with never_raise("kafka", batch, result) as guard:
                 self._send(batch, result)
-            except Exception as exc:  # the contract: never raise; whatever is not decided is retried
-                log.exception("kafka sink: unexpected error")
-                decided = set(result.succeeded) | set(result.retryable) | {seq for seq, _ in result.invalid}
-                result.retryable.extend(item.seq for item in batch if item.seq not in decided)
-                result.failure = FailureKind.INTERNAL
-                result.detail = f"unexpected {type(exc).__name__}: {exc}"
+            if guard.raised is not None:
                 self._drop_producer()
         return result
 

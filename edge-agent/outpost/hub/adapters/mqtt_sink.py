@@ -1,6 +1,7 @@
 """The MQTT upstream sink: a paho-mqtt 2.x client of a "cloud" MQTT broker.
 
-Built by ``outpost.hub.upstream.sink_from_settings``; called by the hub's upstream pump.
+Built by ``outpost.hub.upstream.sink_from_settings``; called by the hub's upstream pump. Its
+connection is the same ``PahoLink`` the hub and the SDK use (``outpost.wire.link``).
 
 - MQTT 5, QoS 1, a persistent session (clean start off, ``session_expiry``); paho reconnects by
   itself (delay 1..``max_reconnect_delay`` s) on its own network thread.
@@ -18,21 +19,16 @@ Built by ``outpost.hub.upstream.sink_from_settings``; called by the hub's upstre
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
 
-from paho.mqtt import client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
-from outpost.hub.sinks import FailureKind, SinkResult
+from outpost.hub.sinks import FailureKind, SinkResult, never_raise
 from outpost.hub.store import Stored
 from outpost.hub.upstream import DEFAULT_MQTT_TOPIC, mqtt_template_problem, mqtt_topic_for, mqtt_topic_problem
+from outpost.wire.adapters.paho_link import PahoLink
+from outpost.wire.link import Connected, Disconnected, Event, LinkSettings, Published
 
 __all__ = ["MqttSink"]
 
@@ -44,7 +40,7 @@ _THROTTLED_PUBACK = {0x97}  # quota exceeded
 
 
 class MqttSink:
-    """Delivers ``$upstream`` batches to an MQTT broker. ``send`` calls are serialised."""
+    """Delivers ``$upstream`` batches to an MQTT broker over a ``PahoLink``. ``send`` calls are serialised."""
 
     name = "mqtt"
 
@@ -73,57 +69,41 @@ class MqttSink:
         self._connect_wait = connect_wait
         self._lock = threading.Lock()
         self._connected = threading.Event()
-        self._refused: dict[int, int] = {}  # mid -> PUBACK reason code >= 0x80
+        self._acked = threading.Condition()
+        self._pubacks: dict[int, int] = {}  # token -> PUBACK reason code, until ``send`` takes it
         self._last_error = "not connected yet"
         self._closed = False
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-        )
-        if tls:
-            client.tls_set(ca_certs=ca_certs, cert_reqs=ssl.CERT_REQUIRED)
-        if username is not None:
-            client.username_pw_set(username, password)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.reconnect_delay_set(min_delay=1, max_delay=max_reconnect_delay)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = session_expiry
-        client.connect_async(host, port, keepalive=keepalive, clean_start=False, properties=props)
-        client.loop_start()
-        self._client = client
+        settings = LinkSettings(
+            host=host, port=port, client_id=client_id, username=username, password=password,
+            session_expiry=session_expiry, keepalive=keepalive, receive_maximum=None, max_inflight=20,
+            reconnect_delay=(1, max_reconnect_delay), ca_file=Path(ca_certs) if ca_certs else None, tls=tls,
+        )  # fmt: skip
+        self._link = PahoLink(settings, self._on_event)
+        self._link.start()
 
-    # --- paho callbacks (paho's network thread) --------------------------------------------
+    # --- link events (paho's network thread) --------------------------------------------------
 
-    def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
-        if rc.is_failure:
-            self._last_error = f"CONNACK refused: {rc}"
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Connected):
+            if event.ok:
+                self._connected.set()
+            else:
+                self._last_error = f"CONNACK refused: {event.reason}"
+                self._connected.clear()
+        elif isinstance(event, Disconnected):
+            self._last_error = f"disconnected: {event.reason}"
             self._connected.clear()
-        else:
-            self._connected.set()
-
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
-        self._last_error = f"disconnected: {rc}"
-        self._connected.clear()
-
-    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
-        if rc.value >= 0x80:
-            self._refused[mid] = rc.value
+        elif isinstance(event, Published):
+            with self._acked:
+                self._pubacks[event.token] = event.code
+                self._acked.notify_all()
 
     # --- Sink ------------------------------------------------------------------------------
 
     def send(self, batch: Sequence[Stored]) -> SinkResult:
         result = SinkResult()
-        with self._lock:
-            try:
-                self._send(batch, result)
-            except Exception as exc:  # the contract: never raise
-                log.exception("mqtt sink: unexpected error")
-                decided = set(result.succeeded) | set(result.retryable) | {seq for seq, _ in result.invalid}
-                result.retryable.extend(item.seq for item in batch if item.seq not in decided)
-                result.failure, result.detail = FailureKind.INTERNAL, f"unexpected {type(exc).__name__}: {exc}"
+        with self._lock, never_raise("mqtt", batch, result):
+            self._send(batch, result)
         return result
 
     def connected(self) -> bool:
@@ -134,10 +114,7 @@ class MqttSink:
             if self._closed:
                 return
             self._closed = True
-            try:
-                self._client.disconnect()
-            finally:
-                self._client.loop_stop()
+            self._link.stop()
 
     # --- internals -------------------------------------------------------------------------
 
@@ -153,8 +130,9 @@ class MqttSink:
             result.retryable.extend(item.seq for item in batch)
             result.failure, result.detail = FailureKind.UNREACHABLE, self._last_error
             return
-        self._refused.clear()
-        published: list[tuple[Stored, mqtt.MQTTMessageInfo]] = []
+        with self._acked:
+            self._pubacks.clear()
+        published: list[tuple[Stored, int]] = []
         for index, item in enumerate(batch):
             if not self._connected.is_set():  # lost mid-batch: the rest waits for the next try
                 result.retryable.extend(other.seq for other in batch[index:])
@@ -166,34 +144,31 @@ class MqttSink:
                 result.invalid.append((item.seq, problem))
                 continue
             try:
-                info = self._client.publish(topic, item.message.body, qos=1, properties=self._properties(item))
+                token = self._link.publish(
+                    topic, item.message.body, qos=1, user_properties=item.message.user_properties(),
+                    content_type=item.message.system.get("contentType") or None,
+                )  # fmt: skip
             except ValueError as exc:  # payload or topic refused by paho itself
                 result.invalid.append((item.seq, str(exc)))
                 continue
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:  # NO_CONN: paho keeps it and may send it later
+            except OSError as exc:  # paho could not queue it
                 result.retryable.append(item.seq)
-                kind = FailureKind.UNREACHABLE if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN else FailureKind.INTERNAL
-                self._fail(result, kind, f"publish: {mqtt.error_string(info.rc)}")
+                self._fail(result, FailureKind.INTERNAL, f"publish: {exc}")
                 continue
-            published.append((item, info))
+            published.append((item, token))
         self._await_acks(published, result, deadline)
         if result.invalid and result.failure is FailureKind.NONE:
             result.failure, result.detail = FailureKind.INVALID, result.invalid[0][1]
 
-    def _await_acks(
-        self, published: list[tuple[Stored, mqtt.MQTTMessageInfo]], result: SinkResult, deadline: float
-    ) -> None:
-        for item, info in published:
-            remaining = deadline - time.monotonic()
-            while not info.is_published() and remaining > 0:
-                info.wait_for_publish(timeout=min(remaining, 0.25))
-                remaining = deadline - time.monotonic()
-            if not info.is_published():
+    def _await_acks(self, published: list[tuple[Stored, int]], result: SinkResult, deadline: float) -> None:
+        for item, token in published:
+            with self._acked:
+                self._acked.wait_for(lambda t=token: t in self._pubacks, max(0.0, deadline - time.monotonic()))  # type: ignore[misc]
+                code = self._pubacks.pop(token, None)
+            if code is None:
                 result.retryable.append(item.seq)
                 self._fail(result, FailureKind.UNREACHABLE, f"no PUBACK within {self._timeout:g} s")
-                continue
-            code = self._refused.pop(info.mid, None)
-            if code is None:
+            elif code < 0x80:
                 result.succeeded.append(item.seq)
             elif code in _INVALID_PUBACK:
                 result.invalid.append((item.seq, f"broker refused: {_INVALID_PUBACK[code]} (0x{code:02x})"))
@@ -201,17 +176,6 @@ class MqttSink:
                 result.retryable.append(item.seq)
                 kind = FailureKind.THROTTLED if code in _THROTTLED_PUBACK else FailureKind.INTERNAL
                 self._fail(result, kind, f"broker refused the message (reason 0x{code:02x})")
-
-    @staticmethod
-    def _properties(item: Stored) -> Properties:
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        pairs = item.message.user_properties()
-        if pairs:
-            props.UserProperty = pairs
-        content_type = item.message.system.get("contentType")
-        if content_type:
-            props.ContentType = content_type
-        return props
 
     @staticmethod
     def _fail(result: SinkResult, kind: FailureKind, detail: str) -> None:

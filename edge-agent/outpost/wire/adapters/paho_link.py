@@ -1,4 +1,5 @@
-"""Outpost's only contact with paho-mqtt: one MQTT 5 connection and its network thread.
+"""Outpost's only contact with paho-mqtt: one MQTT 5 connection and its network thread, the
+``outpost.wire.link.Link`` every MQTT user of Outpost goes through.
 
 Used by the module SDK (``outpost.sdk.client.ModuleClient``) and the hub (``outpost.hub.service``).
 Every paho callback is turned into a small event
@@ -14,8 +15,6 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from paho.mqtt import client as mqtt
@@ -24,86 +23,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-__all__ = [
-    "Connected",
-    "Disconnected",
-    "Incoming",
-    "LinkSettings",
-    "PahoLink",
-    "Published",
-    "Subscribed",
-    "close_sockets",
-]
+from outpost.wire.link import Connected, Disconnected, Event, Incoming, LinkSettings, Published, Subscribed
 
-NOT_AUTHORIZED = 0x87
-#: CONNACK reason codes that retrying cannot fix (bad credentials, banned, bad client id ...).
-_PERMANENT_CONNACK = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C, 0x90}
-
-
-@dataclass(frozen=True)
-class Connected:
-    ok: bool
-    code: int
-    reason: str
-    session_present: bool
-
-    @property
-    def permanent(self) -> bool:
-        return not self.ok and self.code in _PERMANENT_CONNACK
-
-
-@dataclass(frozen=True)
-class Disconnected:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Published:
-    token: int
-    code: int
-    reason: str
-
-    @property
-    def ok(self) -> bool:
-        return self.code < 0x80
-
-
-@dataclass(frozen=True)
-class Subscribed:
-    token: int
-    codes: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Incoming:
-    topic: str
-    payload: bytes
-    qos: int
-    token: int
-    user_properties: tuple[tuple[str, str], ...]
-    content_type: str | None
-    response_topic: str | None
-    correlation_data: bytes | None
-
-
-Event = Connected | Disconnected | Published | Subscribed | Incoming
-
-
-@dataclass(frozen=True)
-class LinkSettings:
-    host: str
-    port: int
-    client_id: str
-    username: str
-    password: str | None
-    will_topic: str | None = None
-    will_payload: bytes = b"offline"
-    session_expiry: int = 86400
-    keepalive: int = 30
-    receive_maximum: int = 100
-    max_inflight: int = 100
-    reconnect_delay: tuple[int, int] = (1, 4)
-    ca_file: Path | None = None
+__all__ = ["PahoLink", "close_sockets"]
 
 
 def _code(rc: ReasonCode | int) -> int:
@@ -120,13 +42,15 @@ class PahoLink:
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=mqtt.MQTTv5,
-            manual_ack=True,
+            manual_ack=not settings.auto_ack,
         )
-        client.username_pw_set(settings.username, settings.password)
+        if settings.username is not None:
+            client.username_pw_set(settings.username, settings.password)
         client.max_inflight_messages_set(settings.max_inflight)
         client.reconnect_delay_set(*settings.reconnect_delay)
-        if settings.ca_file is not None:
-            client.tls_set(ca_certs=str(settings.ca_file), cert_reqs=ssl.CERT_REQUIRED)
+        if settings.ca_file is not None or settings.tls:
+            ca = str(settings.ca_file) if settings.ca_file is not None else None
+            client.tls_set(ca_certs=ca, cert_reqs=ssl.CERT_REQUIRED)
         if settings.will_topic is not None:
             client.will_set(settings.will_topic, settings.will_payload, qos=1, retain=True)
         client.on_socket_open = _no_delay
@@ -169,17 +93,25 @@ class PahoLink:
         )
 
     # commands (any thread)
-    def start(self) -> None:
+    def start(self, *, blocking: bool = False) -> None:
+        """Connect in the background; ``blocking``: make the first TCP connection now, raising
+        ``OSError`` (and cleaning up) when nothing answers, as a one-shot tool wants."""
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.settings.session_expiry
-        props.ReceiveMaximum = self.settings.receive_maximum
-        self._client.connect_async(
-            self.settings.host,
-            self.settings.port,
-            keepalive=self.settings.keepalive,
-            clean_start=False,
-            properties=props,
-        )
+        if self.settings.receive_maximum is not None:
+            props.ReceiveMaximum = self.settings.receive_maximum
+        connect = self._client.connect if blocking else self._client.connect_async
+        try:
+            connect(
+                self.settings.host,
+                self.settings.port,
+                keepalive=self.settings.keepalive,
+                clean_start=self.settings.clean_start,
+                properties=props,
+            )
+        except OSError:
+            close_sockets(self._client)
+            raise
         self._client.loop_start()
         self._started = True
 
