@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 from rich.markup import escape
@@ -69,6 +70,14 @@ def connect(url: str, token: str | None, ca: Path | None = None) -> Iterator[Fle
     if credential is None:
         err.print("[red]error:[/] no operator token: pass --token or set OUTPOST_FLEET_TOKEN "
                   "(the fleet wrote it to STATE_DIR/operator-token on first start)")  # fmt: skip
+        raise typer.Exit(2)
+    if not (credential.isascii() and credential.isprintable()):  # it travels in an HTTP header
+        err.print("[red]error:[/] the operator token is printable ASCII, as the fleet wrote it: check --token "
+                  "or OUTPOST_FLEET_TOKEN")  # fmt: skip
+        raise typer.Exit(2)
+    parts = urlsplit(url) if url.isascii() and url.isprintable() else None
+    if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
+        err.print(f"[red]error:[/] --fleet expects http(s)://HOST[:PORT], got {escape(repr(url))}")
         raise typer.Exit(2)
     client = FleetClient(url, credential, ca_file=ca)
     try:
