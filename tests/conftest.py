@@ -7,7 +7,12 @@ import os
 from hypothesis import HealthCheck, settings
 
 # Real services for integration tests: Mosquitto and Kafka started on 127.0.0.1 by fixtures.
-pytest_plugins = ["integration.conftest_mosquitto", "integration.conftest_kafka", "integration.hub_harness"]
+pytest_plugins = [
+    "integration.conftest_mosquitto",
+    "integration.conftest_kafka",
+    "integration.hub_harness",
+    "integration.fleet_harness",
+]
 
 settings.register_profile(
     "ci",

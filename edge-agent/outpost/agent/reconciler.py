@@ -43,6 +43,10 @@ def _quiet(kind: str, fields: dict[str, Any]) -> None:
     log.debug("%s %s", kind, fields)
 
 
+def _admit_all(document: dict[str, Any]) -> None:
+    """No trust policy: every valid manifest may be applied."""
+
+
 @dataclass
 class Round:
     """One observe-plan-run pass. ``plan`` holds what ran; ``held`` the modules whose failed
@@ -81,6 +85,7 @@ class Reconciler:
         poll_secs: float = 0.25,
         module_env: Callable[[str], Mapping[str, str]] | None = None,
         command_backoff: Backoff = COMMAND_BACKOFF,
+        admit: Callable[[dict[str, Any]], object] = _admit_all,
     ) -> None:
         self.runtime = runtime
         self.state = state
@@ -90,6 +95,7 @@ class Reconciler:
         self.on_event = on_event
         self.poll_secs = poll_secs
         self.module_env = module_env
+        self.admit = admit  # raises ManifestError (e.g. trust's ContentRefusedError) for content it refuses
         self.runner = Runner(runtime, clock)
         self.failures = Failures.from_json(state.failures(), command_backoff)  # failed commands waiting
         self._failures_written = self.failures.to_json()
@@ -148,6 +154,14 @@ class Reconciler:
         if self.failures:
             for module, at in self.state.retry_requests().items():
                 self.failures.forget([module], before=at)
+
+    def _report_refusal(self) -> None:
+        """A refused deployment's reason in the stored status at once (a one-shot apply has no next round)."""
+        document = self.state.status()
+        if document is not None:
+            document["lastDesiredStatus"] = {"code": int(self.status.code), "description": self.status.description}
+            document["outpost"] = {**document.get("outpost", {}), "deploymentId": self.status.deployment_id}
+            self.state.set_status(document)
 
     def _report(self, desired: Desired, observed: Observed, records: dict[str, RestartRecord]) -> None:
         if self._platform is None:
@@ -271,11 +285,14 @@ class Reconciler:
     ) -> ApplyResult:
         """Apply a manifest document: validate, converge, watch, then keep it or roll back."""
         try:
+            self.admit(document)
             manifest = load_manifest(document)
         except ManifestError as exc:
             self.status = DeploymentStatus(
-                version=self.status.version, code=StatusCode.BAD_CONFIG, description=str(exc)
-            )
+                version=self.status.version, code=StatusCode.BAD_CONFIG, description=str(exc),
+                deployment_id=f"{name}@{deployment_hash(document)}",  # what was refused (the fleet matches it)
+            )  # fmt: skip
+            self._report_refusal()
             raise
         ext = manifest.edge_agent.outpost
         settings = ext.rollback if ext and ext.rollback else None

@@ -2,7 +2,7 @@
 source of deployments, put together in one place (as ``hub/service.py`` does for the hub).
 
 The CLI only parses options and calls this. Where deployments come from is a seam:
-``ManifestSource`` (a file today; the fleet link plugs in here as another source). Only this
+``ManifestSource``: a file, or the fleet link (:mod:`outpost.agent.fleet_link`, ``fleet_link``). Only this
 module and ``agent.adapters`` know which runtime implementations exist.
 """
 
@@ -18,17 +18,21 @@ from outpost.agent.adapters import make_runtime
 from outpost.agent.adapters.host_probes import HostProbes
 from outpost.agent.diagnostics import Probes
 from outpost.agent.environment import HubAddress, ModuleEnvironment, default_device_id
+from outpost.agent.fleet_link import FleetLink, FleetSettings, LinkSettings
 from outpost.agent.metrics import AgentMetrics
 from outpost.agent.reconciler import Reconciler
 from outpost.agent.runtime import ContainerRuntime
 from outpost.agent.state import RUNTIME_FILE, RuntimeRecord, StateDir
 from outpost.errors import ManifestError
 from outpost.manifest import parse_json
+from outpost.trust.admission import Admission
+from outpost.trust.store import TrustStore
 
 __all__ = [
     "AgentService",
     "AgentSettings",
     "FileSource",
+    "FleetSettings",
     "ManifestSource",
     "NoSource",
     "attach",
@@ -87,9 +91,11 @@ class AgentSettings:
 
 
 def compose(state: StateDir, runtime: ContainerRuntime, **kw: Any) -> Reconciler:
-    """A reconciler whose modules get this device's identity and hub address (from the runtime record)."""
+    """A reconciler whose modules get this device's identity and hub address (from the runtime record),
+    admitting only content the device's trust store allows (``trust.admission``)."""
     record = state.runtime_record() or RuntimeRecord()
     env = ModuleEnvironment(record.device, record.hub, key_root=state.path.parent, agent_state=state.path.resolve())
+    kw.setdefault("admit", Admission(TrustStore.of_state_dir(state.path)))
     return Reconciler(runtime, state, module_env=env, **kw)
 
 
@@ -144,6 +150,15 @@ class AgentService:
         from prometheus_client import start_http_server
 
         start_http_server(port, addr="127.0.0.1", registry=self.metrics.registry)
+
+    def fleet_link(self, fleet: FleetSettings, *, hub_twins: Path | None = None) -> FleetLink:
+        """The link to a fleet (``agent run --fleet``): a ManifestSource that also reports; ``start`` it."""
+        from outpost.agent.adapters.fleet_api import ActivatingApi
+
+        device_id = self.settings.device_id or default_device_id()
+        api = ActivatingApi(fleet, device_id, self.state.path)
+        twins = hub_twins or self.state.path.parent / "hub" / "twins"
+        return FleetLink(api, LinkSettings(device_id, self.state.path, hub_twins=twins), status=self.state.status)
 
     def run(self, stop: threading.Event, source: ManifestSource | None = None, *, interval: float = 5.0) -> None:
         """Keep the device converged until ``stop`` (see ``Reconciler.run``)."""

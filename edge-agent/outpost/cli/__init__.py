@@ -11,7 +11,20 @@ from __future__ import annotations
 import typer
 
 from outpost import __version__
-from outpost.cli import agent, device, hub, manifests, routes, watch
+from outpost.cli import (
+    agent,
+    bundle,
+    deploy,
+    device,
+    fleet,
+    fleet_devices,
+    hub,
+    keys,
+    manifests,
+    routes,
+    trust,
+    watch,
+)
 from outpost.cli.boundary import EXIT_CODES_HELP, Boundary, enable_debug
 
 __all__ = ["app", "main"]
@@ -30,6 +43,12 @@ app.add_typer(manifests.app, name="manifest")
 app.add_typer(routes.app, name="route")
 app.add_typer(agent.app, name="agent")
 app.add_typer(hub.app, name="hub")
+app.add_typer(fleet.app, name="fleet")
+app.add_typer(fleet_devices.app, name="device")
+app.add_typer(deploy.app, name="deploy")
+app.add_typer(keys.app, name="keys")
+app.add_typer(bundle.app, name="bundle")
+agent.app.add_typer(trust.app, name="trust")
 app.command("list")(device.list_modules)
 app.command("logs")(device.logs)
 app.command("restart")(device.restart)

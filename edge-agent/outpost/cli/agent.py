@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from outpost.agent.environment import HubAddress
-from outpost.agent.service import AgentService, AgentSettings, FileSource
+from outpost.agent.service import AgentService, AgentSettings, FileSource, FleetSettings, ManifestSource
 from outpost.cli.output import err, print_json
 from outpost.errors import InputError, ManifestError, ModuleRuntimeError
 from outpost.manifest import parse_json
@@ -188,7 +188,37 @@ def run(
     device_id: DeviceOpt = None,
     hub: HubOpt = "127.0.0.1:1883",
     interval: Annotated[float, typer.Option(help="Seconds between reconcile rounds when nothing happens.")] = 5.0,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port on 127.0.0.1 (0: off).")] = 9601,
+    metrics_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Prometheus metrics port on 127.0.0.1 (0: off).")
+    ] = 9601,
+    fleet: Annotated[
+        str | None,
+        typer.Option(
+            "--fleet", envvar="OUTPOST_FLEET_URL", help="Take deployments from this fleet (and report to it)."
+        ),
+    ] = None,
+    activation_key: Annotated[
+        str | None,
+        typer.Option(
+            "--activation-key", envvar="OUTPOST_ACTIVATION_KEY", help="One-time key from `outpost device add`."
+        ),
+    ] = None,
+    credential_file: Annotated[
+        Path | None,
+        typer.Option("--credential-file", help="The device credential (written here on activation when missing)."),
+    ] = None,
+    fleet_ca: Annotated[
+        Path | None, typer.Option("--fleet-ca", help="CA certificate to trust for an https fleet.", dir_okay=False)
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="JSON file with any of: fleet, deviceId, activationKey, credentialFile, fleetCa.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the reconcile loop until stopped (SIGINT/SIGTERM).
 
@@ -198,6 +228,16 @@ def run(
     logged and ignored.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if config is not None:
+        fleet, device_id, activation_key, credential_file, fleet_ca = _fleet_config(
+            config, fleet, device_id, activation_key, credential_file, fleet_ca
+        )
+    if manifest is not None and fleet is not None:
+        err.print("[red]error:[/] give --manifest or --fleet, not both")
+        raise typer.Exit(2)
+    if fleet is not None and not device_id:
+        err.print("[red]error:[/] --fleet needs --device-id (the id the device was added with)")
+        raise typer.Exit(2)
     agent = open_agent(state_dir, runtime, namespace, workdir, device_id=device_id, hub=hub)
     if metrics_port:
         try:
@@ -211,5 +251,54 @@ def run(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    source: ManifestSource | None = FileSource(manifest) if manifest else None
+    if fleet is not None:
+        link = agent.fleet_link(FleetSettings(fleet, activation_key, credential_file, fleet_ca))
+        link.start(stop)
+        source = link
+        err.print(f"following the fleet at {escape(fleet)} as device {escape(str(device_id))}")
     err.print(f"outpost agent running ({agent.runtime.kind} runtime, state in {agent.state.path}); Ctrl-C to stop")
-    agent.run(stop, FileSource(manifest) if manifest else None, interval=interval)
+    agent.run(stop, source, interval=interval)
+
+
+def _fleet_config(
+    path: Path,
+    fleet: str | None,
+    device_id: str | None,
+    activation_key: str | None,
+    credential_file: Path | None,
+    fleet_ca: Path | None,
+) -> tuple[str | None, str | None, str | None, Path | None, Path | None]:
+    """Settings from --config; options given on the command line win."""
+    try:
+        data = parse_json(path.read_bytes())
+    except ManifestError as exc:
+        for p in exc.problems:
+            typer.echo(f"{path}: {p.pointer or '/'}: {p.message}", err=True)
+        raise typer.Exit(2) from exc
+    if not isinstance(data, dict):
+        typer.echo(f"{path}: /: expected a JSON object", err=True)
+        raise typer.Exit(2)
+    known = {"fleet", "deviceId", "activationKey", "credentialFile", "fleetCa"}
+    for key in sorted(set(data) - known):
+        typer.echo(f"{path}: /{key}: unknown setting; expected one of {', '.join(sorted(known))}", err=True)
+        raise typer.Exit(2)
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            typer.echo(f"{path}: /{key}: expected a string", err=True)
+            raise typer.Exit(2)
+        return value
+
+    def file(key: str) -> Path | None:
+        value = text(key)
+        return Path(value) if value else None
+
+    return (
+        fleet or text("fleet"),
+        device_id or text("deviceId"),
+        activation_key or text("activationKey"),
+        credential_file or file("credentialFile"),
+        fleet_ca or file("fleetCa"),
+    )

@@ -126,7 +126,11 @@ def _known_module(state: StateDir, runtime: ContainerRuntime, module: str) -> No
     """Exit 1 naming the deployment's modules when ``module`` is not one of them (before asking the runtime)."""
     stored = state.desired()
     if stored is None:
-        return
+        err.print(
+            f"[red]error:[/] no module named {escape(module)!r}: no deployment is applied in {escape(str(state.path))} "
+            "yet; apply one with `outpost agent apply MANIFEST`"
+        )
+        raise typer.Exit(1)
     try:
         names = sorted(compose(state, runtime).desired_from(stored).modules)
     except ManifestError:

@@ -85,15 +85,29 @@ def run(
             help="Or: the agent's state dir (follows its deployment).",
         ),
     ] = None,
-    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Hub state directory.")] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            metavar="DIR",
+            help="Hub state directory [default: next to --agent-state, else $OUTPOST_HUB_STATE_DIR, else "
+            "/var/lib/outpost/hub as root, ~/.local/state/outpost/hub otherwise].",
+        ),
+    ] = None,
     device_id: Annotated[
         str | None, typer.Option("--device-id", envvar="OUTPOST_DEVICE_ID", help="Device id [default: hostname].")
     ] = None,
-    port: Annotated[int, typer.Option(envvar="OUTPOST_HUB_PORT", help="Broker port on 127.0.0.1 for modules.")] = 1883,
-    tls_port: Annotated[int | None, typer.Option(help="TLS listener for leaf devices (off when unset).")] = None,
+    port: Annotated[
+        int, typer.Option(envvar="OUTPOST_HUB_PORT", min=1, max=65535, help="Broker port on 127.0.0.1 for modules.")
+    ] = 1883,
+    tls_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="TLS listener for leaf devices (off when unset).")
+    ] = None,
     metrics_port: Annotated[
         int,
-        typer.Option(envvar="OUTPOST_HUB_METRICS_PORT", help="Prometheus metrics port on 127.0.0.1 (0: off)."),
+        typer.Option(
+            envvar="OUTPOST_HUB_METRICS_PORT", min=0, max=65535, help="Prometheus metrics port on 127.0.0.1 (0: off)."
+        ),
     ] = 9600,
 ) -> None:
     """Run the hub until SIGINT/SIGTERM, following manifest changes live.

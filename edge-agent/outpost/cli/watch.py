@@ -349,7 +349,9 @@ def watch(
         str | None,
         typer.Option("--hub", help="The device's broker, HOST:PORT [default: the agent's, else 127.0.0.1:1883]."),
     ] = None,
-    hub_port: Annotated[int | None, typer.Option("--hub-port", help="Only change the broker's port.")] = None,
+    hub_port: Annotated[
+        int | None, typer.Option("--hub-port", min=1, max=65535, help="Only change the broker's port.")
+    ] = None,
     hub_metrics: Annotated[
         str,
         typer.Option(

@@ -11,6 +11,7 @@ else; compiled predicates never raise. See docs/languages.md.
 """
 
 from outpost.lang.condition import Condition, compile_condition
+from outpost.lang.emitter import Note
 from outpost.lang.message import RoutingMessage
 from outpost.lang.route import (
     ModuleInputSink,
@@ -28,6 +29,7 @@ __all__ = [
     "UNDEFINED",
     "Condition",
     "ModuleInputSink",
+    "Note",
     "Route",
     "RoutingMessage",
     "Sink",

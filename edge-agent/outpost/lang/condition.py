@@ -1,73 +1,49 @@
-"""Route conditions: IoT Hub's message routing query language, compiled once per route.
+"""Route conditions: edgeHub's routing query language, typed and compiled once per route.
 
-Names resolve as IoT Hub documents them: a bare name is an application property, a
-``$name`` a system property (falling back to an application property spelled ``$name``),
-and ``$body.a.b[0]`` a path into the JSON body. ``$twin`` is refused: twin queries are not
-available on the edge.
+Names resolve as edgeHub resolves them: a bare name is an application property; ``$name``
+is the application property ``$name`` if the message has one, else the system property
+``name``; ``$body.a.b[0]`` is a path into a JSON body (an application property of that
+exact name wins); ``{$name}`` skips the application properties. Property and system
+property names are case-insensitive, body paths are not. Static types and compile
+errors follow edgeHub (``emitter.py``); so do the answers (``semantics.py``).
 """
 
 from __future__ import annotations
 
-from typing import Final
-
-from lark import Token, Tree
+from collections.abc import Callable
 
 from outpost.errors import QueryError
-from outpost.lang.compiler import Evaluator, compile_node
-from outpost.lang.message import RoutingMessage
-from outpost.lang.nodes import Literal, Node, Ref, RefKind, Step, build
-from outpost.lang.parser import error_at, parse
-from outpost.lang.runtime import ci_get
+from outpost.lang.emitter import Note, compile_function, emit, to_bool
+from outpost.lang.syntax import ConditionSyntax, parse_condition
 from outpost.lang.values import UNDEFINED
 
-__all__ = ["SYSTEM_PROPERTIES", "Condition", "compile_condition", "condition_from_tree"]
+__all__ = ["Condition", "compile_condition", "compile_parsed", "expression_value"]
 
-SYSTEM_PROPERTIES: Final = (
-    "connectionDeviceId",
-    "connectionModuleId",
-    "connectionAuthMethod",
-    "connectionDeviceGenerationId",
-    "contentType",
-    "contentEncoding",
-    "messageId",
-    "correlationId",
-    "userId",
-    "to",
-    "ack",
-    "enqueuedTime",
-    "creationTimeUtc",
-    "outputName",
-    "inputName",
-    "messageSource",
-    "dt-dataschema",
-    "dt-subject",
-)
-"""System property names with their canonical spelling (``$ContentType`` reads ``contentType``)."""
-
-_CANONICAL: Final = {name.lower(): name for name in SYSTEM_PROPERTIES} | {
-    "iothub-connection-device-id": "connectionDeviceId",
-    "iothub-connection-module-id": "connectionModuleId",
-    "iothub-connection-auth-method": "connectionAuthMethod",
-    "iothub-connection-auth-generation-id": "connectionDeviceGenerationId",
-    "iothub-enqueuedtime": "enqueuedTime",
-    "iothub-creation-time-utc": "creationTimeUtc",
-    "iothub-message-source": "messageSource",
-}
+Evaluator = Callable[[object], bool]
 
 
 class Condition:
     """A compiled route condition: call it with a RoutingMessage; true only if it evaluates to true."""
 
-    __slots__ = ("deviations", "evaluate", "text")
+    __slots__ = ("evaluate", "notes", "text", "value")
 
-    def __init__(self, text: str, evaluate: Evaluator, deviations: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, text: str, evaluate: Evaluator, value: Callable[[object], object], notes: tuple[Note, ...] = ()
+    ) -> None:
         self.text = text
         self.evaluate = evaluate
         """The raw compiled function, for hot loops that want to skip one call."""
-        self.deviations = deviations
-        """Where this condition relies on Outpost reading it differently from edgeHub (docs/languages.md)."""
+        self.value = value
+        """The three-valued answer: True, False or UNDEFINED (what edgeHub's Bool holds)."""
+        self.notes = notes
+        """What to tell the user: Outpost extensions used (``deviation`` set) and edgeHub quirks met."""
 
-    def __call__(self, message: RoutingMessage) -> bool:
+    @property
+    def deviations(self) -> tuple[Note, ...]:
+        """The notes that name an Outpost extension edgeHub would refuse."""
+        return tuple(note for note in self.notes if note.deviation is not None)
+
+    def __call__(self, message: object) -> bool:
         return self.evaluate(message)
 
     def __eq__(self, other: object) -> bool:
@@ -80,50 +56,39 @@ class Condition:
         return f"Condition({self.text!r})"
 
 
-def compile_condition(text: str) -> Condition:
-    """Parse and compile a route condition (the part after WHERE); raise QueryError if invalid."""
-    tree = parse(text, "start_condition")
-    return condition_from_tree(text, tree.children[0], text)
+def compile_condition(text: str, *, guard: bool = True) -> Condition:
+    """Parse, type and compile a route condition (the part after WHERE); raise QueryError if edgeHub would.
+
+    ``guard=False`` drops the last-resort ``try`` so tests can prove the helpers alone never raise.
+    """
+    syntax = parse_condition(text)
+    return compile_parsed(text, syntax, text, guard=guard)
 
 
-def condition_from_tree(source: str, tree: Tree[Token] | Token, text: str, *, guard: bool = True) -> Condition:
-    """Compile an already parsed condition; errors point into ``source`` (e.g. the whole route)."""
-    node = build(source, tree, _resolve)
+def compile_parsed(source: str, syntax: ConditionSyntax, text: str, *, guard: bool = True) -> Condition:
+    """Compile a parsed condition; errors point into ``source`` (the condition or the whole route)."""
+    notes: list[Note] = []
+    if syntax.ignored is not None:
+        notes.append(Note(f"text from column {syntax.ignored.start + 1} on is ignored (edgeHub ignores it too)"))
+    if syntax.lists:
+        notes.append(Note("write x = a OR x = b instead of x IN [a, b]", "in-list"))
+    if syntax.expr is None:  # an empty condition is undefined
+        return Condition(text, lambda _m: False, lambda _m: UNDEFINED, tuple(notes))
+    root, constants, found = emit(source, syntax.expr)
+    notes.extend(note for note in found if note not in notes)
+    code = to_bool(root)
     try:
-        evaluate = compile_node(node, system_lookup=_system_fallback, guard=guard)
-    except Exception as exc:  # compile() limits: report, never leak SyntaxError/RecursionError
+        value = compile_function("value", code, constants, fallback="U", guard=guard)
+        evaluate = compile_function("evaluate", f"({code}) is True", constants, fallback="False", guard=guard)
+    except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:  # compile() limits: report, never leak
         raise QueryError(f"condition is too complex to compile ({type(exc).__name__})", text=source) from exc
-    return Condition(text, evaluate)
+    return Condition(text, evaluate, value, tuple(notes))  # type: ignore[arg-type]
 
 
-def _resolve(text: str, name: Token, steps: tuple[Step, ...]) -> Node:
-    raw = str(name.value)
-    lowered = raw.lower()
-    offset = name.start_pos or 0
-    if lowered == "$body":
-        if not steps or isinstance(steps[0], int):
-            return Literal(UNDEFINED)  # IoT Hub: queries on the whole body (or $body[0]) are undefined
-        return Ref(RefKind.BODY, raw, steps)
-    if lowered == "$twin":
-        raise error_at(text, offset, "$twin is not supported on the edge; use message properties or $body")
-    if raw.startswith("$"):
-        if steps:
-            raise error_at(text, offset, f"system property {raw} has no fields; only $body takes a path")
-        return Ref(RefKind.SYSTEM, _CANONICAL.get(lowered[1:], raw[1:]))
-    for step in steps:
-        if isinstance(step, int):
-            raise error_at(text, offset, f"application property {raw!r} is a string; it cannot be indexed")
-    # Azure's lexer allows dots inside property names: "a.b" is one application property.
-    return Ref(RefKind.PROPERTY, ".".join([raw, *map(str, steps)]))
-
-
-def _system_fallback(message: object, name: str) -> object:
-    """Slow path of ``$name``: system property in any case, then application property ``$name``."""
-    if not isinstance(message, RoutingMessage):
+def expression_value(text: str, message: object) -> object:
+    """The value of an expression (not converted to a Boolean), for tests against edgeHub's own."""
+    syntax = parse_condition(text)
+    if syntax.expr is None:
         return UNDEFINED
-    found = ci_get(message.system, name)
-    if found is not UNDEFINED:
-        return found
-    key = "$" + name
-    found = message.properties.get(key, UNDEFINED)
-    return ci_get(message.properties, key) if found is UNDEFINED else found
+    root, constants, _ = emit(text, syntax.expr)
+    return compile_function("expression", root.code, constants, fallback="U")(message)

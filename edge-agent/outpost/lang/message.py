@@ -1,9 +1,11 @@
 """The read-only view of a message that route conditions evaluate.
 
 Properties arrive as strings; the body is bytes and is only JSON (and only queryable
-with ``$body``) when ``$contentType`` is ``application/json`` and ``$contentEncoding`` is
-UTF-8, UTF-16 or UTF-32, as IoT Hub requires. The body is decoded lazily, at most once per
-message, because most routes never look at it.
+with ``$body``) when ``$contentType`` is exactly ``application/json`` and
+``$contentEncoding`` exactly ``utf-8``, ``utf-16`` or ``utf-32`` (any case; UTF-16 and
+UTF-32 little-endian, as .NET's Encoding.Unicode and UTF32), as edgeHub requires, and
+when it is a JSON object (edgeHub parses it with JObject.Parse). The body is decoded
+lazily, at most once per message, because most routes never look at it.
 """
 
 from __future__ import annotations
@@ -14,18 +16,11 @@ from typing import Final
 
 from outpost.lang.values import UNDEFINED
 
-__all__ = ["RoutingMessage"]
+__all__ = ["UNSET", "RoutingMessage"]
 
-_UNSET: Final = object()
-_CODECS: Final = {
-    "utf-8": "utf-8",
-    "utf8": "utf-8",
-    "utf-16": "utf-16",
-    "utf16": "utf-16",
-    "utf-32": "utf-32",
-    "utf32": "utf-32",
-}
-_UTF8_BOM: Final = b"\xef\xbb\xbf"
+UNSET: Final = object()
+"""``RoutingMessage._json`` before the body is decoded (generated conditions read the slot directly)."""
+_CODECS: Final = {"utf-8": "utf-8", "utf-16": "utf-16-le", "utf-32": "utf-32-le"}
 _CODEC_CACHE: dict[tuple[object, object], object] = {}  # (contentType, contentEncoding) -> codec | None
 _CODEC_CACHE_SIZE: Final = 256
 
@@ -50,12 +45,12 @@ class RoutingMessage:
         self.properties = properties
         self.system = system
         self.body = body
-        self._json: object = _UNSET
+        self._json: object = UNSET
 
     def json_body(self) -> object:
         """The decoded JSON body, or UNDEFINED if the body is not queryable; never raises."""
         value = self._json
-        if value is _UNSET:
+        if value is UNSET:
             value = self._json = _decode(self.system, self.body)
         return value
 
@@ -66,16 +61,18 @@ class RoutingMessage:
 def _decode(system: Mapping[str, str], body: bytes) -> object:
     try:
         key = (system.get("contentType"), system.get("contentEncoding"))
-        codec = _CODEC_CACHE.get(key, _UNSET)
-        if codec is _UNSET:
+        codec = _CODEC_CACHE.get(key, UNSET)
+        if codec is UNSET:
             codec = _codec(*key)
             if len(_CODEC_CACHE) < _CODEC_CACHE_SIZE:
                 _CODEC_CACHE[key] = codec
         if codec is None:
             return UNDEFINED
-        if codec == "utf-8" and body[:3] == _UTF8_BOM:
-            body = body[3:]
-        return _DECODER.decode(body.decode(codec))  # type: ignore[arg-type]
+        text = body.decode(codec, errors="replace")  # type: ignore[arg-type]
+        if text[:1] == "\ufeff":
+            text = text[1:]
+        document = _DECODER.decode(text)
+        return document if type(document) is dict else UNDEFINED
     except Exception:  # invalid JSON, bad bytes, deep nesting, odd mappings: all "not queryable"
         return UNDEFINED
 
@@ -84,6 +81,6 @@ def _codec(content_type: object, encoding: object) -> str | None:
     """The codec to decode a body with, or None when IoT Hub would not query the body."""
     if type(content_type) is not str or type(encoding) is not str:
         return None
-    if content_type.partition(";")[0].strip().lower() != "application/json":
+    if content_type.lower() != "application/json":
         return None
-    return _CODECS.get(encoding.strip().lower())
+    return _CODECS.get(encoding.lower())

@@ -1,4 +1,4 @@
-"""The lark parser for routes and conditions, and the translation of its errors.
+"""The lark parser for target conditions, and the translation of its errors.
 
 The LALR parser is built once at import from ``grammar.lark``. Every lark exception is
 turned into a :class:`~outpost.errors.QueryError` with a 1-based line and column and a
@@ -20,13 +20,13 @@ from outpost.errors import QueryError
 
 __all__ = ["Start", "error_at", "parse"]
 
-Start = Literal["start_route", "start_condition", "start_target"]
+Start = Literal["start_target"]
 
 _PARSER: Final = Lark.open(
     "grammar.lark",
     rel_to=__file__,
     parser="lalr",
-    start=["start_route", "start_condition", "start_target"],
+    start=["start_target"],
     maybe_placeholders=False,
 )
 

@@ -1,9 +1,11 @@
-"""Routes: ``FROM <source> [WHERE <condition>] INTO <sink>``, as in Azure IoT Edge's edgeHub.
+"""Routes: ``[SELECT *] FROM <source> [WHERE <condition>] INTO <sink>``, as edgeHub reads them.
 
-The source and sink are single tokens to the grammar and are checked here, so a typo such
-as ``/messages/module/x/*`` gets a sentence naming the accepted shapes instead of a bare
-syntax error. The WHERE clause is compiled from the same parse, so its errors carry their
-position in the whole route text.
+``syntax.py`` parses the text with edgeHub's grammar; here the source becomes a prefix
+match and the sink an endpoint, the way edgeHub's RouteFactory, CustomMessageSource and
+EndpointFactory do it. The WHERE clause is compiled from the same parse, so its errors
+carry their position in the whole route text. Where edgeHub accepts something that is
+probably a mistake (a source that selects nothing, ``/a/b/c/d`` as an address), the route
+carries a ``Note`` that ``outpost manifest validate`` shows as a warning.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from lark import Token, Tree
-
 from outpost.errors import QueryError
-from outpost.lang.condition import Condition, condition_from_tree
+from outpost.lang.condition import Condition, compile_parsed
+from outpost.lang.emitter import Note
+from outpost.lang.lexer import Token
 from outpost.lang.message import RoutingMessage
-from outpost.lang.parser import error_at, parse
+from outpost.lang.parser import error_at
+from outpost.lang.syntax import parse_route_syntax
 
 __all__ = ["ModuleInputSink", "Route", "Sink", "Source", "SourceKind", "UpstreamSink", "parse_route"]
 
@@ -88,6 +91,11 @@ class Source:
             return output is not None
         return output is not None and (output == self.output or output.lower() == (self.output or "").lower())
 
+    @property
+    def prefix(self) -> str:
+        """edgeHub's form of this source: the lower-case prefix of the message source paths it selects."""
+        return (str(self).strip().rstrip("*").rstrip("/") + "/").lower()
+
     def __str__(self) -> str:
         if self.kind is SourceKind.NOTHING:
             return self.path or ""
@@ -121,15 +129,20 @@ Sink = UpstreamSink | ModuleInputSink
 class Route:
     """A parsed route; ``condition`` is None when there is no WHERE clause.
 
-    ``deviations`` name what Outpost reads differently from edgeHub, or what edgeHub
-    accepts but is likely a mistake (``outpost manifest validate`` shows them as warnings).
+    ``notes`` name the Outpost extensions the route relies on and what edgeHub accepts but
+    is likely a mistake (``outpost manifest validate`` shows them as warnings).
     """
 
     text: str
     source: Source
     condition: Condition | None
     sink: Sink
-    deviations: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
+
+    @property
+    def deviations(self) -> tuple[Note, ...]:
+        """The notes that name an Outpost extension edgeHub would refuse."""
+        return tuple(note for note in self.notes if note.deviation is not None)
 
     def matches(
         self, message: RoutingMessage, *, module_id: str | None, output: str | None, is_message: bool = True
@@ -142,23 +155,22 @@ class Route:
 
 def parse_route(text: str) -> Route:
     """Parse a route; raise QueryError with the line and column of the first problem."""
-    tree = parse(text, "start_route")
-    tokens = {child.type: child for child in tree.children if isinstance(child, Token)}
-    clauses = [child for child in tree.children if isinstance(child, Tree)]
+    if isinstance(text, str) and not text.strip():
+        raise QueryError("the route is empty; expected FROM <source> [WHERE <condition>] INTO <sink>", text=text)
+    syntax = parse_route_syntax(text)
+    notes: list[Note] = []
     condition = None
-    notes: list[str] = []
-    if len(clauses) == 2:  # WHERE <expr> and the sink
-        where, into = tokens["WHERE"], tokens["INTO"]
-        clause = text[where.end_pos : into.start_pos].strip()
-        condition = condition_from_tree(text, clauses[0], clause)
-        notes.extend(condition.deviations)
-    source = _source(tokens["SOURCE"], notes)
-    sink = _sink(text, clauses[-1], notes)
+    if syntax.condition is not None and syntax.condition_text is not None:
+        condition = compile_parsed(text, syntax.condition, syntax.condition_text)
+        notes.extend(condition.notes)
+    source = _source(syntax.source, notes)
+    sink = _sink(text, syntax.sink, syntax.address, notes)
+    if syntax.ignored is not None:
+        notes.append(Note(f"text after the sink (column {syntax.ignored.start + 1}) is ignored, as edgeHub ignores it"))
     return Route(text, source, condition, sink, tuple(notes))
 
 
-def _source(token: Token, notes: list[str]) -> Source:
-    path = str(token.value)
+def _source(path: str, notes: list[Note]) -> Source:
     # edgeHub (CustomMessageSource, BaseMessageSource): drop trailing '*', then '/', add one '/'.
     trimmed = path.strip().rstrip("*")
     prefix = (trimmed.rstrip("/") if len(trimmed) > 1 else trimmed).rstrip("/") + "/"
@@ -168,13 +180,15 @@ def _source(token: Token, notes: list[str]) -> Source:
     match = _MODULE_SOURCE.fullmatch(prefix)
     if match is None:
         notes.append(
-            f"source {path!r} selects no message (sources are prefixes of /messages/modules/{{id}}/outputs/{{output}},"
-            " /messages or /twinChangeNotifications); edgeHub accepts it too"
+            Note(
+                f"source {path!r} selects no message (sources are prefixes of /messages/modules/{{id}}/outputs/"
+                "{output}, /messages or /twinChangeNotifications); edgeHub accepts it too"
+            )
         )
         return Source(SourceKind.NOTHING, path=path)
     module, outputs, output = match.groups()
     if "*" in module or (output is not None and "*" in output):
-        notes.append(f"'*' in source {path!r} is a literal character, not a wildcard (only a trailing '*' is)")
+        notes.append(Note(f"'*' in source {path!r} is a literal character, not a wildcard (only a trailing '*' is)"))
     if output is not None:
         return Source(SourceKind.MODULE_OUTPUT, module, output)
     if outputs is not None:
@@ -182,17 +196,15 @@ def _source(token: Token, notes: list[str]) -> Source:
     return Source(SourceKind.MODULE, module)
 
 
-def _sink(text: str, tree: Tree[Token], notes: list[str]) -> Sink:
-    name, *rest = (child for child in tree.children if isinstance(child, Token))
-    offset = name.start_pos or 0
-    if tree.data == "system_sink":
-        if str(name.value).lower() == "$upstream":
+def _sink(text: str, name: Token, literal: Token | None, notes: list[Note]) -> Sink:
+    offset = name.start
+    if literal is None:
+        if name.text.lower() == "$upstream":
             return UpstreamSink()
-        raise _bad_sink(text, offset, f"unknown sink {name.value!r}")
-    if str(name.value).lower() != "brokeredendpoint":
-        raise _bad_sink(text, offset, f"unknown sink function {name.value!r}")
-    literal = rest[0]
-    raw = str(literal.value)
+        raise _bad_sink(text, offset, f"unknown sink {name.text!r}")
+    if name.text.lower() != "brokeredendpoint":
+        raise _bad_sink(text, offset, f"unknown sink function {name.text!r}")
+    raw = literal.text
     # edgeHub (EndpointFactory): the literal's text as written (no unescaping), trimmed, one
     # leading and one trailing '/' dropped, split on '/' into exactly four parts; the 2nd is
     # the module, the 4th the input, the 1st and 3rd are not looked at.
@@ -203,14 +215,16 @@ def _sink(text: str, tree: Tree[Token], notes: list[str]) -> Sink:
     if len(parts) != 4 or not parts[1].strip() or not parts[3].strip():
         raise error_at(
             text,
-            (literal.start_pos or 0) + 1,
+            literal.start + 1,
             f"BrokeredEndpoint address {raw[1:-1]!r} must be /modules/{{module}}/inputs/{{input}}"
             " (four parts separated by '/', module and input not empty)",
         )
     if parts[0].lower() != "modules" or parts[2].lower() != "inputs":
         notes.append(
-            f"BrokeredEndpoint address {raw[1:-1]!r} is read as module {parts[1]!r}, input {parts[3]!r}"
-            " (as edgeHub does: only the 2nd and 4th parts count); write /modules/{module}/inputs/{input}"
+            Note(
+                f"BrokeredEndpoint address {raw[1:-1]!r} is read as module {parts[1]!r}, input {parts[3]!r}"
+                " (as edgeHub does: only the 2nd and 4th parts count); write /modules/{module}/inputs/{input}"
+            )
         )
     return ModuleInputSink(parts[1], parts[3])
 

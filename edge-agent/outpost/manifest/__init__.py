@@ -9,9 +9,11 @@ from outpost.manifest.deployment import (
     Deployment,
     Effective,
     check_document,
+    compose,
     effective_manifest,
     is_layered,
     parse_deployment,
+    select_stack,
 )
 from outpost.manifest.models import Manifest, Module, ModuleStatus, RestartPolicy, RouteSpec
 from outpost.manifest.validation import Report, build_manifest, check_manifest, load_manifest, parse_json
@@ -28,9 +30,11 @@ __all__ = [
     "build_manifest",
     "check_document",
     "check_manifest",
+    "compose",
     "effective_manifest",
     "is_layered",
     "load_manifest",
     "parse_deployment",
     "parse_json",
+    "select_stack",
 ]

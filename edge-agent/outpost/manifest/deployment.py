@@ -25,7 +25,16 @@ from outpost.manifest.models import Manifest
 from outpost.manifest.pointers import join
 from outpost.manifest.validation import Report, _check_module, _check_route, build_manifest, check_manifest
 
-__all__ = ["Deployment", "Effective", "check_document", "effective_manifest", "is_layered", "parse_deployment"]
+__all__ = [
+    "Deployment",
+    "Effective",
+    "check_document",
+    "compose",
+    "effective_manifest",
+    "is_layered",
+    "parse_deployment",
+    "select_stack",
+]
 
 DESIRED = "properties.desired"
 ALL_DEVICES = "*"
@@ -224,17 +233,28 @@ def _source_key(module: str, path: tuple[str, ...]) -> str:
     return join("", module, *path[:1])
 
 
-def effective_manifest(deployments: Sequence[Deployment], twin: Mapping[str, Any]) -> Effective:
-    """The manifest a device with this twin gets from these deployments (Azure's priority rules)."""
+def select_stack(deployments: Sequence[Deployment], twin: Mapping[str, Any]) -> list[Deployment]:
+    """The deployments that apply to a device, in the order they are laid down (Azure's rules).
+
+    The highest-priority matching base deployment (ties: the newest), then every matching layered
+    deployment, sorted by priority so the higher one writes last. Empty when no base matches.
+    The fleet service calls this per device and composes each distinct stack once.
+    """
     matching = [d for d in deployments if d.targets(twin)]
     bases = [d for d in matching if not d.layered]
     if not bases:
-        raise ManifestError(
-            [Problem("", f"no base deployment targets this device (of {len(deployments)} deployment(s) given, "
-                     f"{len(matching)} match); add a deployment whose targetCondition matches its tags")]
-        )  # fmt: skip
-    base = max(bases, key=lambda d: (d.priority, d.created, d.order))
-    stack = sorted([base, *(d for d in matching if d.layered)], key=lambda d: (d.priority, d.created, d.order))
+        return []
+    base = max(bases, key=_rank)
+    return sorted([base, *(d for d in matching if d.layered)], key=_rank)
+
+
+def _rank(deployment: Deployment) -> tuple[int, str, int]:
+    return (deployment.priority, deployment.created, deployment.order)
+
+
+def compose(stack: Sequence[Deployment]) -> Effective:
+    """Lay a stack from :func:`select_stack` down into one manifest; raise ManifestError if it is invalid."""
+    base = next(d for d in stack if not d.layered)
     document: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for deployment in stack:
@@ -256,3 +276,15 @@ def effective_manifest(deployments: Sequence[Deployment], twin: Mapping[str, Any
         layers=[d.id for d in stack if d.layered],
         sources=dict(sorted(sources.items())),
     )
+
+
+def effective_manifest(deployments: Sequence[Deployment], twin: Mapping[str, Any]) -> Effective:
+    """The manifest a device with this twin gets from these deployments (Azure's priority rules)."""
+    stack = select_stack(deployments, twin)
+    if not stack:
+        matching = sum(1 for d in deployments if d.targets(twin))
+        raise ManifestError(
+            [Problem("", f"no base deployment targets this device (of {len(deployments)} deployment(s) given, "
+                     f"{matching} match); add a deployment whose targetCondition matches its tags")]
+        )  # fmt: skip
+    return compose(stack)

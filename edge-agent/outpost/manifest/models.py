@@ -267,7 +267,7 @@ class HubModule(_Azure):
     type: Literal["docker"]
     settings: ModuleSettings
     status: Literal[ModuleStatus.RUNNING]
-    restart_policy: Literal[RestartPolicy.ALWAYS] = Field(alias="restartPolicy")
+    restart_policy: Literal[RestartPolicy.ALWAYS] = Field(default=RestartPolicy.ALWAYS, alias="restartPolicy")
     env: dict[EnvName, EnvVar] = Field(default_factory=dict)
     startup_order: WholeNumber = Field(default=0, alias="startupOrder", ge=0, le=DEFAULT_STARTUP_ORDER)
     image_pull_policy: ImagePullPolicy = Field(default=ImagePullPolicy.ON_CREATE, alias="imagePullPolicy")
@@ -278,7 +278,9 @@ class Module(_Azure):
     version: str | None = None  # edgeAgent treats it as optional
     type: Literal["docker"]
     status: ModuleStatus
-    restart_policy: RestartPolicy = Field(alias="restartPolicy")
+    restart_policy: RestartPolicy = Field(
+        default=RestartPolicy.ON_UNHEALTHY, alias="restartPolicy"
+    )  # edgeAgent's default
     settings: ModuleSettings
     startup_order: WholeNumber = Field(
         default=DEFAULT_STARTUP_ORDER, alias="startupOrder", ge=0, le=DEFAULT_STARTUP_ORDER
@@ -324,10 +326,16 @@ class StoreAndForward(_Azure):
 
 class EdgeHubDesired(_Azure):
     schema_version: str = Field(alias="schemaVersion", pattern=HUB_SCHEMA_VERSION)
-    routes: dict[NonEmpty, str | RouteSpec]
+    routes: dict[NonEmpty, str | RouteSpec] = Field(default_factory=dict)  # optional under schemaVersion 1.0
     store_and_forward_configuration: StoreAndForward = Field(alias="storeAndForwardConfiguration")
     mqtt_broker: dict[str, Any] | None = Field(default=None, alias="mqttBroker")
     outpost: HubExtension | None = None
+
+    @model_validator(mode="after")
+    def _routes_from_1_1(self) -> EdgeHubDesired:
+        if "routes" not in self.model_fields_set and re.match(r"1\.0(\.|$)", self.schema_version) is None:
+            raise ValueError("routes is required from schemaVersion 1.1 on (edgeHub reads 1.0 without them)")
+        return self
 
     def route_specs(self) -> dict[str, RouteSpec]:
         """Every route in object form, string routes taking the default priority and TTL.

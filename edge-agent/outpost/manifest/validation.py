@@ -44,15 +44,36 @@ class Report:
             raise ManifestError(self.problems)
 
 
+MAX_DEPTH = 100  # a manifest is ~10 levels deep; far deeper is a broken or hostile file
+
+
+def _depth(doc: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion (a deep document must not exhaust the stack)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                return deepest
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
 def parse_json(text: str | bytes) -> Any:
     """Parse JSON, turning syntax errors into a ManifestError with line and column."""
     try:
-        return json.loads(text)
+        doc = json.loads(text)
+    except RecursionError as exc:
+        raise ManifestError([Problem("", "JSON nested too deeply to be a manifest")]) from exc
     except UnicodeDecodeError as exc:
         raise ManifestError([Problem("", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]) from exc
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}"
         raise ManifestError([Problem("", f"invalid JSON at {where}: {exc.msg}")]) from exc
+    if _depth(doc) > MAX_DEPTH:
+        raise ManifestError([Problem("", f"JSON nested more than {MAX_DEPTH} levels deep: too deep to be a manifest")])
+    return doc
 
 
 def _get(doc: Any, path: tuple[str, ...]) -> Any:
@@ -140,8 +161,8 @@ def _check_route(where: str, spec: Any, declared: set[str], report: Report, *, b
     except QueryError as exc:
         report.problems.append(Problem(where, f"line {exc.line}, column {exc.column}: {exc.reason}"))
         return
-    for deviation in route.deviations:
-        report.warnings.append(Problem(where, deviation))
+    for note in route.notes:
+        report.warnings.append(Problem(where, str(note)))
     if isinstance(route.sink, ModuleInputSink) and declared and route.sink.module not in declared:
         report.warnings.append(
             Problem(where, f"route delivers to module '{route.sink.module}', which this manifest does not declare")

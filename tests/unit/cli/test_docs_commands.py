@@ -53,6 +53,8 @@ PREREQUISITES: dict[str, str] = {
     "network": "installs packages from PyPI into .venv",
     "docker": "a Docker engine",
     "fleet": "a running fleet service",
+    "kafka": "a local Apache Kafka (scripts/services/kafka.sh start); tests/integration/test_bundle_upstream.py "
+    "and test_bundle_roundtrip.py run these commands",
 }
 
 #: Commands that need a prerequisite wherever they are shown (docs this test does not own).
@@ -66,7 +68,7 @@ NEEDS_BY_COMMAND: list[tuple[re.Pattern[str], str]] = [
 
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _MARKER = re.compile(r"<!--\s*docs-test:\s*needs=([\w,-]+)\s*-->")
-_INLINE = re.compile(r"(?<!`)`(outpost [^`]+)`(?!`)")
+_INLINE = re.compile(r"(?<!`)`((?:outpost|scripts/[\w./-]+)(?: [^`]*)?)`(?!`)")
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,10 @@ def test_inline_command_names_exist(command: DocCommand) -> None:
         words = _words(command.text)
     except ValueError:
         words = command.text.split()
+    if words[0] != "outpost":
+        script = ROOT / words[0]
+        assert script.is_file(), f"{command}: {words[0]} does not exist"
+        return
     target, rest = _resolve(words[1:])
     known = _options(target)
     for word in rest:

@@ -146,3 +146,25 @@ def test_check_broker_without_a_port_is_a_usage_error():
     code, _, err = run("check", "--broker", "notahost")
     assert code == 2
     assert "Invalid value for '--broker': expects HOST:PORT, got 'notahost'" in err
+
+
+@pytest.mark.parametrize("command", ["logs", "restart"])
+def test_module_commands_before_any_deployment_say_so(agent_state, command):
+    (agent_state / "deployment.json").unlink()
+    code, _, err = run(command, "x", "--state-dir", str(agent_state))
+    assert code == 1
+    assert "no deployment is applied" in " ".join(err.split())
+
+
+def test_deeply_nested_json_is_a_named_problem(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    nested = tmp_path / "nested.json"
+    nested.write_text("[" * 500 + "]" * 500)
+    code, out, _ = run("manifest", "validate", str(deep), str(nested))
+    assert code == 1
+    assert f"{deep}: /: JSON nested too deeply to be a manifest" in out
+    assert f"{nested}: /: JSON nested more than 100 levels deep" in out
+    code, _, err = run("manifest", "show", str(nested))
+    assert code == 1
+    assert f"{nested}: /: JSON nested more than 100 levels deep" in err

@@ -65,22 +65,23 @@ def test_sources_that_select_nothing_or_use_a_literal_star_are_accepted_with_a_n
     nothing = parse_route("FROM /foo/bar INTO $upstream")
     assert nothing.source == Source(SourceKind.NOTHING, path="/foo/bar")
     assert not nothing.matches(RoutingMessage({}, {}, b""), module_id="foo", output="bar")
-    assert "selects no message" in nothing.deviations[0]
+    assert nothing.deviations == ()
+    assert "selects no message" in str(nothing.notes[0])
     star = parse_route("FROM /messages/modules/*/outputs/alerts INTO $upstream")
     assert star.source == Source(SourceKind.MODULE_OUTPUT, "*", "alerts")
-    assert "literal character" in star.deviations[0]
+    assert "literal character" in str(star.notes[0])
 
 
 def test_brokered_endpoint_shapes_edgehub_accepts() -> None:
     quoted = parse_route('FROM /* INTO BrokeredEndpoint("/modules/alert\'Logic/inputs/in")')
     assert quoted.sink == ModuleInputSink("alert'Logic", "in")
-    assert quoted.deviations == ()
+    assert quoted.notes == ()
     double = parse_route("FROM /* INTO brokeredEndpoint('/modules/alert\"Logic/inputs/in')")
     assert double.sink == ModuleInputSink('alert"Logic', "in")
     assert str(double.sink) == "BrokeredEndpoint('/modules/alert\"Logic/inputs/in')"
     odd = parse_route('FROM /messages/modules/adapter INTO brokeredEndpoint("/a/b/c/d")')
     assert odd.sink == ModuleInputSink("b", "d")
-    assert "read as module 'b', input 'd'" in odd.deviations[0]
+    assert "read as module 'b', input 'd'" in str(odd.notes[0])
     spaced = parse_route('FROM /* INTO BrokeredEndpoint(" modules/x/inputs/y/ ")')
     assert spaced.sink == ModuleInputSink("x", "y")
 
@@ -192,27 +193,31 @@ def test_routes_are_values() -> None:
 ERRORS = [
     ("FROM /messages/* WHERE temperature > INTO $upstream", 1, 38, "expected an expression after '>', found INTO"),
     ("FROM /messages/* $upstream", 1, 18, "expected WHERE or INTO after the source, found '$upstream'"),
-    ("FROM /messages/* WHERE a = 1", 1, 29, "expected INTO, found the end of the text"),
-    ("FROM /messages/* WHERE a = 1 $upstream", 1, 30, "expected an operator, AND, OR or INTO, found '$upstream'"),
+    ("FROM /messages/* WHERE a = '1'", 1, 31, "AND, OR or INTO, found the end of the text"),
+    ("FROM /messages/* WHERE a = '1' $upstream", 1, 32, "expected an operator, AND, OR or INTO, found '$upstream'"),
     ("FROM /messages/*\nWHERE x = 'abc INTO $upstream", 2, 11, "unterminated string literal"),
     ("FROM /* WHERE FOO(x) = 1 INTO $upstream", 1, 15, "unknown function 'FOO'"),
-    ("FROM /* WHERE\n  a = 1 AND\n  LENGTH(a, b) = 1\nINTO $upstream", 3, 3, "LENGTH takes 1 argument, got 2"),
+    (
+        "FROM /* WHERE\n  a = '1' AND\n  LENGTH(a, b) = 1\nINTO $upstream",
+        3,
+        3,
+        "LENGTH takes (a string); got a string, a string",
+    ),
     ('FROM /* INTO BrokeredEndpoint("/modules/x/inputs")', 1, 32, "must be /modules/{module}/inputs/{input}"),
     ('FROM /* INTO BrokeredEndpoint("/modules//inputs/z")', 1, 32, "module and input not empty"),
     ('FROM /* INTO BrokeredEndpoint("/a/b/c/d/e")', 1, 32, "four parts"),
     ("FROM /* INTO BrokeredEndpoint(/modules/x/inputs/y)", 1, 31, "expected a quoted string after '('"),
     ('FROM /* INTO Endpoint("/modules/x/inputs/y")', 1, 14, "unknown sink function 'Endpoint'"),
     ("FROM /* INTO $downstream", 1, 14, "unknown sink '$downstream'"),
-    ("FROM /* INTO", 1, 13, "expected $upstream or BrokeredEndpoint(...)"),
+    ("FROM /* INTO", 1, 13, 'expected $upstream or BrokeredEndpoint("..."), found the end of the text'),
     ("FROM /messages/modules/a b/* INTO $upstream", 1, 26, "expected WHERE or INTO after the source"),
     ("FROM messages/* INTO $upstream", 1, 6, "after FROM"),
-    ("FROM / INTO $upstream", 1, 6, "after FROM"),
+    ("FROM / INTO $upstream", 1, 8, "expected a source part after '/', found INTO"),
     ("FROM", 1, 5, "expected a source such as /messages/* after FROM, found the end of the text"),
-    ("", 1, 1, "expected SELECT or FROM, found the end of the text"),
+    ("", 1, 1, "the route is empty"),
+    ("FROM /* WHERE a = true INTO $upstream", 1, 17, "needs two values of the same type"),
     ("INTO $upstream", 1, 1, "expected SELECT or FROM, found INTO"),
     ("FROM /* WHERE INTO $upstream", 1, 15, "expected an expression after WHERE, found INTO"),
-    ("FROM /* WHERE $twin.tags.a = 1 INTO $upstream", 1, 15, "$twin is not supported"),
-    ("FROM /* INTO $upstream extra", 1, 24, "or the end of the text, found 'extra'"),
 ]
 
 
@@ -224,3 +229,20 @@ def test_route_errors(text: str, line: int, column: int, fragment: str) -> None:
     assert fragment in error.reason, error.reason
     assert (error.line, error.column) == (line, column), str(error)
     assert error.text == text
+
+
+def test_what_edgehub_accepts_but_is_likely_a_slip_comes_with_a_note() -> None:
+    extra = parse_route("FROM /* INTO $upstream extra")
+    assert extra.sink == UpstreamSink()
+    assert "is ignored" in str(extra.notes[0])
+    twin = parse_route("FROM /* WHERE $twin.tags.a = '1' INTO $upstream")
+    assert "not a twin query" in str(twin.notes[0])
+
+
+def test_route_extensions_are_named() -> None:
+    route = parse_route("FROM /messages/* WHERE severity >= 3 AND level IN ['warning', 'critical'] INTO $upstream")
+    assert {note.deviation for note in route.deviations} == {"number-property", "in-list"}
+    assert route.condition is not None
+    assert route.condition.text == "severity >= 3 AND level IN ['warning', 'critical']"
+    msg = RoutingMessage({"severity": "4", "level": "critical"}, {}, b"")
+    assert route.matches(msg, module_id=None, output=None)

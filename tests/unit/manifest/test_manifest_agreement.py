@@ -198,6 +198,10 @@ SINGLE_CHANGES: dict[str, Callable[[dict[str, Any]], None]] = {
     "edgeHub schemaVersion 1.3": _set(hub, "schemaVersion", "1.3"),
     "edgeHub schemaVersion 1.4": _set(hub, "schemaVersion", "1.4"),
     "module without version": lambda d: _sensor(d).pop("version"),
+    "module without restartPolicy": lambda d: _sensor(d).pop("restartPolicy"),
+    "edgeHub module without restartPolicy": lambda d: agent(d)["systemModules"]["edgeHub"].pop("restartPolicy"),
+    "edgeHub 1.0 without routes": lambda d: (hub(d).pop("routes"), hub(d).update(schemaVersion="1.0")),
+    "edgeHub 1.1 without routes": lambda d: hub(d).pop("routes"),
     "registry address empty": lambda d: agent(d)["runtime"]["settings"].update(
         registryCredentials={"r": {"username": "u", "password": "p", "address": ""}}
     ),

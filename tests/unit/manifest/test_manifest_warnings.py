@@ -31,10 +31,10 @@ def test_misspelt_module_field_suggests_the_right_one() -> None:
 def test_misspelling_a_required_field_is_a_warning_plus_the_missing_field() -> None:
     doc = manifest()
     sensor = module(doc, "sensor")
-    sensor["restartPolicie"] = sensor.pop("restartPolicy")
+    sensor["statsu"] = sensor.pop("status")
     report = check_manifest(doc)
-    assert [p.pointer for p in report.problems] == [f"{AGENT}/modules/sensor/restartPolicy"]
-    assert any("did you mean 'restartPolicy'" in w.message for w in report.warnings)
+    assert [p.pointer for p in report.problems] == [f"{AGENT}/modules/sensor/status"]
+    assert any("did you mean 'status'" in w.message for w in report.warnings)
 
 
 def test_misspelt_system_module_field_warns() -> None:

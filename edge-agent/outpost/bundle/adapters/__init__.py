@@ -1,0 +1,1 @@
+"""The only bundle modules that import I/O libraries (docker, urllib)."""

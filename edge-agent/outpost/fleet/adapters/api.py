@@ -1,0 +1,366 @@
+"""The fleet's HTTP API on FastAPI: operators manage devices and deployments, devices fetch and report.
+
+Every route authenticates (``Authorization: Bearer``): the operator token, or a device
+credential that reaches only its own device; ``/api/v1/activate`` authenticates with the
+device's one-time activation key. Refusals are JSON ``{"error", "problems"}`` with a 4xx
+status; a database outage is a 503; bodies over ``max_body`` bytes are refused with 413
+before they are parsed. ``GET /api/v1/devices/{id}/deployment`` is a long-poll: with
+``If-None-Match`` and ``?wait=S`` it answers when the device's ETag changes (or 304 after S).
+Built by :func:`create_app`; served by :mod:`outpost.fleet.adapters.server`.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Annotated, Any, Literal
+
+from fastapi import Body, Depends, FastAPI, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from outpost import __version__
+from outpost.errors import StoreError
+from outpost.fleet.credentials import Principal
+from outpost.fleet.errors import FleetError
+from outpost.fleet.feed import Waiters
+from outpost.fleet.metrics import FleetMetrics
+from outpost.fleet.models import DeviceStatus
+from outpost.fleet.service import FleetService, PushRequest
+
+__all__ = ["DEFAULT_MAX_BODY", "create_app"]
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_BODY = 1024 * 1024
+MAX_WAIT = 300.0
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class NewDevice(BaseModel):
+    deviceId: str = Field(  # noqa: N815 (the wire's field name)
+        description="IoT Hub device id rules: 1-128 letters, digits or - . % _ * ? ! ( ) , : = @ $ '"
+    )
+    tags: dict[str, Any] = Field(default_factory=dict)
+
+
+class Activation(BaseModel):
+    deviceId: str  # noqa: N815 (the wire's field name)
+    activationKey: str  # noqa: N815 (the wire's field name)
+
+
+class StatusChange(BaseModel):
+    status: Literal["enabled", "disabled"]
+
+
+class Push(BaseModel):
+    document: dict[str, Any] = Field(description="The deployment file as given: modulesContent, content.modulesContent "
+                                                 "or Azure's whole configuration document")  # fmt: skip
+    name: str | None = None
+    targetCondition: str | None = None  # noqa: N815 (the wire's field name)
+    priority: int | None = None
+    layered: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+def _error(status: int, message: str, problems: list[dict[str, str]] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "problems": problems or []}, status_code=status)
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413 before anything parses them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = _error(413, f"the request body is larger than {self.limit} bytes; split it or raise --max-body")
+        await response(scope, receive, send)
+
+
+def create_app(  # noqa: PLR0915 (the routes are declared together)
+    service: FleetService,
+    *,
+    metrics: FleetMetrics | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    feed_interval: float = 0.2,
+) -> FastAPI:
+    """The ASGI application for one fleet process over ``service``."""
+    metrics = metrics or FleetMetrics()
+    waiters = Waiters()
+
+    async def read_feed() -> None:
+        cursor = -1
+        prune_at = time.monotonic() + 60
+        while True:
+            started = time.perf_counter()
+            try:
+                changes = await run_in_threadpool(service.store.changes, cursor)
+                if cursor >= 0 and (changes.everyone or changes.devices):
+                    waiters.wake(everyone=changes.everyone, devices=changes.devices)
+                cursor = changes.cursor
+                if time.monotonic() > prune_at:
+                    prune_at = time.monotonic() + 60
+                    await run_in_threadpool(service.store.prune_changes, 600.0)
+            except StoreError as exc:
+                log.warning("fleet: cannot read the change feed: %s", exc)
+                waiters.wake(everyone=True, devices=())
+                await asyncio.sleep(1.0)
+            metrics.feed_seconds.observe(time.perf_counter() - started)
+            await asyncio.sleep(feed_interval)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(read_feed())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="Outpost fleet",
+        version=__version__,
+        description="Devices, twins, device groups and deployments of an Outpost fleet.",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    bearer = HTTPBearer(auto_error=False, description="Operator token or device credential")
+
+    def principal(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        return service.authenticate(credentials.credentials if credentials else None)
+
+    def operator(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        who.require_operator()  # before the body is validated: a device learns nothing about operator routes
+        return who
+
+    Who = Annotated[Principal, Depends(principal)]  # noqa: N806 (a type alias)
+    Operator = Annotated[Principal, Depends(operator)]  # noqa: N806 (a type alias)
+
+    @app.exception_handler(FleetError)
+    async def fleet_error(_request: Request, exc: FleetError) -> JSONResponse:
+        metrics.refusals.labels(status=str(exc.status)).inc()
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        response = _error(exc.status, exc.message, [{"pointer": p.pointer, "message": p.message} for p in exc.problems])
+        if headers:
+            response.headers.update(headers)
+        return response
+
+    @app.exception_handler(StoreError)
+    async def store_error(_request: Request, exc: StoreError) -> JSONResponse:
+        log.error("fleet: database error: %s", exc)
+        return _error(503, "the fleet database is unavailable; try again shortly")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"pointer": "/" + "/".join(str(part) for part in error.get("loc", ())), "message": str(error.get("msg"))}
+            for error in exc.errors()
+        ]
+        metrics.refusals.labels(status="422").inc()
+        summary = "; ".join(f"{p['pointer']}: {p['message']}" for p in problems)
+        return _error(422, f"the request is malformed: {summary}", problems)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.requests.labels(route=template, method=request.method, status=str(response.status_code)).inc()
+        if not request.query_params.get("wait"):
+            metrics.latency.labels(route=template).observe(time.perf_counter() - started)
+        return response
+
+    # -- documents ----------------------------------------------------------------------
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_who: Who) -> JSONResponse:
+        return JSONResponse(get_openapi(title=app.title, version=app.version, description=app.description,
+                                        routes=app.routes))  # fmt: skip
+
+    @app.get("/metrics", response_class=Response, summary="Prometheus metrics (operator)")
+    def prometheus(who: Operator) -> Response:
+        who.require_operator()
+        metrics.waiting.set(len(waiters))
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # -- devices ------------------------------------------------------------------------
+
+    @app.post("/api/v1/devices", status_code=201, summary="Provision a device (operator)")
+    def add_device(body: NewDevice, who: Operator) -> dict[str, Any]:
+        record, key = service.add_device(who, body.deviceId, body.tags)
+        return {"deviceId": record.id, "activationKey": key, "twin": service.twin(who, record.id)}
+
+    @app.post("/api/v1/activate", summary="Trade a device's activation key, once, for its credential")
+    def activate(body: Activation) -> dict[str, Any]:
+        credential = service.activate(body.deviceId, body.activationKey)
+        return {"deviceId": body.deviceId, "credential": str(credential)}
+
+    @app.get("/api/v1/devices", summary="Devices, optionally those a target condition selects (operator)")
+    def list_devices(who: Operator, target: str | None = None) -> list[dict[str, Any]]:
+        return service.list_devices(who, target)
+
+    @app.get("/api/v1/devices/{device_id}", summary="A device's twin with its module twins")
+    def get_device(device_id: str, who: Who) -> dict[str, Any]:
+        return service.twin(who, device_id)
+
+    @app.delete("/api/v1/devices/{device_id}", status_code=204, response_class=Response, summary="Remove a device")
+    def remove_device(device_id: str, who: Operator) -> Response:
+        service.remove_device(who, device_id)
+        return Response(status_code=204)
+
+    @app.patch("/api/v1/devices/{device_id}/tags", summary="Merge-patch a device's tags (null removes; operator)")
+    def patch_tags(device_id: str, who: Operator, patch: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        return service.patch_tags(who, device_id, patch)
+
+    @app.put("/api/v1/devices/{device_id}/status", summary="Deactivate or re-activate a device (operator)")
+    def set_status(device_id: str, body: StatusChange, who: Operator) -> dict[str, Any]:
+        return service.set_status(who, device_id, DeviceStatus(body.status))
+
+    @app.patch("/api/v1/devices/{device_id}/twin/reported", summary="The device reports device-level properties")
+    def report_device(device_id: str, who: Who, patch: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        return service.report_device(who, device_id, patch)
+
+    @app.patch("/api/v1/devices/{device_id}/modules/reported", summary="The device reports several module twins")
+    def report_modules(
+        device_id: str, who: Who, patches: Annotated[dict[str, dict[str, Any]], Body()]
+    ) -> dict[str, Any]:
+        return service.report_modules(who, device_id, patches)
+
+    @app.patch("/api/v1/devices/{device_id}/modules/{module_id}/twin/desired",
+               summary="Set a module's desired properties on one device (operator)")  # fmt: skip
+    def set_desired(
+        device_id: str, module_id: str, who: Operator, patch: Annotated[dict[str, Any], Body()]
+    ) -> dict[str, Any]:
+        return service.set_module_desired(who, device_id, module_id, patch)
+
+    @app.get(
+        "/api/v1/devices/{device_id}/deployment",
+        summary="The device's effective deployment; a long-poll with If-None-Match and ?wait=S",
+        responses={304: {"description": "Not modified within the wait"}},
+    )
+    async def deployment(
+        device_id: str,
+        request: Request,
+        who: Who,
+        wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0.0,
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        known = (if_none_match or "").removeprefix("W/").strip('"')
+        deadline = time.monotonic() + wait
+        event = waiters.subscribe(device_id)
+        try:
+            while True:
+                assignment = await run_in_threadpool(service.assignment, who, device_id)
+                remaining = deadline - time.monotonic()
+                if assignment.etag != known or remaining <= 0 or await request.is_disconnected():
+                    break
+                event.clear()
+                try:
+                    await asyncio.wait_for(event.wait(), remaining)
+                except TimeoutError:
+                    continue
+                metrics.wakeups.labels(changed="unknown").inc()
+        finally:
+            waiters.unsubscribe(device_id, event)
+        headers = {"ETag": f'"{assignment.etag}"'}
+        if assignment.etag == known:
+            return Response(status_code=304, headers=headers)
+        return JSONResponse(assignment.as_dict(), headers=headers)
+
+    # -- deployments --------------------------------------------------------------------
+
+    @app.post("/api/v1/deployments", status_code=201, summary="Push a deployment (operator)")
+    def push(body: Push, who: Operator) -> dict[str, Any]:
+        request = PushRequest(
+            body.document,
+            name=body.name,
+            target=body.targetCondition,
+            priority=body.priority,
+            layered=body.layered,
+            labels=body.labels,
+        )
+        return service.push(who, request).document()
+
+    @app.get("/api/v1/deployments", summary="Deployments, without their content (operator)")
+    def list_deployments(who: Operator) -> list[dict[str, Any]]:
+        return [d.summary() for d in service.deployments(who)]
+
+    @app.get("/api/v1/deployments/{deployment_id}", summary="A deployment with its content (operator)")
+    def get_deployment(deployment_id: str, who: Operator) -> dict[str, Any]:
+        return service.deployment(who, deployment_id).document()
+
+    @app.patch("/api/v1/deployments/{deployment_id}",
+               summary="Change target, priority, labels or metrics; content is immutable (operator)")  # fmt: skip
+    def update_deployment(
+        deployment_id: str, who: Operator, changes: Annotated[dict[str, Any], Body()]
+    ) -> dict[str, Any]:
+        return service.update(who, deployment_id, changes).summary()
+
+    @app.delete("/api/v1/deployments/{deployment_id}", status_code=204, response_class=Response,
+                summary="Delete a deployment (operator)")  # fmt: skip
+    def delete_deployment(deployment_id: str, who: Operator) -> Response:
+        service.delete(who, deployment_id)
+        return Response(status_code=204)
+
+    @app.get("/api/v1/deployments/{deployment_id}/status", summary="Counts, custom metrics, failing devices")
+    def deployment_status(deployment_id: str, who: Operator) -> dict[str, Any]:
+        return service.status(who, deployment_id)
+
+    @app.get("/api/v1/history", summary="Who pushed, changed or deleted which deployment, and when (operator)")
+    def get_history(who: Operator, deployment: str | None = None) -> list[dict[str, Any]]:
+        return [entry.as_dict() for entry in service.history(who, deployment)]
+
+    if max_body > 0:
+        app.add_middleware(BodyLimit, limit=max_body)
+    return app

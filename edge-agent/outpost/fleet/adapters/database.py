@@ -1,0 +1,449 @@
+"""The fleet's store on SQLAlchemy: SQLite (the embedded default) or PostgreSQL (psycopg).
+
+Schema changes are Alembic migrations (``migrations/versions``), run at start under a
+PostgreSQL advisory lock so several instances starting together migrate once. Merging
+writes are compare-and-set on a version column, so instances never lose each other's
+updates without holding locks. Implements :class:`outpost.fleet.store.FleetStore`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from outpost.errors import StoreError
+from outpost.fleet.errors import ConflictError
+from outpost.fleet.models import DeploymentRecord, DeviceRecord, DeviceStatus, HistoryEntry, ModuleTwin
+from outpost.fleet.store import Changes, DeviceSecrets
+
+__all__ = ["SqlStore", "engine_for", "migrate"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_LOCK_ID = 0x0F1EE7
+
+meta = sa.MetaData()
+operators = sa.Table(
+    "operators", meta, sa.Column("name", sa.String, primary_key=True), sa.Column("secret_hash", sa.String),
+    sa.Column("created", sa.String),
+)  # fmt: skip
+devices = sa.Table(
+    "devices",
+    meta,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("tags", sa.JSON),
+    sa.Column("status", sa.String),
+    sa.Column("activation_hash", sa.String),
+    sa.Column("credential_hash", sa.String),
+    sa.Column("desired", sa.JSON),
+    sa.Column("reported", sa.JSON),
+    sa.Column("version", sa.Integer),
+    sa.Column("created", sa.String),
+    sa.Column("last_activity", sa.String),
+)
+module_twins = sa.Table(
+    "module_twins",
+    meta,
+    sa.Column("device_id", sa.String, primary_key=True),
+    sa.Column("module_id", sa.String, primary_key=True),
+    sa.Column("desired", sa.JSON),
+    sa.Column("reported", sa.JSON),
+    sa.Column("desired_version", sa.Integer),
+    sa.Column("reported_version", sa.Integer),
+)
+deployments = sa.Table(
+    "deployments",
+    meta,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("seq", sa.Integer),
+    sa.Column("content", sa.JSON),
+    sa.Column("content_hash", sa.String),
+    sa.Column("target", sa.Text),
+    sa.Column("priority", sa.Integer),
+    sa.Column("layered", sa.Boolean),
+    sa.Column("labels", sa.JSON),
+    sa.Column("metrics", sa.JSON),
+    sa.Column("created", sa.String),
+    sa.Column("created_by", sa.String),
+)
+history = sa.Table(
+    "history",
+    meta,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String),
+    sa.Column("actor", sa.String),
+    sa.Column("action", sa.String),
+    sa.Column("deployment_id", sa.String),
+    sa.Column("detail", sa.JSON),
+)
+meta_values = sa.Table("meta", meta, sa.Column("key", sa.String, primary_key=True), sa.Column("value", sa.Integer))
+changes = sa.Table(
+    "changes",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.String),
+    sa.Column("at", sa.Float),
+)
+
+
+def engine_for(url: str) -> Engine:
+    """An engine for ``sqlite:///PATH`` or ``postgresql://...`` (psycopg 3 is used for the latter)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    try:
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+            @sa.event.listens_for(engine, "connect")
+            def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+
+            return engine
+        return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise StoreError(f"cannot use database {redact(url)}: {exc}") from exc
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (SQLAlchemyError, ValueError):
+        return "<unparsable database URL>"
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration (once, even with several instances starting)."""
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    try:
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot migrate the fleet database {redact(str(engine.url))}: {exc}") from exc
+
+
+def _device(row: Any) -> DeviceRecord:
+    return DeviceRecord(
+        id=row.id,
+        tags=row.tags or {},
+        status=DeviceStatus(row.status),
+        activated=row.credential_hash is not None,
+        desired=row.desired or {},
+        reported=row.reported or {},
+        version=row.version,
+        created=row.created,
+        last_activity=row.last_activity,
+    )
+
+
+def _module(row: Any) -> ModuleTwin:
+    return ModuleTwin(
+        row.device_id, row.module_id, row.desired or {}, row.reported or {}, row.desired_version, row.reported_version
+    )
+
+
+def _deployment(row: Any) -> DeploymentRecord:
+    return DeploymentRecord(
+        id=row.id,
+        content=row.content,
+        target=row.target,
+        priority=row.priority,
+        layered=bool(row.layered),
+        labels=row.labels or {},
+        metrics=row.metrics or {},
+        created=row.created,
+        created_by=row.created_by,
+        seq=row.seq,
+        content_hash=row.content_hash,
+    )
+
+
+def _entry(row: Any) -> HistoryEntry:
+    return HistoryEntry(row.seq, row.at, row.actor, row.action, row.deployment_id, row.detail or {})
+
+
+class SqlStore:
+    """FleetStore on one SQLAlchemy engine; every method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> SqlStore:
+        engine = engine_for(url)
+        migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except IntegrityError:
+            raise
+        except OperationalError as exc:
+            raise StoreError(f"the fleet database failed: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the fleet database failed: {exc}") from exc
+
+    @staticmethod
+    def _changed(connection: Connection, device_id: str | None) -> None:
+        connection.execute(changes.insert().values(device_id=device_id, at=time.time()))
+
+    # operators
+    def operator_hash(self, name: str) -> str | None:
+        with self._tx() as c:
+            return c.execute(sa.select(operators.c.secret_hash).where(operators.c.name == name)).scalar()
+
+    def add_operator(self, name: str, secret_hash: str) -> bool:
+        from outpost.fleet.models import now_utc
+
+        try:
+            with self._tx() as c:
+                c.execute(operators.insert().values(name=name, secret_hash=secret_hash, created=now_utc()))
+        except IntegrityError:
+            return False
+        return True
+
+    # devices
+    def add_device(self, device: DeviceRecord, activation_hash: str) -> None:
+        try:
+            with self._tx() as c:
+                c.execute(
+                    devices.insert().values(
+                        id=device.id,
+                        tags=device.tags,
+                        status=device.status.value,
+                        activation_hash=activation_hash,
+                        credential_hash=None,
+                        desired=device.desired,
+                        reported=device.reported,
+                        version=device.version,
+                        created=device.created,
+                        last_activity=None,
+                    )
+                )
+                self._changed(c, device.id)
+        except IntegrityError as exc:
+            raise ConflictError(f"device {device.id!r} exists already") from exc
+
+    def device(self, device_id: str) -> DeviceRecord | None:
+        with self._tx() as c:
+            row = c.execute(sa.select(devices).where(devices.c.id == device_id)).first()
+        return _device(row) if row else None
+
+    def devices(self) -> list[DeviceRecord]:
+        with self._tx() as c:
+            return [_device(row) for row in c.execute(sa.select(devices).order_by(devices.c.id))]
+
+    def device_secrets(self, device_id: str) -> DeviceSecrets | None:
+        query = sa.select(devices.c.activation_hash, devices.c.credential_hash, devices.c.status)
+        with self._tx() as c:
+            row = c.execute(query.where(devices.c.id == device_id)).first()
+        return DeviceSecrets(row.activation_hash, row.credential_hash, DeviceStatus(row.status)) if row else None
+
+    def activate(self, device_id: str, activation_hash: str, credential_hash: str) -> bool:
+        with self._tx() as c:
+            done = c.execute(
+                devices.update()
+                .where(devices.c.id == device_id, devices.c.activation_hash == activation_hash)
+                .values(activation_hash=None, credential_hash=credential_hash)
+            ).rowcount
+            return bool(done)
+
+    def set_status(self, device_id: str, status: DeviceStatus) -> bool:
+        with self._tx() as c:
+            done = c.execute(
+                devices.update()
+                .where(devices.c.id == device_id)
+                .values(status=status.value, version=devices.c.version + 1)
+            ).rowcount
+            if done:
+                self._changed(c, device_id)
+            return bool(done)
+
+    def write_device(self, device: DeviceRecord, expected_version: int) -> bool:
+        with self._tx() as c:
+            done = c.execute(
+                devices.update()
+                .where(devices.c.id == device.id, devices.c.version == expected_version)
+                .values(tags=device.tags, desired=device.desired, reported=device.reported, version=device.version)
+            ).rowcount
+            if done:
+                self._changed(c, device.id)
+            return bool(done)
+
+    def delete_device(self, device_id: str) -> bool:
+        with self._tx() as c:
+            done = c.execute(devices.delete().where(devices.c.id == device_id)).rowcount
+            c.execute(module_twins.delete().where(module_twins.c.device_id == device_id))
+            if done:
+                self._changed(c, device_id)
+            return bool(done)
+
+    def touch(self, device_id: str, at: str) -> None:
+        with self._tx() as c:
+            c.execute(devices.update().where(devices.c.id == device_id).values(last_activity=at))
+
+    # module twins
+    def module_twins(self, device_id: str | None = None) -> list[ModuleTwin]:
+        query = sa.select(module_twins)
+        if device_id is not None:
+            query = query.where(module_twins.c.device_id == device_id)
+        with self._tx() as c:
+            return [_module(row) for row in c.execute(query)]
+
+    def write_module(self, twin: ModuleTwin, expected: ModuleTwin | None) -> bool:
+        values = {
+            "desired": twin.desired,
+            "reported": twin.reported,
+            "desired_version": twin.desired_version,
+            "reported_version": twin.reported_version,
+        }
+        try:
+            with self._tx() as c:
+                if expected is None:
+                    c.execute(
+                        module_twins.insert().values(device_id=twin.device_id, module_id=twin.module_id, **values)
+                    )
+                    done = 1
+                else:
+                    done = c.execute(
+                        module_twins.update()
+                        .where(
+                            module_twins.c.device_id == twin.device_id,
+                            module_twins.c.module_id == twin.module_id,
+                            module_twins.c.desired_version == expected.desired_version,
+                            module_twins.c.reported_version == expected.reported_version,
+                        )
+                        .values(**values)
+                    ).rowcount
+                if done and twin.desired_version != (expected.desired_version if expected else 0):
+                    self._changed(c, twin.device_id)
+                return bool(done)
+        except IntegrityError:
+            return False
+
+    # deployments
+    def _bump(self, c: Connection) -> int:
+        c.execute(meta_values.update().where(meta_values.c.key == "deployments").values(value=meta_values.c.value + 1))
+        value = c.execute(sa.select(meta_values.c.value).where(meta_values.c.key == "deployments")).scalar_one()
+        self._changed(c, None)
+        return int(value)
+
+    @staticmethod
+    def _log(c: Connection, entry: HistoryEntry) -> None:
+        c.execute(
+            history.insert().values(
+                at=entry.at, actor=entry.actor, action=entry.action, deployment_id=entry.deployment_id,
+                detail=entry.detail,
+            )
+        )  # fmt: skip
+
+    def add_deployment(self, record: DeploymentRecord, entry: HistoryEntry) -> DeploymentRecord:
+        try:
+            with self._tx() as c:
+                seq = self._bump(c)
+                c.execute(
+                    deployments.insert().values(
+                        id=record.id,
+                        seq=seq,
+                        content=record.content,
+                        content_hash=record.content_hash,
+                        target=record.target,
+                        priority=record.priority,
+                        layered=record.layered,
+                        labels=record.labels,
+                        metrics=record.metrics,
+                        created=record.created,
+                        created_by=record.created_by,
+                    )
+                )
+                self._log(c, entry)
+        except IntegrityError as exc:
+            raise ConflictError(
+                f"deployment {record.id!r} exists already and its content cannot change: push under a new name "
+                "(then delete the old one), or change target, priority or labels with 'outpost deploy retarget'"
+            ) from exc
+        return DeploymentRecord(**{**record.__dict__, "seq": seq})
+
+    def deployments(self) -> list[DeploymentRecord]:
+        with self._tx() as c:
+            return [_deployment(row) for row in c.execute(sa.select(deployments).order_by(deployments.c.seq))]
+
+    def deployment(self, deployment_id: str) -> DeploymentRecord | None:
+        with self._tx() as c:
+            row = c.execute(sa.select(deployments).where(deployments.c.id == deployment_id)).first()
+        return _deployment(row) if row else None
+
+    def update_deployment(self, record: DeploymentRecord, entry: HistoryEntry) -> bool:
+        with self._tx() as c:
+            done = c.execute(
+                deployments.update()
+                .where(deployments.c.id == record.id)
+                .values(target=record.target, priority=record.priority, labels=record.labels, metrics=record.metrics)
+            ).rowcount
+            if done:
+                self._bump(c)
+                self._log(c, entry)
+            return bool(done)
+
+    def delete_deployment(self, deployment_id: str, entry: HistoryEntry) -> bool:
+        with self._tx() as c:
+            done = c.execute(deployments.delete().where(deployments.c.id == deployment_id)).rowcount
+            if done:
+                self._bump(c)
+                self._log(c, entry)
+            return bool(done)
+
+    def history(self, deployment_id: str | None = None) -> list[HistoryEntry]:
+        query = sa.select(history).order_by(history.c.seq)
+        if deployment_id is not None:
+            query = query.where(history.c.deployment_id == deployment_id)
+        with self._tx() as c:
+            return [_entry(row) for row in c.execute(query)]
+
+    def deployments_version(self) -> int:
+        with self._tx() as c:
+            value = c.execute(sa.select(meta_values.c.value).where(meta_values.c.key == "deployments")).scalar_one()
+        return int(value)
+
+    # change feed
+    def changes(self, cursor: int) -> Changes:
+        with self._tx() as c:
+            if cursor < 0:
+                latest = c.execute(sa.select(sa.func.max(changes.c.id))).scalar()
+                return Changes(int(latest or 0), False, frozenset())
+            rows = c.execute(
+                sa.select(changes.c.id, changes.c.device_id).where(changes.c.id > cursor).order_by(changes.c.id)
+            ).all()
+        if not rows:
+            return Changes(cursor, False, frozenset())
+        return Changes(
+            int(rows[-1].id),
+            any(r.device_id is None for r in rows),
+            frozenset(r.device_id for r in rows if r.device_id is not None),
+        )
+
+    def prune_changes(self, keep_seconds: float) -> None:
+        with self._tx() as c:
+            c.execute(changes.delete().where(changes.c.at < time.time() - keep_seconds))

@@ -1,0 +1,1 @@
+"""Alembic migrations of the fleet's schema (run at start by :mod:`outpost.fleet.adapters.database`)."""

@@ -1,0 +1,84 @@
+"""``outpost fleet serve``: open the database, make the first operator token, serve the API with uvicorn.
+
+The operator token is written once, to ``STATE_DIR/operator-token`` (mode 0600), when this
+start created it; stderr says where it is, never what it is. Called by :mod:`outpost.cli.fleet`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from outpost.files import write_atomic
+from outpost.fleet.adapters.api import DEFAULT_MAX_BODY, create_app
+from outpost.fleet.adapters.database import SqlStore, redact
+from outpost.fleet.service import FleetService
+
+__all__ = ["ServeSettings", "default_db_url", "open_service", "serve"]
+
+TOKEN_FILE = "operator-token"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    state_dir: Path
+    db_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 9700
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    log_level: str = "warning"
+
+
+def default_db_url(state_dir: Path) -> str:
+    return f"sqlite:///{state_dir / 'fleet.db'}"
+
+
+def open_service(settings: ServeSettings) -> FleetService:
+    """Open (and migrate) the database and make sure an operator exists."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    url = settings.db_url or default_db_url(settings.state_dir)
+    service = FleetService(SqlStore.open(url))
+    credential = service.ensure_operator()
+    token_path = settings.state_dir / TOKEN_FILE
+    if credential is not None:
+        write_atomic(token_path, str(credential) + "\n", 0o600)
+        print(f"fleet: created the operator token in {token_path} (mode 0600); use it with --token "
+              f"or OUTPOST_FLEET_TOKEN", file=sys.stderr)  # fmt: skip
+    elif token_path.exists():
+        print(f"fleet: operator token in {token_path}", file=sys.stderr)
+    else:
+        print("fleet: the database has an operator already (made by another instance); use its token",
+              file=sys.stderr)  # fmt: skip
+    print(f"fleet: database {redact(url)}", file=sys.stderr)
+    return service
+
+
+def serve(settings: ServeSettings) -> None:
+    """Serve until interrupted."""
+    service = open_service(settings)
+    app = create_app(service, max_body=settings.max_body)
+    scheme = "https" if settings.certfile else "http"
+    print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (OpenAPI at /openapi.json)", file=sys.stderr)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ssl_certfile=str(settings.certfile) if settings.certfile else None,
+        ssl_keyfile=str(settings.keyfile) if settings.keyfile else None,
+        access_log=False,
+        timeout_keep_alive=75,
+        backlog=16384,
+        limit_concurrency=None,
+    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        service.store.close()

@@ -1,0 +1,90 @@
+"""Admission: may this device run this deployment content? Checked before anything is applied.
+
+With a trust root (keys in the trust store) content must carry a signature by a trusted key
+that matches it; unsigned content, content signed only by unknown keys and content changed
+after signing are refused with ``ContentRefusedError`` (a ``ManifestError``, so every caller that
+already refuses bad manifests without touching what runs refuses these the same way, and the
+reason lands in the agent's reported ``lastDesiredStatus``). Without a trust root anything is
+admitted. Images named by tag only are a warning, or a refusal under ``requireDigests``.
+
+The agent's composition root hands an ``Admission`` to the reconciler, which calls it where a
+new deployment is accepted; offline bundles call it before loading anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from outpost.errors import ManifestError, Problem
+from outpost.trust.content import SIGNATURES_POINTER, payload, signatures
+from outpost.trust.images import image_refs, is_pinned
+from outpost.trust.signing import Context, VerdictKind, check
+from outpost.trust.store import TrustStore
+
+__all__ = ["Admission", "Admitted", "ContentRefusedError"]
+
+log = logging.getLogger("outpost.trust")
+
+
+class ContentRefusedError(ManifestError):
+    """The device's trust policy refuses this content; nothing running was touched."""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """Content that passed: who signed it (empty without a trust root) and warnings."""
+
+    key_id: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+def _warn(text: str) -> None:
+    log.warning("%s", text)
+
+
+@dataclass
+class Admission:
+    """The check, over one trust store. ``require_digests`` None means the store's policy."""
+
+    store: TrustStore
+    require_digests: bool | None = None
+    on_warning: Callable[[str], None] = field(default=_warn)
+
+    def __call__(self, document: dict[str, Any]) -> Admitted:
+        trusted = self.store.trusted()
+        problems: list[Problem] = []
+        warnings: list[str] = []
+        signer = ""
+        if trusted:
+            verdict = check(Context.DEPLOYMENT, payload(document), signatures(document), trusted)
+            if verdict.ok:
+                signer = verdict.key_id
+            else:
+                problems.append(Problem(SIGNATURES_POINTER, _reason(verdict.kind, verdict.detail, sorted(trusted))))
+        require = self.store.require_digests if self.require_digests is None else self.require_digests
+        for ref in image_refs(document):
+            if is_pinned(ref.image):
+                continue
+            text = f"image {ref.image!r} of module {ref.module} is named by tag only; pin it by digest (NAME@sha256:…)"
+            if require:
+                problems.append(Problem(ref.pointer, text + " (this device requires digests)"))
+            else:
+                warnings.append(f"{ref.pointer}: {text} so that what runs is what was signed")
+        if problems:
+            raise ContentRefusedError(problems)
+        for text in warnings:
+            self.on_warning(text)
+        return Admitted(signer, tuple(warnings))
+
+
+def _reason(kind: VerdictKind, detail: str, trusted: list[str]) -> str:
+    keys = ", ".join(trusted)
+    match kind:
+        case VerdictKind.UNSIGNED:
+            return f"unsigned content refused: this device trusts key(s) {keys}; sign it with `--sign-key`"
+        case VerdictKind.UNKNOWN_KEY:
+            return f"refused: {detail}; it trusts {keys} (`outpost agent trust list`)"
+    return f"refused: {detail}"
