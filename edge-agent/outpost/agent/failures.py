@@ -60,9 +60,11 @@ class CommandFailure:
 class Failures:
     """The failed commands of one agent, keyed by module, then action."""
 
-    def __init__(self, backoff: Backoff = COMMAND_BACKOFF, entries: Mapping[str, Mapping[str, CommandFailure]] = {}):
+    def __init__(
+        self, backoff: Backoff = COMMAND_BACKOFF, entries: Mapping[str, Mapping[str, CommandFailure]] | None = None
+    ) -> None:
         self.backoff = backoff
-        self._entries: dict[str, dict[str, CommandFailure]] = {m: dict(a) for m, a in entries.items() if a}
+        self._entries: dict[str, dict[str, CommandFailure]] = {m: dict(a) for m, a in (entries or {}).items() if a}
 
     def __bool__(self) -> bool:
         return bool(self._entries)
@@ -150,11 +152,10 @@ class Failures:
             self._entries.pop(module, None)
 
 
-def restart_module(state: StateDir, runtime: ContainerRuntime, module: str, now: float) -> None:
+def restart_module(state: StateDir, runtime: ContainerRuntime, module: str, now: float) -> str:
     """``outpost restart MODULE``: retry its failed commands now, and restart it if it exists.
-
-    Raises the runtime's error only when there is nothing to retry either (an unknown module).
-    """
+    Returns what was done, for people. Raises the runtime's error only when there is nothing to
+    retry either (an unknown module)."""
     failing = module in state.failures()
     if failing:
         state.request_retry(module, now)
@@ -163,3 +164,5 @@ def restart_module(state: StateDir, runtime: ContainerRuntime, module: str, now:
     except ModuleRuntimeError:
         if not failing:
             raise
+        return f"the agent retries the failed commands of {module} now"
+    return f"restarted {module}" + (" and the agent retries its failed commands now" if failing else "")

@@ -98,6 +98,7 @@ class Reconciler:
         self.admit = admit  # raises ManifestError (e.g. trust's ContentRefusedError) for content it refuses
         self.runner = Runner(runtime, clock)
         self.failures = Failures.from_json(state.failures(), command_backoff)  # failed commands waiting
+        self._failures_written = self.failures.to_json()
         self.status = DeploymentStatus(version=0, code=StatusCode.UNKNOWN, description="no deployment yet")
         self.stopping = threading.Event()  # set by run()'s stop: long converges give up at once
         self._source: Callable[[], dict[str, Any] | None] | None = None  # run()'s manifest source
@@ -130,7 +131,10 @@ class Reconciler:
             self.on_event("failed", {"module": module, "error": str(failure)})
         failed = {m: (outcome.failed[m], f, isinstance(f, PermanentError)) for m, f in outcome.failures.items()}
         self.failures.record(outcome.done, failed, desired, self.clock())
-        self.state.set_failures(self.failures.to_json())
+        failures = self.failures.to_json()
+        if failures != self._failures_written:  # steady rounds read and write no file for this
+            self.state.set_failures(failures)
+            self._failures_written = failures
         self.state.set_restarts(outcome.records)
         if commands:
             observed = self.runtime.observe()

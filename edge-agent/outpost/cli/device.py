@@ -170,11 +170,11 @@ def restart(
     state, runtime = _attach(state_dir)
     _known_module(state, runtime, module)
     try:
-        restart_module(state, runtime, module, time.time())
+        done = restart_module(state, runtime, module, time.time())
     except ModuleRuntimeError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}; see `outpost list` for the module names")
         raise typer.Exit(1) from exc
-    err.print(f"restarted {escape(module)}")
+    err.print(escape(done))
 
 
 def check(

@@ -138,7 +138,8 @@ def test_a_permanent_failure_waits_for_outpost_restart(runtime: FakeRuntime, sta
     assert module["lastFailure"]["nextAttemptUtc"] is None
     assert "outpost restart m" in module["statusDescription"]
 
-    restart_module(state, runtime, "m", clock.now)  # no container to restart: the request alone is enough
+    done = restart_module(state, runtime, "m", clock.now)  # no container to restart: the request is enough
+    assert done == "the agent retries the failed commands of m now"
     clock.sleep(0.25)
     rec.reconcile(want)
     assert runtime.count("create", "m") == 2
