@@ -6,12 +6,14 @@
                "tag": {"version": "0.1.0", "platforms": {"amd64": "./Dockerfile", "arm64v8": "./Dockerfile"}},
                "buildOptions": ["--build-arg", "X=1"], "contextPath": "./"},
      "outpost": {"unsupportedPlatforms": {"arm32v7": "why"},
-                 "smokeTest": ["python3", "-m", "fft_filter", "--self-test"]}}
+                 "smokeTest": ["python3", "-m", "fft_filter", "--self-test"],
+                 "baseImage": "outpost/base-hub:bookworm-{debian}"}}
 
 Like iotedgedev, ``$VAR``/``${VAR}`` in the file are expanded from the environment (``.env`` included),
 the module's name is its folder's name, paths are relative to the folder, and an image is tagged
 ``repository:version-platform``. The ``outpost`` object is ours: a platform the module cannot be built
-for, with the reason the build prints, and the command that smoke-tests a built image.
+for, with the reason the build prints; the command that smoke-tests a built image; and the base image
+(pattern) of a module that needs another one than the build's default.
 Called by :mod:`outpost.builder.plan` and the ``outpost build`` command.
 """
 
@@ -59,6 +61,7 @@ class ModuleSpec:
     unsupported: Mapping[str, str] = field(default_factory=dict)  # platform key -> reason
     smoke_test: tuple[str, ...] = ()
     description: str = ""
+    base_image: str = ""  # pattern ({debian}, {key}, {arch}) overriding the build's --base-image
 
     def tag(self, platform: Platform) -> str:
         """iotedgedev's per-platform tag: ``0.1.0-arm64v8``."""
@@ -147,6 +150,9 @@ def load_module(folder: Path, env: Mapping[str, str] | None = None) -> ModuleSpe
     smoke = extra.get("smokeTest", [])
     if not isinstance(smoke, list) or not all(isinstance(word, str) and word for word in smoke):
         raise ModuleSpecError(path, "/outpost/smokeTest", "expected a command as a list of strings")
+    base_image = extra.get("baseImage", "")
+    if base_image:
+        base_image = _require_str(path, "/outpost/baseImage", base_image)
     return ModuleSpec(
         name=folder.name,
         folder=folder,
@@ -158,6 +164,7 @@ def load_module(folder: Path, env: Mapping[str, str] | None = None) -> ModuleSpe
         unsupported=unsupported,
         smoke_test=tuple(smoke),
         description=str(doc.get("description", "")),
+        base_image=base_image,
     )
 
 

@@ -112,6 +112,8 @@ def plan_builds(modules: list[ModuleSpec], settings: BuildSettings) -> BuildPlan
                 )
                 continue
             base = settings.base_images.get(platform.key)
+            if module.base_image:
+                base = module.base_image.format(debian=platform.debian, key=platform.key, arch=platform.architecture)
             if not base:
                 raise InputError(f"no base image for {platform.docker}: pass --base-image {platform.key}=IMAGE")
             requirements = tuple(
@@ -161,17 +163,24 @@ def decide(
     *,
     key: str,
     local_key: str | None,
+    recorded_key: str | None,
     recorded_digest: str | None,
     registry_digest: str | None,
     pushing: bool,
 ) -> Decision:
-    """Build when the local image is missing or was built from other inputs; push when the registry
-    lacks the digest this image was last pushed as (or the image is rebuilt)."""
+    """Build when no image of these inputs exists, locally or (as last pushed) in the registry; push
+    when the registry lacks the image of these inputs.
+
+    ``recorded_*`` is what the build record says was last pushed to this tag; ``registry_digest`` what
+    the registry has there now. A CI machine that starts without local images but with the record
+    (restored from a cache) therefore rebuilds nothing that is already in the registry.
+    """
+    in_registry = pushing and recorded_key == key and recorded_digest is not None and registry_digest == recorded_digest
+    if in_registry:
+        return Decision(build=False, push=False, why="up to date")
     if local_key != key:
         why = "no local image" if local_key is None else "inputs changed"
         return Decision(build=True, push=pushing, why=why)
-    if not pushing:
-        return Decision(build=False, push=False, why="up to date")
-    if recorded_digest is None or registry_digest != recorded_digest:
+    if pushing:
         return Decision(build=False, push=True, why="not in the registry")
     return Decision(build=False, push=False, why="up to date")

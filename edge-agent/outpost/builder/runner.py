@@ -223,7 +223,7 @@ class BuildRunner:
                 f"{job.name}: smoke test {list(job.module.smoke_test)} exited with {result.exit_code}:\n{tail}"
             )
 
-    def _push(self, job: Job) -> ImageManifest:
+    def _push(self, job: Job, key: str) -> ImageManifest:
         assert job.remote_tag is not None
         assert job.remote is not None
         assert self._registry is not None
@@ -234,24 +234,25 @@ class BuildRunner:
         if info is None or info.digest != digest:
             raise BuildError(f"{job.name}: pushed {job.remote_tag} as {digest} but the registry does not show it")
         with self._state_lock:
-            self._state.pushed[job.remote_tag] = f"{info.digest} {info.media_type} {info.size}"
+            self._state.pushed[job.remote_tag] = f"{info.digest} {info.media_type} {info.size} {key}"
         return ImageManifest(job.platform, info.digest, info.media_type, info.size)
 
-    def _recorded(self, job: Job) -> ImageManifest | None:
+    def _recorded(self, job: Job) -> tuple[ImageManifest | None, str | None]:
+        """What the build record says was last pushed to the job's tag, and from which input key."""
         if job.remote_tag is None:
-            return None
+            return None, None
         with self._state_lock:
             record = self._state.pushed.get(job.remote_tag, "")
         parts = record.split()
-        if len(parts) != 3 or not parts[2].isdigit():
-            return None
-        return ImageManifest(job.platform, parts[0], parts[1], int(parts[2]))
+        if len(parts) != 4 or not parts[2].isdigit():
+            return None, None
+        return ImageManifest(job.platform, parts[0], parts[1], int(parts[2])), parts[3]
 
     # -- one module --------------------------------------------------------------------------------
     def _module(self, module: str, plan: BuildPlan, settings: BuildSettings, local_wheels: str) -> ModuleResult:
         jobs = plan.jobs_of(module)
         results: dict[str, JobResult] = {}
-        to_push: list[Job] = []
+        to_push: list[tuple[Job, str]] = []
         manifests: dict[str, ImageManifest] = {}
         failed = ""
         for job in jobs:
@@ -262,7 +263,7 @@ class BuildRunner:
                 self._reporter.step(job.name, "checking inputs")
                 key = self._key(job, settings, local_wheels)
                 info = self._engine.inspect(job.local_tag)
-                recorded = self._recorded(job)
+                recorded, recorded_key = self._recorded(job)
                 registry_digest = None
                 if self._registry is not None and job.remote is not None and recorded is not None:
                     seen = self._registry.manifest(job.remote, job.module.tag(job.platform))
@@ -270,6 +271,7 @@ class BuildRunner:
                 decision = decide(
                     key=key,
                     local_key=info.labels.get(KEY_LABEL) if info else None,
+                    recorded_key=recorded_key,
                     recorded_digest=recorded.digest if recorded else None,
                     registry_digest=registry_digest,
                     pushing=self._registry is not None,
@@ -278,26 +280,26 @@ class BuildRunner:
                     self._build(job, key, settings)
                     result.status = "built"
                 if decision.push:
-                    to_push.append(job)
+                    to_push.append((job, key))
                 elif recorded is not None:
                     manifests[job.platform.key] = recorded
             except (OutpostError, OSError) as exc:
                 result.status, result.reason = "failed", str(exc)
                 failed = failed or f"{job.name}: {exc}"
             result.seconds = time.monotonic() - started
-            if result.status == "failed" or not (self._registry is not None and job in to_push):
+            if result.status == "failed" or not any(job is pushed for pushed, _ in to_push):
                 self._finish(result, job, manifests.get(job.platform.key))
         if failed:
-            for job in to_push:  # built fine, but the module is not pushed half-way
+            for job, _ in to_push:  # built fine, but the module is not pushed half-way
                 result = results[job.platform.key]
                 result.reason = "not pushed: another platform of this module failed"
                 self._finish(result, job, None)
             return ModuleResult(module, ok=False, error=failed)
-        for job in to_push:
+        for job, key in to_push:
             started = time.monotonic()
             result = results[job.platform.key]
             try:
-                manifests[job.platform.key] = self._push(job)
+                manifests[job.platform.key] = self._push(job, key)
                 result.pushed = True
             except (OutpostError, OSError) as exc:
                 result.status, result.reason = "failed", str(exc)

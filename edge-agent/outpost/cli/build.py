@@ -106,14 +106,27 @@ def _base_images(items: list[str] | None) -> dict[str, str]:
     return bases
 
 
-def _revision(env: dict[str, str]) -> str:
+def _revision(env: dict[str, str], modules_dir: Path) -> str:
+    """The commit the modules come from: $GITHUB_SHA in Actions, else git's HEAD of the modules folder."""
     if env.get("GITHUB_SHA"):
         return env["GITHUB_SHA"]
     try:
-        proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=10)
+        proc = subprocess.run(
+            ["git", "-C", str(modules_dir), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def _source_url(env: dict[str, str]) -> str:
+    if env.get("GITHUB_REPOSITORY"):
+        return f"{env.get('GITHUB_SERVER_URL', 'https://github.com')}/{env['GITHUB_REPOSITORY']}"
+    return env.get("OUTPOST_BUILD_SOURCE", "")
 
 
 def _source_checkout() -> Path | None:
@@ -175,10 +188,10 @@ def _run(
     *,
     push: str | None,
     credentials: Credentials | None,
-    env: dict[str, str],
     jobs: int,
     work_dir: Path,
     sdk: str,
+    provenance: Provenance,
 ) -> BuildReport:
     try:
         local_wheels: tuple[Path, ...] = ()
@@ -186,7 +199,10 @@ def _run(
             checkout = _source_checkout()
             local_wheels = (sdk_wheel(checkout, work_dir / "sdk"),) if checkout else ()
         elif sdk != "none":
-            local_wheels = (Path(sdk),)
+            path = Path(sdk)
+            local_wheels = tuple(sorted(path.glob("*.whl"))) if path.is_dir() else (path,)
+            if not local_wheels or not all(p.is_file() for p in local_wheels):
+                raise InputError(f"--sdk-wheel {sdk}: no such wheel (a .whl file or a folder of them)")
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
         ) as progress:
@@ -197,16 +213,15 @@ def _run(
                 credentials=credentials,
                 work_dir=work_dir,
                 local_wheels=local_wheels,
-                provenance=Provenance(
-                    revision=_revision(env),
-                    source=env.get("OUTPOST_BUILD_SOURCE", ""),
-                    created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                ),
+                provenance=provenance,
                 reporter=_Progress(progress),
                 jobs=jobs,
                 host_platform=platform_named(host.machine()).key,
             )
             return runner.run(plan, settings)
+    except InputError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
     except OutpostError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
@@ -299,10 +314,14 @@ def build(
         str,
         typer.Option(
             "--sdk-wheel",
-            help="The Outpost SDK wheel put in every module's wheels/: a path, 'auto' (built from this "
-            "Outpost checkout) or 'none'.",
+            help="The Outpost SDK wheel put in every module's wheels/: a .whl, a folder of them, 'auto' "
+            "(built from this Outpost checkout) or 'none'.",
         ),
     ] = "auto",
+    revision: Annotated[
+        str | None,
+        typer.Option("--revision", help="Source revision label (default: $GITHUB_SHA, or git HEAD of --modules-dir)."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of the table.")] = False,
 ) -> None:
     """Build every module for every platform with BuildKit, push, and pin the deployment to digests.
@@ -329,7 +348,21 @@ def build(
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
-    report = _run(plan, settings, push=push, credentials=credentials, env=env, jobs=jobs, work_dir=work_dir, sdk=sdk)
+    provenance = Provenance(
+        revision=revision if revision is not None else _revision(env, modules_dir),
+        source=_source_url(env),
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    report = _run(
+        plan,
+        settings,
+        push=push,
+        credentials=credentials,
+        jobs=jobs,
+        work_dir=work_dir,
+        sdk=sdk,
+        provenance=provenance,
+    )
     deployment, failed = _deployment(report, template, template_text, output, env)
     if json_out:
         print_json(_summary(report, deployment))

@@ -115,3 +115,13 @@ def test_discover_names_missing_modules(tmp_path):
         discover_modules(tmp_path, ["zz"])
     with pytest.raises(InputError, match="no such modules folder"):
         discover_modules(tmp_path / "missing")
+
+
+def test_edge_hub_requirements_are_outposts_own_dependencies():
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = (REPO / "modules" / "edge-hub" / "requirements.txt").read_text().splitlines()
+    assert [line for line in lines if line and not line.startswith("#")] == deps
+    spec = load_module(REPO / "modules" / "edge-hub")
+    assert spec.base_image == "outpost/base-hub:bookworm-{debian}"

@@ -122,18 +122,29 @@ def test_tree_digest_sees_content_names_and_mode_but_not_caches(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("local", "recorded", "in_registry", "pushing", "build", "push"),
+    ("local", "recorded_key", "recorded", "in_registry", "pushing", "build", "push"),
     [
-        (None, None, None, True, True, True),  # nothing yet
-        ("old", "sha256:1", "sha256:1", True, True, True),  # inputs changed
-        ("k", "sha256:1", "sha256:1", True, False, False),  # no change at all
-        ("k", "sha256:1", None, True, False, True),  # registry lost it
-        ("k", None, None, True, False, True),  # built locally, never pushed
-        ("k", None, None, False, False, False),  # local build only
+        (None, None, None, None, True, True, True),  # nothing yet
+        ("old", "old", "sha256:1", "sha256:1", True, True, True),  # inputs changed
+        ("k", "k", "sha256:1", "sha256:1", True, False, False),  # no change at all
+        (None, "k", "sha256:1", "sha256:1", True, False, False),  # fresh CI machine, record restored
+        (None, "k", "sha256:1", None, True, True, True),  # ... but the registry lost it
+        ("k", "k", "sha256:1", None, True, False, True),  # registry lost it, local image still there
+        ("k", "old", "sha256:1", "sha256:1", True, False, True),  # built locally, not pushed yet
+        ("k", None, None, None, True, False, True),  # built locally, never pushed
+        ("k", None, None, None, False, False, False),  # local build only
+        (None, None, None, None, False, True, False),
     ],
 )
-def test_decide(local, recorded, in_registry, pushing, build, push):  # noqa: PLR0917
-    decision = decide(key="k", local_key=local, recorded_digest=recorded, registry_digest=in_registry, pushing=pushing)
+def test_decide(local, recorded_key, recorded, in_registry, pushing, build, push):  # noqa: PLR0917
+    decision = decide(
+        key="k",
+        local_key=local,
+        recorded_key=recorded_key,
+        recorded_digest=recorded,
+        registry_digest=in_registry,
+        pushing=pushing,
+    )
     assert (decision.build, decision.push) == (build, push)
 
 
