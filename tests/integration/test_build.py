@@ -157,6 +157,12 @@ def _template(address: str) -> dict[str, Any]:
     for name in MODULES:
         entry = behave_module(image="${MODULES.%s}" % name)  # noqa: UP031 - a literal placeholder
         entry.pop("outpost")  # no process fallback: these run only as the built images
+        # No hub here: instead of connecting (and giving up after 10 s), each module imports its code
+        # from the pulled image and stays up, so the agent's convergence does not race the SDK's timeout.
+        create = json.loads(entry["settings"]["createOptions"])
+        package = name.replace("-", "_")
+        create["Cmd"] = ["python3", "-c", f"import {package}.main, outpost.sdk, time; time.sleep(3600)"]
+        entry["settings"]["createOptions"] = json.dumps(create)
         entry["imagePullPolicy"] = "on-create"
         entry["restartPolicy"] = "never"
         desired["modules"][name] = entry

@@ -285,7 +285,7 @@ class BuildRunner:
                     manifests[job.platform.key] = recorded
             except (OutpostError, OSError) as exc:
                 result.status, result.reason = "failed", str(exc)
-                failed = failed or f"{job.name}: {exc}"
+                failed = failed or str(exc)
             result.seconds = time.monotonic() - started
             if result.status == "failed" or not any(job is pushed for pushed, _ in to_push):
                 self._finish(result, job, manifests.get(job.platform.key))
@@ -303,7 +303,7 @@ class BuildRunner:
                 result.pushed = True
             except (OutpostError, OSError) as exc:
                 result.status, result.reason = "failed", str(exc)
-                failed = failed or f"{job.name}: {exc}"
+                failed = failed or str(exc)
             result.seconds += time.monotonic() - started
             self._finish(result, job, manifests.get(job.platform.key))
         if failed:
@@ -352,9 +352,11 @@ class BuildRunner:
     def _key(self, job: Job, settings: BuildSettings, local_wheels: str) -> str:
         base = self._engine.inspect(job.base_image)
         if base is None:
+            script = "OUTPOST_BASE_HUB=1 " if "base-hub" in job.base_image else ""
             raise BuildError(
                 f"{job.name}: base image {job.base_image} is not on this machine: build it "
-                f"(scripts/services/base-images.sh) or pass --base-image {job.platform.key}=IMAGE"
+                f"({script}scripts/services/base-images.sh {job.platform.debian}) or pass "
+                f"--base-image {job.platform.key}=IMAGE"
             )
         if base.architecture != job.platform.architecture:
             raise BuildError(

@@ -253,7 +253,7 @@ def _deployment(
 
 def _print_table(report: BuildReport) -> None:
     for job in report.jobs:
-        if job.status != "skipped":
+        if job.status in ("built", "up-to-date"):
             typer.echo(f"{job.module}\t{job.docker_platform}\t{job.digest or job.tag}")
     for module in report.modules:
         if module.ok and module.list_digest:
@@ -261,8 +261,11 @@ def _print_table(report: BuildReport) -> None:
     for module in report.modules:
         if not module.ok:
             err.print(f"[red]{escape(module.module)} failed:[/] {escape(module.error)}")
-    built = sum(1 for j in report.jobs if j.status == "built")
-    err.print(f"{built} built, {len(report.jobs) - built} not rebuilt, in {report.seconds:.1f} s")
+    counts = {status: sum(1 for j in report.jobs if j.status == status) for status in _MARK} | {
+        "failed": sum(1 for j in report.jobs if j.status == "failed")
+    }
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    err.print(f"{summary or 'nothing to build'} in {report.seconds:.1f} s")
 
 
 def build(

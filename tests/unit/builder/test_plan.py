@@ -162,3 +162,13 @@ def test_manifest_list_document_and_digest():
     ]
     assert digest_of(content) == digest_of(build_index(images))
     assert digest_of(content).startswith("sha256:")
+
+
+def test_a_module_may_name_its_own_base_image(tmp_path):
+    hub = _spec(tmp_path, "hub", base_image="outpost/base-hub:bookworm-{debian}")
+    jobs = plan_builds([hub], SETTINGS).jobs
+    assert [j.base_image for j in jobs] == [
+        "outpost/base-hub:bookworm-amd64",
+        "outpost/base-hub:bookworm-arm64",
+        "outpost/base-hub:bookworm-armhf",
+    ]
