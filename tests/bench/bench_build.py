@@ -93,7 +93,7 @@ def copy_modules(modules: list[str], dest: Path, repo_prefix: str) -> None:
             f.write(f"# bench run {marker}\n")  # new COPY layer: the pip install below it is not cached
 
 
-def outpost_build(modules_dir: Path, work: Path, address: str, password: str) -> float:
+def outpost_build(modules_dir: Path, work: Path, address: str, password: str, sdk: Path) -> float:
     env = {**os.environ, "OUTPOST_REGISTRY_USERNAME": USER, "OUTPOST_REGISTRY_PASSWORD": password}
     started = time.monotonic()
     sh(
@@ -105,6 +105,8 @@ def outpost_build(modules_dir: Path, work: Path, address: str, password: str) ->
         str(work),
         "--push",
         address,
+        "--sdk-wheel",
+        str(sdk),
         "--json",
         env=env,
     )
@@ -234,11 +236,11 @@ def main() -> None:
             from outpost.builder.adapters.pip_wheels import sdk_wheel
 
             sdk = sdk_wheel(REPO, root / "sdk")
-            cold = outpost_build(ours, root / "work", address, password)
+            cold = outpost_build(ours, root / "work", address, password, sdk)
             base = baseline(theirs, modules, sdk, address, password)
             warm = []
             for _ in range(3):
-                warm.append(outpost_build(ours, root / "work", address, password))
+                warm.append(outpost_build(ours, root / "work", address, password, sdk))
         finally:
             server.terminate()
             server.wait(timeout=10)

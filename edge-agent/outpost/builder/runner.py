@@ -33,6 +33,10 @@ from outpost.errors import OutpostError
 __all__ = ["BuildReport", "BuildRunner", "JobResult", "ModuleResult", "Provenance", "Reporter"]
 
 SMOKE_TIMEOUT_S = 180.0
+# Every module's wheels/ gets pip's own wheel: a Dockerfile can run pip straight from it
+# (`python3 pip-*.whl/pip install ...`) in a venv made --without-pip, instead of ensurepip, which
+# takes minutes per image under QEMU emulation.
+PIP = "pip==26.3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +142,7 @@ class BuildRunner:
             requirements = plan.wheel_requirements.get(platform.key)
             if requirements is None:
                 continue
+            requirements = (*requirements, PIP)
             house = self._wheelhouse(platform.key, settings)
             key = digest_strings([platform.key, settings.python_version, *sorted(requirements)])
             stamp = house / ".key"
@@ -157,14 +162,13 @@ class BuildRunner:
         shutil.copytree(job.module.context, stage, ignore=shutil.ignore_patterns(*IGNORED_DIRS, "*.pyc"))
         wheels = stage / "wheels"
         wheels.mkdir()
-        if job.requirements:
-            self._wheels.select(
-                job.platform,
-                job.requirements,
-                settings.python_version,
-                self._wheelhouse(job.platform.key, settings),
-                wheels,
-            )
+        self._wheels.select(
+            job.platform,
+            (*job.requirements, PIP),
+            settings.python_version,
+            self._wheelhouse(job.platform.key, settings),
+            wheels,
+        )
         for wheel in self._local_wheels:
             shutil.copy2(wheel, wheels / wheel.name)
         dockerfile = job.dockerfile
@@ -362,7 +366,7 @@ class BuildRunner:
             raise BuildError(
                 f"{job.name}: base image {job.base_image} is {base.architecture}, not {job.platform.architecture}"
             )
-        wheels = digest_strings([job.platform.key, settings.python_version, *job.requirements, local_wheels])
+        wheels = digest_strings([job.platform.key, settings.python_version, *job.requirements, PIP, local_wheels])
         return job_key(
             job,
             context_digest=tree_digest(job.module.context),
