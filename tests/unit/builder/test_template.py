@@ -101,3 +101,16 @@ def test_render_deployment_refuses_an_invalid_result():
     assert any(p.pointer.endswith("/motor-sensor/restartPolicy") for p in caught.value.problems)
     with pytest.raises(TemplateError, match="not valid JSON"):
         render_deployment("{", IMAGES, {}, source="t.json")
+
+
+def test_the_reference_template_renders_to_a_valid_deployment():
+    """deployment.template.json (README's `outpost build --template`): every module by list digest."""
+    names = ("motor-sensor", "fft-filter", "anomaly-detector", "alert-actuator")
+    images = {n: {"": f"127.0.0.1:5000/outpost/{n}@sha256:" + "c" * 64} for n in names}
+    env = {"CONTAINER_REGISTRY_SERVER": "127.0.0.1:5000", "CONTAINER_REGISTRY_USERNAME": "u"}
+    env["CONTAINER_REGISTRY_PASSWORD"] = "p"
+    text = (REPO / "deployment.template.json").read_text()
+    out = render_deployment(text, images, env, source="deployment.template.json")
+    modules = out["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]
+    assert {n: m["settings"]["image"] for n, m in modules.items()} == {n: images[n][""] for n in names}
+    assert all(m["imagePullPolicy"] == "on-create" for m in modules.values())
