@@ -219,6 +219,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modules", default="alert-actuator,motor-sensor")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--baseline-first", action="store_true", help="run the baseline before outpost build")
     args = parser.parse_args()
     modules = [m for m in args.modules.split(",") if m]
     for script in ("docker.sh", "qemu.sh", "base-images.sh", "registry.sh"):
@@ -236,8 +237,12 @@ def main() -> None:
             from outpost.builder.adapters.pip_wheels import sdk_wheel
 
             sdk = sdk_wheel(REPO, root / "sdk")
-            cold = outpost_build(ours, root / "work", address, password, sdk)
-            base = baseline(theirs, modules, sdk, address, password)
+            if args.baseline_first:
+                base = baseline(theirs, modules, sdk, address, password)
+                cold = outpost_build(ours, root / "work", address, password, sdk)
+            else:
+                cold = outpost_build(ours, root / "work", address, password, sdk)
+                base = baseline(theirs, modules, sdk, address, password)
             warm = []
             for _ in range(3):
                 warm.append(outpost_build(ours, root / "work", address, password, sdk))
