@@ -11,6 +11,9 @@
 # Environment: OUTPOST_BASE_IMAGE (default outpost/base:bookworm),
 #              OUTPOST_BASE_EXTRA_PACKAGES (comma-separated Debian packages added to the rootfs, e.g.
 #              mosquitto for the hub's base, see base-image-hub.sh; default none),
+#              OUTPOST_BASE_ARCH (Debian architecture of the image: amd64, arm64, armhf, ...; default this
+#              machine's; a foreign one is built under QEMU emulation, see qemu.sh, and tagged with its
+#              Docker platform by a BuildKit build),
 #              OUTPOST_DEBIAN_MIRROR (default: the bookworm mirror apt uses on this machine),
 #              OUTPOST_CACHE_DIR (default /var/cache/outpost).
 set -euo pipefail
@@ -45,7 +48,16 @@ die() { say "ERROR: $*"; exit 1; }
 [ -x "$DOCKER" ] || die "$DOCKER not found: run scripts/services/docker.sh first"
 timeout 10 "$DOCKER" info >/dev/null 2>&1 || die "Docker engine not answering: run scripts/services/docker.sh first"
 
-arch=$(dpkg --print-architecture)
+arch=${OUTPOST_BASE_ARCH:-$(dpkg --print-architecture)}
+case "$arch" in
+    amd64) platform=linux/amd64 ;;
+    arm64) platform=linux/arm64 ;;
+    armhf) platform=linux/arm/v7 ;;
+    i386) platform=linux/386 ;;
+    *) die "OUTPOST_BASE_ARCH=$arch: no Docker platform known for it (amd64, arm64, armhf, i386)" ;;
+esac
+foreign=0
+[ "$arch" = "$(dpkg --print-architecture)" ] || foreign=1
 key=$(printf '%s\n' "$RECIPE_VERSION" "$SUITE" "$VARIANT" "$INCLUDE" "$arch" "${DPKG_OPTS[@]}" "${HOOKS[@]}" \
     | sha256sum | cut -c1-16)
 
@@ -124,9 +136,16 @@ ENV LANG=C.UTF-8
 CMD ["bash"]
 EOF
 t0=$SECONDS
-# The classic builder is enough for FROM scratch + ADD, and needs no buildx.
-DOCKER_BUILDKIT=0 "$DOCKER" build --quiet --tag "$IMAGE" "$ctx" >/dev/null 9>&- \
-    || die "docker build of $IMAGE failed"
+if [ $foreign -eq 0 ]; then
+    # The classic builder is enough for FROM scratch + ADD, and needs no buildx.
+    DOCKER_BUILDKIT=0 "$DOCKER" build --quiet --tag "$IMAGE" "$ctx" >/dev/null 9>&- \
+        || die "docker build of $IMAGE failed"
+else
+    # Only a BuildKit build records a foreign architecture in the image (`docker import --platform`
+    # does not on this engine); FROM scratch runs nothing, so this needs no emulation.
+    DOCKER_BUILDKIT=1 "$DOCKER" build --quiet --platform "$platform" --tag "$IMAGE" "$ctx" >/dev/null 9>&- \
+        || die "docker build of $IMAGE ($platform) failed"
+fi
 # The image this one replaced (if any) is now dangling: drop it (only images carrying our label).
 "$DOCKER" image prune --force --filter label=outpost.base.key >/dev/null
 say "built $IMAGE in $((SECONDS - t0)) s ($("$DOCKER" image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1 / 1e6}'))"

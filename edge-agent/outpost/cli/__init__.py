@@ -54,6 +54,7 @@ app.command("logs")(device.logs)
 app.command("restart")(device.restart)
 app.command("check")(device.check)
 app.command("watch")(watch.watch)
+app.command("build")(__import__("outpost.cli.build", fromlist=["build"]).build)
 
 
 def _version(value: bool) -> None:

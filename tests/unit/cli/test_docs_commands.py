@@ -53,6 +53,8 @@ PREREQUISITES: dict[str, str] = {
     "network": "installs packages from PyPI into .venv",
     "docker": "a Docker engine",
     "fleet": "a running fleet service",
+    "registry": "Docker, QEMU, the base images and a local registry (scripts/local-registry); "
+    "tests/integration/test_build.py runs these commands",
     "kafka": "a local Apache Kafka (scripts/services/kafka.sh start); tests/integration/test_bundle_upstream.py "
     "and test_bundle_roundtrip.py run these commands",
 }

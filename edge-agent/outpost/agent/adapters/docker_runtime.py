@@ -126,6 +126,8 @@ class DockerRuntime:
             )
         self._inspected = {cid: entry for cid, entry in self._inspected.items() if cid in seen}
         tags = {_image_key(tag) for image in images for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"}
+        # repo@sha256:... references (digest-pinned deployments) are known by their RepoDigests.
+        tags |= {ref for image in images for ref in image.get("RepoDigests") or [] if "@" in ref}
         return Observed(modules=modules, images=frozenset(tags), boot_time=self._boot)
 
     def _details(self, summary: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +173,12 @@ class DockerRuntime:
     # -- changing ------------------------------------------------------------------------------
 
     def pull(self, image: str, auth: RegistryAuth | None) -> None:
-        repository, _, tag = _image_key(image).rpartition(":")
+        # repo@sha256:... (a digest-pinned deployment, e.g. from `outpost build`): the engine takes the
+        # digest as the tag; splitting at the last ':' would cut the digest instead.
+        if "@" in image:
+            repository, _, tag = image.partition("@")
+        else:
+            repository, _, tag = _image_key(image).rpartition(":")
         auth_config = {"username": auth.username, "password": auth.password} if auth else None
         try:
             self.client.api.pull(repository, tag=tag, auth_config=auth_config)

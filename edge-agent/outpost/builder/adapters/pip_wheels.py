@@ -1,0 +1,115 @@
+"""WheelSource on pip: a per-platform wheelhouse filled from the package index once, then each
+module's wheels copied out of it offline; and the Outpost SDK wheel built from a source checkout.
+
+``pip download --platform`` fetches binary wheels for the image's platform and Python without
+running anything foreign, so the image build itself needs no network. Used by ``outpost build``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from outpost.builder.inputs import digest_strings, tree_digest
+from outpost.builder.platforms import Platform
+from outpost.builder.ports import BuildError
+
+__all__ = ["PipWheels", "sdk_wheel"]
+
+_TAIL = 20
+
+
+def _pip(args: list[str], *, what: str, env: dict[str, str] | None = None) -> None:
+    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
+    proc = subprocess.run(
+        command, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, env=env or None
+    )
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-_TAIL:])
+        raise BuildError(f"{what} failed:\n{tail}")
+
+
+def _target(platform: Platform, python_version: str) -> list[str]:
+    args = ["--only-binary=:all:", "--python-version", python_version, "--implementation", "cp"]
+    for tag in platform.wheel_tags():
+        args += ["--platform", tag]
+    return args
+
+
+class PipWheels:
+    def fill(self, platform: Platform, requirements: tuple[str, ...], python_version: str, wheelhouse: Path) -> None:
+        if not requirements:
+            return
+        _pip(
+            ["download", "--quiet", "--dest", str(wheelhouse), *_target(platform, python_version), *requirements],
+            what=f"downloading wheels for {platform.docker} ({' '.join(requirements)}); "
+            f"a package without a {platform.machine} wheel needs a Debian package in the base image or "
+            "an unsupportedPlatforms entry in module.json",
+        )
+
+    def select(
+        self,
+        platform: Platform,
+        requirements: tuple[str, ...],
+        python_version: str,
+        wheelhouse: Path,
+        dest: Path,
+    ) -> None:
+        _pip(
+            [
+                "download",
+                "--quiet",
+                "--no-index",
+                "--find-links",
+                str(wheelhouse),
+                "--dest",
+                str(dest),
+                *_target(platform, python_version),
+                *requirements,
+            ],
+            what=f"copying wheels for {platform.docker} from {wheelhouse}",
+        )
+
+
+def sdk_wheel(source: Path, cache: Path) -> Path:
+    """The Outpost wheel built from the checkout at ``source``, once per source content.
+
+    Built with a fixed SOURCE_DATE_EPOCH, so the same sources give the same bytes (and images keep
+    their cache); from a copy of the sources so the checkout gets no build/ or egg-info.
+    """
+    key = digest_strings([tree_digest(source / "edge-agent"), tree_digest_of(source / "pyproject.toml")])[:16]
+    folder = cache / f"outpost-sdk-{key}"
+    wheels = sorted(folder.glob("outpost-*.whl")) if folder.is_dir() else []
+    if wheels:
+        return wheels[0]
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        copy = Path(tmp, "src")
+        copy.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            if (source / name).exists():
+                shutil.copy2(source / name, copy / name)
+        shutil.copytree(
+            source / "edge-agent", copy / "edge-agent", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+        out = Path(tmp, "out")
+        env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}
+        _pip(
+            ["wheel", "--quiet", "--no-deps", "-w", str(out), str(copy)], what="building the Outpost SDK wheel", env=env
+        )
+        built = sorted(out.glob("outpost-*.whl"))
+        if not built:
+            raise BuildError("building the Outpost SDK wheel produced no wheel")
+        for old in cache.glob("outpost-sdk-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        folder.mkdir()
+        shutil.move(str(built[0]), folder / built[0].name)
+    return next(folder.glob("outpost-*.whl"))
+
+
+def tree_digest_of(path: Path) -> str:
+    return digest_strings([path.read_text(encoding="utf-8")]) if path.exists() else ""
