@@ -339,6 +339,15 @@ class FleetService:
 
     def push(self, who: Principal, request: PushRequest) -> DeploymentRecord:
         """Check and store a deployment; invalid input stores nothing."""
+        record = self.check_push(who, request)
+        entry = HistoryEntry(0, record.created, who.name, "push", record.id,
+                             {**record.summary(), "contentHash": record.content_hash})  # fmt: skip
+        stored = self.store.add_deployment(record, entry)
+        self._on_change()
+        return stored
+
+    def check_push(self, who: Principal, request: PushRequest) -> DeploymentRecord:
+        """The record a push would store, or InvalidError with every problem; stores nothing (the console's check)."""
         who.require_operator()
         doc = request.document
         if not isinstance(doc, Mapping):
@@ -374,7 +383,7 @@ class FleetService:
                                  "/metrics/queries")  # fmt: skip
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         at = now_utc()
-        record = DeploymentRecord(
+        return DeploymentRecord(
             id=name,
             content=json.loads(canonical),
             target=target_text,
@@ -386,10 +395,6 @@ class FleetService:
             created_by=who.name,
             content_hash=hashlib.sha256(canonical.encode()).hexdigest(),
         )
-        entry = HistoryEntry(0, at, who.name, "push", name, {**record.summary(), "contentHash": record.content_hash})
-        stored = self.store.add_deployment(record, entry)
-        self._on_change()
-        return stored
 
     def deployments(self, who: Principal) -> list[DeploymentRecord]:
         who.require_operator()
