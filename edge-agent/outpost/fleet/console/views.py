@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from outpost.fleet.credentials import Principal
-from outpost.fleet.service import FleetService
+from outpost.fleet.service import SYSTEM_MODULES, FleetService
 
 __all__ = [
     "ONLINE_SECONDS",
@@ -142,17 +142,25 @@ def device_page(service: FleetService, who: Principal, device_id: str) -> dict[s
     modules = []
     for name in names:
         state = runtime.get(name) or {}
-        modules.append({
-            "name": name,
-            "origin": origins.get(name, ""),
-            "image": ((manifest_modules.get(name) or {}).get("settings") or {}).get("image", ""),
-            "runtimeStatus": state.get("runtimeStatus", "not reported"),
-            "restartCount": state.get("restartCount", 0),
-            "lastError": state.get("lastError") or state.get("statusDescription") or "",
-            "exitCode": state.get("exitCode"),
-        })
+        modules.append(
+            {
+                "name": name,
+                "origin": origins.get(name, ""),
+                "image": ((manifest_modules.get(name) or {}).get("settings") or {}).get("image", ""),
+                "runtimeStatus": state.get("runtimeStatus", "not reported"),
+                "restartCount": state.get("restartCount", 0),
+                "lastError": state.get("lastError") or state.get("statusDescription") or "",
+                "exitCode": state.get("exitCode"),
+            }
+        )
     comparisons = []
     for module_id, module in sorted(twins.items()):
+        if module_id in SYSTEM_MODULES:  # desired: the deployment shown above; reported: runtime state, not an echo
+            reported_only = flatten(module["properties"]["reported"])
+            rows = [{"path": p, "desired": "", "reported": _show(v), "differs": False} for p, v in
+                    sorted(reported_only.items())]  # fmt: skip
+            comparisons.append({"module": module_id, "rows": rows})
+            continue
         desired = flatten(module["properties"]["desired"])
         if assignment.document is not None:
             from_deployment = assignment.document.get("modulesContent", {}).get(module_id, {})
