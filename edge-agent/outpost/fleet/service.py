@@ -457,25 +457,34 @@ class FleetService:
     def status(self, who: Principal, deployment_id: str) -> dict[str, Any]:
         """IoT Hub's system metrics, custom metrics and the failing devices of one deployment."""
         record = self.deployment(who, deployment_id)
+        views = self._device_views()
+        condition = target(record.target)
+        return deployment_status(record, views, [condition(view.twin) for view in views])
+
+    def statuses(self, who: Principal) -> dict[str, dict[str, Any]]:
+        """Every deployment's status from one pass over the devices (the console's overview)."""
+        records = self.deployments(who)
+        views = self._device_views()
+        return {r.id: deployment_status(r, views, [target(r.target)(v.twin) for v in views]) for r in records}
+
+    def _device_views(self) -> list[DeviceView]:
+        """Every device with its module twins and current assignment, as status counting sees it."""
         resolver = self.resolver()
         by_device: dict[str, list[ModuleTwin]] = {}
         for module in self.store.module_twins():
             by_device.setdefault(module.device_id, []).append(module)
         views: list[DeviceView] = []
-        targeted: list[bool] = []
-        condition = target(record.target)
         for device in self.store.devices():
             twin = device_twin(device)
             modules = by_device.get(device.id, [])
             overrides = {m.module_id: m.desired for m in modules if m.desired}
             stack = resolver.stack(twin)
             problems: list[Problem] = []
-            if record.id in stack:
+            if stack:
                 try:
                     resolver.compose(stack)
                 except ManifestError as exc:
                     problems = list(exc.problems)
             assignment = Assignment(device.id, etag_of(stack, overrides), stack, None, problems)
             views.append(DeviceView(twin, [module_twin(device, m) for m in modules], assignment))
-            targeted.append(condition(twin))
-        return deployment_status(record, views, targeted)
+        return views

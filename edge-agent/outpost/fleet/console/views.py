@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from outpost.fleet.credentials import Principal
+from outpost.fleet.resolution import target
 from outpost.fleet.service import SYSTEM_MODULES, FleetService
 
 __all__ = [
@@ -50,22 +51,30 @@ def _counts(twins: Iterable[Mapping[str, Any]], now: datetime) -> dict[str, int]
 
 def convergence(service: FleetService, who: Principal) -> dict[str, dict[str, int]]:
     """Every deployment's system metrics (what the overview's bars and their live updates show)."""
-    return {d.id: service.status(who, d.id)["systemMetrics"] for d in service.deployments(who)}
+    return {key: status["systemMetrics"] for key, status in service.statuses(who).items()}
 
 
-def overview(service: FleetService, who: Principal) -> dict[str, Any]:
-    """Connection counts per group (all devices, and each deployment's target) and every deployment's bar."""
+def overview(
+    service: FleetService, who: Principal, bars: Mapping[str, Mapping[str, int]] | None = None
+) -> dict[str, Any]:
+    """Connection counts per group (all devices, and each deployment's target) and every deployment's bar.
+
+    ``bars``: convergence computed already (the live feed's latest), else computed here.
+    """
     now = datetime.now(UTC)
     deployments = service.deployments(who)
-    groups = [{"name": "all devices", "target": "*", "counts": _counts(service.list_devices(who), now)}]
+    twins = service.list_devices(who)
+    groups = [{"name": "all devices", "target": "*", "counts": _counts(twins, now)}]
     seen = {"*"}
     for record in deployments:
         if record.target in seen:
             continue
         seen.add(record.target)
+        match = target(record.target)  # the compiled condition list_devices(who, target) applies
         groups.append({"name": record.target, "target": record.target,
-                       "counts": _counts(service.list_devices(who, record.target), now)})  # fmt: skip
-    bars = convergence(service, who)
+                       "counts": _counts((t for t in twins if match(t)), now)})  # fmt: skip
+    if bars is None or set(bars) != {d.id for d in deployments}:
+        bars = convergence(service, who)
     return {
         "groups": groups,
         "deployments": [{"record": d, "metrics": bars[d.id]} for d in deployments],
