@@ -35,6 +35,7 @@ from outpost.fleet.service import FleetService, PushRequest
 __all__ = ["add_console"]
 
 PREVIEW_DEVICES = 20
+DUTY = 5.0  # the live feed recomputes at most every DUTY x its cost
 PAGE_MAX_AGE = 2.0  # an overview may show bars this old; the live feed corrects them within its interval
 
 
@@ -208,16 +209,22 @@ def add_console(app: FastAPI, service: FleetService, *, secure: bool = False, in
 
     # -- live convergence -----------------------------------------------------------------
 
-    latest: dict[str, Any] = {"at": 0.0, "data": ""}
+    latest: dict[str, Any] = {"at": 0.0, "data": "", "cost": 0.0}
     computing = asyncio.Lock()
 
     async def snapshot(who: Principal, max_age: float = interval) -> str:
-        """Every deployment's convergence, computed at most once per ``max_age`` for every watcher."""
+        """Every deployment's convergence, computed at most once per ``max_age`` for every watcher.
+
+        Never more often than every ``DUTY`` times its own cost, so watchers of a large fleet take
+        at most a fifth of the process from the device API.
+        """
         async with computing:
-            if time.monotonic() - latest["at"] >= max_age:
+            if time.monotonic() - latest["at"] >= max(max_age, DUTY * latest["cost"]):
+                started = time.monotonic()
                 bars = await run_in_threadpool(views.convergence, service, who)
                 latest["data"] = json.dumps(bars, sort_keys=True)
                 latest["at"] = time.monotonic()
+                latest["cost"] = latest["at"] - started
             return str(latest["data"])
 
     @app.get("/console/events", include_in_schema=False)
