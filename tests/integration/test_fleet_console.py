@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -279,6 +281,32 @@ def test_user_supplied_text_is_escaped(console: FleetProcess, context: BrowserCo
     expect(page.locator("#devices")).to_contain_text(XSS)
     assert page.locator("script", has_text="alert(1)").count() == 0
     assert dialogs == []
+    # and a second line of defence: only this response's own script runs
+    response = page.goto(console.url + "/devices/xss-1")
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'nonce-" in policy
+    assert "frame-ancestors 'none'" in policy
+
+
+def test_under_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
+    from integration.fleet_certs import self_signed
+
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(cafile=str(cert))
+    fleet = FleetProcess(tmp_path / "fleet", None, extra=["--cert", str(cert), "--key", str(key)], scheme="https",
+                         verify=context).start()  # fmt: skip
+    try:
+        with httpx.Client(base_url=fleet.url, verify=context) as browser:
+            response = browser.post("/login", data={"token": fleet.token})
+            assert response.status_code == 303
+            cookie = response.headers["set-cookie"]
+            assert cookie.startswith("__Host-outpost-session=")
+            for attribute in ("Secure", "HttpOnly", "SameSite=strict", "Path=/"):
+                assert attribute in cookie, cookie
+            assert browser.get("/").status_code == 200
+    finally:
+        fleet.stop()
 
 
 def test_a_cross_origin_request_is_refused(console: FleetProcess, context: BrowserContext) -> None:
@@ -314,3 +342,8 @@ def test_a_cross_origin_request_is_refused(console: FleetProcess, context: Brows
     assert stolen.post(delete, json={}, headers={"X-CSRF-Token": csrf or "", "Origin": console.url}).status_code == 200
     with console.client() as operator:
         assert operator.get("/api/v1/deployments/csrf-d").status_code == 404
+    # signing out ends the page's session
+    page.click("header button")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.goto(console.url + "/devices")
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fdevices$"))
