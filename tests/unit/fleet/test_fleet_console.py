@@ -87,6 +87,6 @@ def test_desired_and_reported_differences_are_marked(service: FleetService) -> N
 
 
 def test_templates_escape_user_text() -> None:
-    html = render("error.html", who=OPERATOR, csrf="t", status=404, message="<script>alert(1)</script>")
+    html = render("error.html", who=OPERATOR, csrf="t", nonce="n", status=404, message="<script>alert(1)</script>")
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

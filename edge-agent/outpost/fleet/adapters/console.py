@@ -37,7 +37,7 @@ __all__ = ["add_console"]
 
 PREVIEW_DEVICES = 20
 DUTY = 5.0  # the live feed recomputes at most every DUTY x its cost
-PAGE_MAX_AGE = 2.0  # an overview may show bars this old; the live feed corrects them within its interval
+PAGE_MAX_AGE = 2.0  # older bars are recomputed; meanwhile the overview shows them and its live feed corrects them
 
 
 class TargetText(BaseModel):
@@ -173,7 +173,15 @@ def add_console(app: FastAPI, service: FleetService, *, secure: bool = False, in
     @app.get("/", include_in_schema=False)
     async def overview(request: Request) -> Response:
         signed = await run_in_threadpool(current, request)
-        bars = json.loads(await snapshot(signed.who, PAGE_MAX_AGE)) if signed is not None else None
+        bars = None
+        if signed is not None:
+            if latest["data"] and time.monotonic() - latest["at"] > PAGE_MAX_AGE and not computing.locked():
+                # render with the last bars now; the page's live feed brings the fresh ones within a second
+                refreshing.add(task := asyncio.create_task(snapshot(signed.who, PAGE_MAX_AGE)))
+                task.add_done_callback(refreshing.discard)
+                bars = json.loads(str(latest["data"]))
+            else:
+                bars = json.loads(await snapshot(signed.who, PAGE_MAX_AGE))
         return await run_in_threadpool(show, request, lambda who: ("overview.html", views.overview(service, who, bars)))
 
     @app.get("/devices", include_in_schema=False)
@@ -230,6 +238,7 @@ def add_console(app: FastAPI, service: FleetService, *, secure: bool = False, in
 
     latest: dict[str, Any] = {"at": 0.0, "data": "", "cost": 0.0}
     computing = asyncio.Lock()
+    refreshing: set[asyncio.Task[str]] = set()
 
     async def snapshot(who: Principal, max_age: float = interval) -> str:
         """Every deployment's convergence, computed at most once per ``max_age`` for every watcher.
