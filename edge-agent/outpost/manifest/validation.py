@@ -212,8 +212,11 @@ def check_manifest(doc: Any, *, base: str = "") -> Report:
     _check_versions(agent, hub, report)
     content = _get(doc, ("modulesContent",))
     if isinstance(content, dict) and declared:
+        hub_ext = hub.get("outpost") if isinstance(hub, dict) else None
+        leaves = hub_ext.get("leafDevices") if isinstance(hub_ext, dict) else None
+        twinned = declared | (set(leaves) if isinstance(leaves, list) else set())  # leaf twins: docs/hub.md
         for key in content:
-            if not key.startswith("$") and key not in declared:
+            if not key.startswith("$") and key not in twinned:
                 report.warnings.append(
                     Problem(
                         join(base, "modulesContent", key),
