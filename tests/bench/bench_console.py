@@ -4,7 +4,7 @@ Run: ``scripts/bench console`` (or ``PYTHONPATH=tests .venv/bin/python tests/ben
 --devices 10000 --deployments 50``). One ``outpost fleet serve`` on SQLite and 127.0.0.1; N devices
 written straight into its database (what N activations leave, as bench_fleet does), D deployments
 pushed through the API, a tenth of the devices reporting success on their assignment. A signed-in
-client then loads each page R times, one at a time; the baseline, in the same run and process, is
+client then loads each page once to warm up and R times, one at a time; the baseline, in the same run and process, is
 the API's own answer for the same data (``GET /api/v1/devices``, one deployment's status).
 """
 
@@ -26,6 +26,7 @@ from integration.fleet_harness import FleetProcess
 
 
 def timings(client: httpx.Client, path: str, rounds: int) -> dict[str, float]:
+    assert client.get(path).status_code == 200  # warm-up, not counted: the first load of a fresh process
     samples = []
     for _ in range(rounds):
         started = time.perf_counter()
