@@ -336,6 +336,7 @@ def test_a_cross_origin_request_is_refused(console: FleetProcess, context: Brows
         == 403
     )
     assert stolen.post(delete, json={}, headers={"X-CSRF-Token": "x" + (csrf or "")}).status_code == 403
+    assert stolen.post(delete, json={}, headers={"X-CSRF-Token": "\u00e9".encode("latin-1")}).status_code == 403
     with console.client() as operator:
         assert operator.get("/api/v1/deployments/csrf-d").status_code == 200
     # and with the page's token, from the page's own origin, the same action works

@@ -39,6 +39,7 @@ def test_a_session_is_bound_to_the_operator_hash_and_expires() -> None:
     name, expiry, nonce, mac = cookie.split(".")
     assert not verify_session(f"{name}.{int(expiry) + 99}.{nonce}.{mac}", "hash-1", now=1001.0)
     assert not verify_session("garbage", "hash-1")
+    assert not verify_session(f"{name}.{expiry}.{nonce}.\u00e9\u00e9", "hash-1", now=1001.0)  # non-ASCII: refused
     assert session_name("a.b") is None
     assert csrf_token(cookie, "hash-1") != csrf_token(make_session("admin", "hash-1"), "hash-1")
 

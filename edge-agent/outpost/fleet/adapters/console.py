@@ -52,6 +52,11 @@ class Signed:
         self.csrf = csrf
 
 
+def _same(presented: str, expected: str) -> bool:
+    """Constant-time comparison that also takes non-ASCII input (a refusal, never a 500)."""
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode())
+
+
 def security_headers(nonce: str) -> dict[str, str]:
     """Script and style only from this response's nonce; no framing, no foreign form targets."""
     policy = (
@@ -100,7 +105,7 @@ def add_console(app: FastAPI, service: FleetService, *, secure: bool = False, in
             raise UnauthorizedError("not signed in: sign in at /login with the operator token")
         if not same_origin(request):
             raise ForbiddenError("refused: the request comes from another origin")
-        if not hmac.compare_digest(request.headers.get("x-csrf-token", ""), signed.csrf):
+        if not _same(request.headers.get("x-csrf-token", ""), signed.csrf):
             raise ForbiddenError("refused: missing or wrong CSRF token; reload the page")
         return signed.who
 
@@ -150,7 +155,8 @@ def add_console(app: FastAPI, service: FleetService, *, secure: bool = False, in
         if who.kind is not Kind.OPERATOR:
             return login_page("a device credential cannot open the console; use the operator token", next_path, 403)
         operator_hash = await run_in_threadpool(service.store.operator_hash, who.name)
-        assert operator_hash is not None  # it authenticated just now
+        if operator_hash is None:  # the operator went away since the token was checked
+            return login_page("sign-in refused: the operator token is not valid", next_path, 401)
         response = RedirectResponse(next_path, status_code=303)
         response.set_cookie(cookie_name, make_session(who.name, operator_hash), max_age=SESSION_SECONDS, path="/",
                             httponly=True, samesite="strict", secure=secure)  # fmt: skip
@@ -162,7 +168,7 @@ def add_console(app: FastAPI, service: FleetService, *, secure: bool = False, in
         signed = await run_in_threadpool(current, request)
         if signed is None or not same_origin(request):
             raise ForbiddenError("refused: not signed in or from another origin")
-        if not hmac.compare_digest((form.get("csrf") or [""])[0], signed.csrf):
+        if not _same((form.get("csrf") or [""])[0], signed.csrf):
             raise ForbiddenError("refused: missing or wrong CSRF token; reload the page")
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(cookie_name, path="/", httponly=True, samesite="strict", secure=secure)

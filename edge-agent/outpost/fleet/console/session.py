@@ -50,7 +50,7 @@ def verify_session(cookie: str, operator_hash: str | None, now: float | None = N
     parts = body.split(".")
     if len(parts) != 3 or not parts[1].isdigit():
         return False
-    if not hmac.compare_digest(mac, _mac(_key(operator_hash), body)):
+    if not hmac.compare_digest(mac.encode("utf-8", "surrogateescape"), _mac(_key(operator_hash), body).encode()):
         return False
     return int(parts[1]) > (now if now is not None else time.time())
 
