@@ -339,6 +339,15 @@ class FleetService:
 
     def push(self, who: Principal, request: PushRequest) -> DeploymentRecord:
         """Check and store a deployment; invalid input stores nothing."""
+        record = self.check_push(who, request)
+        entry = HistoryEntry(0, record.created, who.name, "push", record.id,
+                             {**record.summary(), "contentHash": record.content_hash})  # fmt: skip
+        stored = self.store.add_deployment(record, entry)
+        self._on_change()
+        return stored
+
+    def check_push(self, who: Principal, request: PushRequest) -> DeploymentRecord:
+        """The record a push would store, or InvalidError with every problem; stores nothing (the console's check)."""
         who.require_operator()
         doc = request.document
         if not isinstance(doc, Mapping):
@@ -374,7 +383,7 @@ class FleetService:
                                  "/metrics/queries")  # fmt: skip
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         at = now_utc()
-        record = DeploymentRecord(
+        return DeploymentRecord(
             id=name,
             content=json.loads(canonical),
             target=target_text,
@@ -386,10 +395,6 @@ class FleetService:
             created_by=who.name,
             content_hash=hashlib.sha256(canonical.encode()).hexdigest(),
         )
-        entry = HistoryEntry(0, at, who.name, "push", name, {**record.summary(), "contentHash": record.content_hash})
-        stored = self.store.add_deployment(record, entry)
-        self._on_change()
-        return stored
 
     def deployments(self, who: Principal) -> list[DeploymentRecord]:
         who.require_operator()
@@ -452,25 +457,34 @@ class FleetService:
     def status(self, who: Principal, deployment_id: str) -> dict[str, Any]:
         """IoT Hub's system metrics, custom metrics and the failing devices of one deployment."""
         record = self.deployment(who, deployment_id)
+        views = self._device_views()
+        condition = target(record.target)
+        return deployment_status(record, views, [condition(view.twin) for view in views])
+
+    def statuses(self, who: Principal) -> dict[str, dict[str, Any]]:
+        """Every deployment's status from one pass over the devices (the console's overview)."""
+        records = self.deployments(who)
+        views = self._device_views()
+        return {r.id: deployment_status(r, views, [target(r.target)(v.twin) for v in views]) for r in records}
+
+    def _device_views(self) -> list[DeviceView]:
+        """Every device with its module twins and current assignment, as status counting sees it."""
         resolver = self.resolver()
         by_device: dict[str, list[ModuleTwin]] = {}
         for module in self.store.module_twins():
             by_device.setdefault(module.device_id, []).append(module)
         views: list[DeviceView] = []
-        targeted: list[bool] = []
-        condition = target(record.target)
         for device in self.store.devices():
             twin = device_twin(device)
             modules = by_device.get(device.id, [])
             overrides = {m.module_id: m.desired for m in modules if m.desired}
             stack = resolver.stack(twin)
             problems: list[Problem] = []
-            if record.id in stack:
+            if stack:
                 try:
                     resolver.compose(stack)
                 except ManifestError as exc:
                     problems = list(exc.problems)
             assignment = Assignment(device.id, etag_of(stack, overrides), stack, None, problems)
             views.append(DeviceView(twin, [module_twin(device, m) for m in modules], assignment))
-            targeted.append(condition(twin))
-        return deployment_status(record, views, targeted)
+        return views

@@ -15,6 +15,7 @@ import uvicorn
 
 from outpost.files import write_atomic
 from outpost.fleet.adapters.api import DEFAULT_MAX_BODY, create_app
+from outpost.fleet.adapters.console import add_console
 from outpost.fleet.adapters.database import SqlStore, redact
 from outpost.fleet.service import FleetService
 
@@ -63,8 +64,10 @@ def serve(settings: ServeSettings) -> None:
     """Serve until interrupted."""
     service = open_service(settings)
     app = create_app(service, max_body=settings.max_body)
+    add_console(app, service, secure=settings.certfile is not None)
     scheme = "https" if settings.certfile else "http"
-    print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (OpenAPI at /openapi.json)", file=sys.stderr)
+    print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (console at /, OpenAPI at /openapi.json)",
+          file=sys.stderr)  # fmt: skip
     config = uvicorn.Config(
         app,
         host=settings.host,

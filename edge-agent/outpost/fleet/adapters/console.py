@@ -1,0 +1,286 @@
+"""The console's routes on the fleet's FastAPI app: pages at ``/``, actions under ``/console/``.
+
+An operator signs in with the operator token at ``/login``; the session is a signed cookie
+(:mod:`outpost.fleet.console.session`: HttpOnly, SameSite=Strict, Secure and ``__Host-`` under
+TLS). A device credential cannot sign in. Signed out, a page redirects to ``/login`` and an
+action is refused with 401. Every state-changing request needs the session's CSRF token (a form
+field or ``X-CSRF-Token``) and, when the browser says where it comes from, this origin. Pages and
+actions call the same :class:`~outpost.fleet.service.FleetService` methods as the API, with the
+same :class:`~outpost.fleet.credentials.Principal` checks. ``/console/events`` streams every
+deployment's convergence (server-sent events), computed once per interval for all watchers.
+Installed by :func:`add_console`, called by :mod:`outpost.fleet.adapters.server`.
+"""
+
+import asyncio
+import hmac
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import BaseModel
+
+from outpost.fleet.adapters.api import Push
+from outpost.fleet.console import views
+from outpost.fleet.console.render import render
+from outpost.fleet.console.session import SESSION_SECONDS, csrf_token, make_session, session_name, verify_session
+from outpost.fleet.credentials import Kind, Principal
+from outpost.fleet.errors import ConflictError, FleetError, ForbiddenError, NotFoundError, UnauthorizedError
+from outpost.fleet.service import FleetService, PushRequest
+
+__all__ = ["add_console"]
+
+PREVIEW_DEVICES = 20
+DUTY = 5.0  # the live feed recomputes at most every DUTY x its cost
+PAGE_MAX_AGE = 2.0  # older bars are recomputed; meanwhile the overview shows them and its live feed corrects them
+
+
+class TargetText(BaseModel):
+    targetCondition: str  # noqa: N815 (the wire's field name)
+
+
+class Signed:
+    """A signed-in operator and the CSRF token of their session."""
+
+    def __init__(self, who: Principal, csrf: str) -> None:
+        self.who = who
+        self.csrf = csrf
+
+
+def _same(presented: str, expected: str) -> bool:
+    """Constant-time comparison that also takes non-ASCII input (a refusal, never a 500)."""
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode())
+
+
+def security_headers(nonce: str) -> dict[str, str]:
+    """Script and style only from this response's nonce; no framing, no foreign form targets."""
+    policy = (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; style-src-attr 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "same-origin",
+    }
+
+
+def _request(body: Push) -> PushRequest:
+    return PushRequest(body.document, name=body.name, target=body.targetCondition, priority=body.priority,
+                       layered=body.layered, labels=body.labels)  # fmt: skip
+
+
+def add_console(app: FastAPI, service: FleetService, *, secure: bool = False, interval: float = 0.5) -> None:  # noqa: PLR0915
+    """Install the console's pages and actions on ``app`` (the API's app, so one process serves both)."""
+    cookie_name = "__Host-outpost-session" if secure else "outpost-session"
+
+    def current(request: Request) -> Signed | None:
+        cookie = request.cookies.get(cookie_name)
+        if not cookie:
+            return None
+        name = session_name(cookie)
+        operator_hash = service.store.operator_hash(name) if name else None
+        if name is None or operator_hash is None or not verify_session(cookie, operator_hash):
+            return None
+        return Signed(Principal(Kind.OPERATOR, name), csrf_token(cookie, operator_hash))
+
+    def same_origin(request: Request) -> bool:
+        """Where the browser says the request comes from (Origin, else Referer), if it says, is here."""
+        claimed = request.headers.get("origin") or request.headers.get("referer")
+        if not claimed or claimed == "null":
+            return claimed is None
+        parts = urlsplit(claimed)
+        return f"{parts.scheme}://{parts.netloc}" == f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+    def action(request: Request) -> Principal:
+        """A state-changing call: signed in, from this origin, with the session's CSRF token."""
+        signed = current(request)
+        if signed is None:
+            raise UnauthorizedError("not signed in: sign in at /login with the operator token")
+        if not same_origin(request):
+            raise ForbiddenError("refused: the request comes from another origin")
+        if not _same(request.headers.get("x-csrf-token", ""), signed.csrf):
+            raise ForbiddenError("refused: missing or wrong CSRF token; reload the page")
+        return signed.who
+
+    Action = Annotated[Principal, Depends(action)]  # noqa: N806 (a type alias)
+
+    def html_page(template: str, code: int, **context: Any) -> HTMLResponse:
+        """A page with a fresh script nonce: the Content-Security-Policy runs only our own inline script."""
+        nonce = secrets.token_urlsafe(16)
+        html = render(template, nonce=nonce, **context)
+        return HTMLResponse(html, status_code=code, headers={"Cache-Control": "no-store", **security_headers(nonce)})
+
+    def show(request: Request, build: Callable[[Principal], tuple[str, dict[str, Any]]]) -> Response:
+        signed = current(request)
+        if signed is None:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        try:
+            template, context = build(signed.who)
+        except FleetError as exc:
+            return html_page("error.html", exc.status, who=signed.who, csrf=signed.csrf, status=exc.status,
+                             message=exc.message)  # fmt: skip
+        return html_page(template, 200, who=signed.who, csrf=signed.csrf, **context)
+
+    def login_page(error: str = "", next_path: str = "/", status: int = 200) -> HTMLResponse:
+        return html_page("login.html", status, who=None, csrf="", error=error, next=next_path)
+
+    def safe_next(value: str) -> str:
+        return value if value.startswith("/") and not value.startswith("//") and "\\" not in value else "/"
+
+    @app.get("/login", include_in_schema=False)
+    def login_form(request: Request, next: str = "/") -> Response:
+        if current(request) is not None:
+            return RedirectResponse(safe_next(next), status_code=303)
+        return login_page(next_path=safe_next(next))
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        token = (form.get("token") or [""])[0].strip()
+        next_path = safe_next((form.get("next") or ["/"])[0])
+        if not same_origin(request):
+            return login_page("refused: the sign-in comes from another origin", next_path, 403)
+        try:
+            who = await run_in_threadpool(service.authenticate, token)
+        except FleetError as exc:
+            return login_page(f"sign-in refused: {exc.message}", next_path, 401)
+        if who.kind is not Kind.OPERATOR:
+            return login_page("a device credential cannot open the console; use the operator token", next_path, 403)
+        operator_hash = await run_in_threadpool(service.store.operator_hash, who.name)
+        if operator_hash is None:  # the operator went away since the token was checked
+            return login_page("sign-in refused: the operator token is not valid", next_path, 401)
+        response = RedirectResponse(next_path, status_code=303)
+        response.set_cookie(cookie_name, make_session(who.name, operator_hash), max_age=SESSION_SECONDS, path="/",
+                            httponly=True, samesite="strict", secure=secure)  # fmt: skip
+        return response
+
+    @app.post("/console/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        signed = await run_in_threadpool(current, request)
+        if signed is None or not same_origin(request):
+            raise ForbiddenError("refused: not signed in or from another origin")
+        if not _same((form.get("csrf") or [""])[0], signed.csrf):
+            raise ForbiddenError("refused: missing or wrong CSRF token; reload the page")
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(cookie_name, path="/", httponly=True, samesite="strict", secure=secure)
+        return response
+
+    # -- pages ----------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    async def overview(request: Request) -> Response:
+        signed = await run_in_threadpool(current, request)
+        bars = None
+        if signed is not None:
+            if latest["data"] and time.monotonic() - latest["at"] > PAGE_MAX_AGE and not computing.locked():
+                # render with the last bars now; the page's live feed brings the fresh ones within a second
+                refreshing.add(task := asyncio.create_task(snapshot(signed.who, PAGE_MAX_AGE)))
+                task.add_done_callback(refreshing.discard)
+                bars = json.loads(str(latest["data"]))
+            else:
+                bars = json.loads(await snapshot(signed.who, PAGE_MAX_AGE))
+        return await run_in_threadpool(show, request, lambda who: ("overview.html", views.overview(service, who, bars)))
+
+    @app.get("/devices", include_in_schema=False)
+    def devices(request: Request, q: str = "", state: str = "", page: Annotated[int, Query(ge=1)] = 1) -> Response:
+        number = page
+        return show(request, lambda who: ("devices.html", views.device_list(service, who, query=q, state=state,
+                                                                            page=number)))  # fmt: skip
+
+    @app.get("/devices/{device_id}", include_in_schema=False)
+    def device(request: Request, device_id: str) -> Response:
+        return show(request, lambda who: ("device.html", views.device_page(service, who, device_id)))
+
+    @app.get("/deployments/{deployment_id}", include_in_schema=False)
+    def deployment(request: Request, deployment_id: str) -> Response:
+        return show(request, lambda who: ("deployment.html", views.deployment_page(service, who, deployment_id)))
+
+    @app.get("/push", include_in_schema=False)
+    def push_form(request: Request) -> Response:
+        return show(request, lambda _who: ("push.html", {}))
+
+    # -- actions --------------------------------------------------------------------------
+
+    @app.post("/console/target", include_in_schema=False)
+    def preview_target(body: TargetText, who: Action) -> dict[str, Any]:
+        matched = service.list_devices(who, body.targetCondition)
+        return {"count": len(matched), "devices": [t["deviceId"] for t in matched[:PREVIEW_DEVICES]]}
+
+    def check(body: Push, who: Principal) -> dict[str, Any]:
+        record = service.check_push(who, _request(body))
+        try:
+            service.deployment(who, record.id)
+        except NotFoundError:
+            return {"id": record.id, "count": len(service.list_devices(who, record.target))}
+        raise ConflictError(f"a deployment named {record.id!r} exists already; give another name")
+
+    @app.post("/console/check", include_in_schema=False)
+    def check_push(body: Push, who: Action) -> dict[str, Any]:
+        return check(body, who)
+
+    @app.post("/console/push", status_code=201, include_in_schema=False)
+    def push(body: Push, who: Action) -> dict[str, Any]:
+        return service.push(who, _request(body)).summary()
+
+    @app.post("/console/deployments/{deployment_id}/retarget", include_in_schema=False)
+    def retarget(deployment_id: str, body: TargetText, who: Action) -> dict[str, Any]:
+        return service.update(who, deployment_id, {"targetCondition": body.targetCondition}).summary()
+
+    @app.post("/console/deployments/{deployment_id}/delete", include_in_schema=False)
+    def delete(deployment_id: str, who: Action, _body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        service.delete(who, deployment_id)
+        return {"deleted": deployment_id}
+
+    # -- live convergence -----------------------------------------------------------------
+
+    latest: dict[str, Any] = {"at": 0.0, "data": "", "cost": 0.0}
+    computing = asyncio.Lock()
+    refreshing: set[asyncio.Task[str]] = set()
+
+    async def snapshot(who: Principal, max_age: float = interval) -> str:
+        """Every deployment's convergence, computed at most once per ``max_age`` for every watcher.
+
+        Never more often than every ``DUTY`` times its own cost, so watchers of a large fleet take
+        at most a fifth of the process from the device API.
+        """
+        async with computing:
+            if time.monotonic() - latest["at"] >= max(max_age, DUTY * latest["cost"]):
+                started = time.monotonic()
+                bars = await run_in_threadpool(views.convergence, service, who)
+                latest["data"] = json.dumps(bars, sort_keys=True)
+                latest["at"] = time.monotonic()
+                latest["cost"] = latest["at"] - started
+            return str(latest["data"])
+
+    @app.get("/console/events", include_in_schema=False)
+    def events(request: Request) -> Response:
+        signed = current(request)
+        if signed is None:
+            return JSONResponse({"error": "not signed in: sign in at /login", "problems": []}, status_code=401)
+        who = signed.who
+
+        async def stream() -> AsyncIterator[str]:
+            sent = ""
+            beat = time.monotonic()
+            while not await request.is_disconnected():
+                data = await snapshot(who)
+                if data != sent:
+                    sent = data
+                    beat = time.monotonic()
+                    yield f"event: convergence\ndata: {data}\n\n"
+                elif time.monotonic() - beat > 15:
+                    beat = time.monotonic()
+                    yield ": keep-alive\n\n"
+                await asyncio.sleep(interval)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip

@@ -1,0 +1,206 @@
+"""What each console page shows, computed through :class:`~outpost.fleet.service.FleetService`.
+
+The same service calls and the same authorisation as the HTTP API: a page is a different
+rendering of the API's documents, never a second query implementation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from outpost.fleet.credentials import Principal
+from outpost.fleet.resolution import target
+from outpost.fleet.service import SYSTEM_MODULES, FleetService
+
+__all__ = [
+    "ONLINE_SECONDS",
+    "connection",
+    "convergence",
+    "deployment_page",
+    "device_list",
+    "device_page",
+    "flatten",
+    "overview",
+]
+
+ONLINE_SECONDS = 300.0
+"""A device that called within this many seconds is online."""
+AGENT = "$edgeAgent"
+MODULES_PATH = "properties.desired.modules."
+
+
+def connection(twin: Mapping[str, Any], now: datetime | None = None) -> str:
+    """``online``, ``offline`` or ``never`` (never seen)."""
+    seen = twin.get("lastActivityTime")
+    if not seen:
+        return "never"
+    at = datetime.strptime(str(seen), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    age = ((now or datetime.now(UTC)) - at).total_seconds()
+    return "online" if age <= ONLINE_SECONDS else "offline"
+
+
+def _counts(twins: Iterable[Mapping[str, Any]], now: datetime) -> dict[str, int]:
+    counts = {"online": 0, "offline": 0, "never": 0}
+    for twin in twins:
+        counts[connection(twin, now)] += 1
+    return counts
+
+
+def convergence(service: FleetService, who: Principal) -> dict[str, dict[str, int]]:
+    """Every deployment's system metrics (what the overview's bars and their live updates show)."""
+    return {key: status["systemMetrics"] for key, status in service.statuses(who).items()}
+
+
+def overview(
+    service: FleetService, who: Principal, bars: Mapping[str, Mapping[str, int]] | None = None
+) -> dict[str, Any]:
+    """Connection counts per group (all devices, and each deployment's target) and every deployment's bar.
+
+    ``bars``: convergence computed already (the live feed's latest), else computed here.
+    """
+    now = datetime.now(UTC)
+    deployments = service.deployments(who)
+    twins = service.list_devices(who)
+    groups = [{"name": "all devices", "target": "*", "counts": _counts(twins, now)}]
+    seen = {"*"}
+    for record in deployments:
+        if record.target in seen:
+            continue
+        seen.add(record.target)
+        match = target(record.target)  # the compiled condition list_devices(who, target) applies
+        groups.append({"name": record.target, "target": record.target,
+                       "counts": _counts((t for t in twins if match(t)), now)})  # fmt: skip
+    if bars is None or set(bars) != {d.id for d in deployments}:
+        bars = convergence(service, who)
+    return {
+        "groups": groups,
+        "deployments": [{"record": d, "metrics": bars[d.id]} for d in deployments],
+    }
+
+
+def device_list(
+    service: FleetService, who: Principal, *, query: str = "", state: str = "", page: int = 1, per_page: int = 50
+) -> dict[str, Any]:
+    """Devices whose id or a tag (``key=value`` or a value) contains ``query``, in ``state``, one page."""
+    now = datetime.now(UTC)
+    wanted = query.strip().lower()
+    rows: list[dict[str, Any]] = []
+    for twin in service.list_devices(who):
+        tags = twin.get("tags") or {}
+        text = [str(twin["deviceId"]).lower()] + [f"{k}={v}".lower() for k, v in tags.items()]
+        if wanted and not any(wanted in t for t in text):
+            continue
+        seen = connection(twin, now)
+        if state and state not in {seen, twin.get("status")}:
+            continue
+        rows.append({"twin": twin, "connection": seen})
+    rows.sort(key=lambda r: str(r["twin"]["deviceId"]))
+    pages = max(1, -(-len(rows) // per_page))
+    page = min(max(page, 1), pages)
+    return {"rows": rows[(page - 1) * per_page : page * per_page], "total": len(rows), "page": page, "pages": pages,
+            "query": query, "state": state}  # fmt: skip
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; twin bookkeeping (``$version``, ``$metadata``) left out."""
+    if not isinstance(value, Mapping) or not value:
+        return {prefix: value} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        if str(key).startswith("$") and str(key) in {"$version", "$metadata"}:
+            continue
+        flat.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _origins(service: FleetService, who: Principal, stack: Iterable[str]) -> dict[str, str]:
+    """Module name → the deployment of the stack that last set it (base or layer)."""
+    origin: dict[str, str] = {}
+    for deployment_id in stack:
+        record = service.deployment(who, deployment_id)
+        agent = record.content.get(AGENT, {})
+        desired = agent.get("properties.desired", {})
+        for name in (desired.get("modules") or {}) if isinstance(desired, Mapping) else {}:
+            origin[str(name)] = deployment_id
+        for key in agent:
+            if key.startswith(MODULES_PATH):
+                origin[key[len(MODULES_PATH) :].split(".", 1)[0]] = deployment_id
+    return origin
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def device_page(service: FleetService, who: Principal, device_id: str) -> dict[str, Any]:
+    """Tags, connection, the effective deployment with each module's origin, runtime status, twins."""
+    twin = service.twin(who, device_id)
+    assignment = service.assignment(who, device_id)
+    origins = _origins(service, who, assignment.stack)
+    twins = twin.get("modules") or {}
+    agent_reported = (twins.get(AGENT) or {}).get("properties", {}).get("reported", {})
+    runtime = agent_reported.get("modules") or {}
+    manifest_modules: dict[str, Any] = {}
+    if assignment.document is not None:
+        desired = assignment.document.get("modulesContent", {}).get(AGENT, {}).get("properties.desired", {})
+        manifest_modules = dict(desired.get("modules") or {})
+    names = sorted(set(manifest_modules) | set(runtime))
+    modules = []
+    for name in names:
+        state = runtime.get(name) or {}
+        modules.append(
+            {
+                "name": name,
+                "origin": origins.get(name, ""),
+                "image": ((manifest_modules.get(name) or {}).get("settings") or {}).get("image", ""),
+                "runtimeStatus": state.get("runtimeStatus", "not reported"),
+                "restartCount": state.get("restartCount", 0),
+                "lastError": state.get("lastError") or state.get("statusDescription") or "",
+                "exitCode": state.get("exitCode"),
+            }
+        )
+    comparisons = []
+    for module_id, module in sorted(twins.items()):
+        if module_id in SYSTEM_MODULES:  # desired: the deployment shown above; reported: runtime state, not an echo
+            reported_only = flatten(module["properties"]["reported"])
+            rows = [{"path": p, "desired": "", "reported": _show(v), "differs": False} for p, v in
+                    sorted(reported_only.items())]  # fmt: skip
+            comparisons.append({"module": module_id, "rows": rows})
+            continue
+        desired = flatten(module["properties"]["desired"])
+        if assignment.document is not None:
+            from_deployment = assignment.document.get("modulesContent", {}).get(module_id, {})
+            desired = {**flatten(from_deployment.get("properties.desired", {})), **desired}
+        reported = flatten(module["properties"]["reported"])
+        rows = [
+            {
+                "path": path,
+                "desired": _show(desired[path]) if path in desired else "",
+                "reported": _show(reported[path]) if path in reported else "",
+                "differs": path in desired and desired.get(path) != reported.get(path),
+            }
+            for path in sorted(set(desired) | set(reported))
+        ]
+        comparisons.append({"module": module_id, "rows": rows})
+    last_status = agent_reported.get("lastDesiredStatus") or {}
+    return {
+        "twin": twin,
+        "connection": connection(twin),
+        "assignment": assignment,
+        "modules": modules,
+        "comparisons": comparisons,
+        "lastDesiredStatus": last_status,
+    }
+
+
+def deployment_page(service: FleetService, who: Principal, deployment_id: str) -> dict[str, Any]:
+    record = service.deployment(who, deployment_id)
+    return {
+        "record": record,
+        "content": json.dumps(record.content, indent=2, sort_keys=True),
+        "status": service.status(who, deployment_id),
+        "history": [entry.as_dict() for entry in service.history(who, deployment_id)],
+    }
