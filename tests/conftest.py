@@ -12,6 +12,7 @@ pytest_plugins = [
     "integration.conftest_kafka",
     "integration.hub_harness",
     "integration.fleet_harness",
+    "integration.firmware_harness",
 ]
 
 settings.register_profile(

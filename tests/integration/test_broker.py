@@ -20,6 +20,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from cryptography import x509
@@ -134,6 +135,37 @@ def test_leaf_device_writes_only_its_events(broker_factory) -> None:
     assert leaf.publish("devices/sensor1/messages/events/a=1", b"t") == NO_SUBSCRIBERS
     assert leaf.publish("devices/sensor2/messages/events/", b"t") == NOT_AUTHORIZED
     assert leaf.publish(mod("alpha", "outputs/o"), b"t") == NOT_AUTHORIZED
+
+
+def test_leaf_devices_twins_and_methods_are_their_own(broker_factory) -> None:
+    """A leaf reads its own desired properties and method calls, writes its own reported properties
+    and method responses, and nothing of another leaf's or a module's."""
+    broker = broker_factory(modules=["alpha"], leaves=["sensor1", "sensor2"])
+    hub = broker.raw(HUB_USER)
+    one, two = broker.raw("sensor1"), broker.raw("sensor2")
+    own = topics.leaf_topic
+    desired, reported = topics.LeafChannel.DESIRED, topics.LeafChannel.REPORTED
+    assert one.subscribe(f"{own('sensor1', desired)}/#") == [1]
+    assert one.subscribe(topics.leaf_method_request("sensor1", "#")) == [1]
+    assert two.subscribe(f"{own('sensor1', desired)}/#") == [1]  # granted, but the ACL delivers nothing
+    assert two.subscribe(topics.leaf_method_request("sensor1", "#")) == [1]
+    assert hub.subscribe(own("+", reported)) == [1]
+    assert hub.subscribe(f"devices/{DEVICE}/methodres/#") == [1]
+
+    hub.publish(own("sensor1", desired), b'{"threshold": 0.9}', retain=True)
+    hub.publish(topics.leaf_method_request("sensor1", "valve"), b"{}")
+    wait_for(lambda: len(one.received("devices/sensor1/")) == 2, what="sensor1's desired and method call")
+    assert one.publish(own("sensor1", reported), b"{}") == OK
+    assert one.publish(topics.method_response(DEVICE, "sensor1", "caller", "c1"), b"{}") == OK
+    wait_for(lambda: len(hub.received()) == 2, what="the hub receiving sensor1's report and response")
+
+    assert two.publish(own("sensor1", reported), b"{}") == NOT_AUTHORIZED  # another leaf's report
+    assert two.publish(topics.method_response(DEVICE, "sensor1", "caller", "c2"), b"{}") == NOT_AUTHORIZED
+    assert two.publish(own("sensor2", desired), b"{}") == NOT_AUTHORIZED  # only the hub writes desired
+    assert one.publish(topics.leaf_method_request("sensor2", "valve"), b"{}") == NOT_AUTHORIZED
+    assert one.publish(topics.reported(DEVICE, "alpha"), b"{}") == NOT_AUTHORIZED
+    time.sleep(0.5)
+    assert two.received() == []  # sensor1's desired and method call never reached sensor2
 
 
 def _crash_with_will(broker: Broker, user: str, will_topic: str) -> None:

@@ -70,6 +70,7 @@ def upstream_ids(store: Path) -> list[str]:
     return [row[0] for row in rows]
 
 
+@pytest.mark.timeout(900)  # the first use of scripts/build-images on a fresh machine builds two images
 def test_disconnected_site_round_trip(reference_images, docker_engine, kafka, tmp_path):
     uid = uuid.uuid4().hex[:8]
     hub_tag, sensor_tag = f"outpost-test/site-{uid}-hub:1", f"outpost-test/site-{uid}-sensor:1"

@@ -70,19 +70,34 @@ def test_trust_root_refuses_what_it_must_and_keeps_running(tmp_path):
             assert result.returncode == 1, (reason, result.stderr)
             assert reason in result.stderr
             assert "nothing running was changed" in result.stderr
+            status = json.loads((tmp_path / "state" / "status.json").read_text())
+            assert status["lastDesiredStatus"]["code"] == 400
+            assert reason in status["lastDesiredStatus"]["description"]
         after = json.loads(outpost("list", *state, "--json", cwd=tmp_path).stdout)["modules"]["app"]
         assert after["runtimeStatus"] == "running"
         assert after["lastStartTimeUtc"] == before["lastStartTimeUtc"]  # not restarted
 
         # The running agent reports a refusal in its status (lastDesiredStatus) and keeps going.
-        live = write(tmp_path / "live.json", json.loads(signed.read_text()))
+        # The running agent takes a newly signed deployment, then refuses a tampered one: the reason is
+        # in its status (lastDesiredStatus) and the modules of the signed one keep running.
+        second = json.loads(plain.read_text())
+        second["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["app"]["env"]["V"] = {"value": "2"}
+        write(tmp_path / "second.json", second)
+        assert outpost("keys", "sign", str(tmp_path / "second.json"), "--sign-key", str(tmp_path / "operator.key"),
+                       "-o", str(tmp_path / "live.json"), cwd=tmp_path).returncode == 0  # fmt: skip
+        live = tmp_path / "live.json"
         agent = subprocess.Popen(
             [OUTPOST, "agent", "run", "--manifest", str(live), *common, "--metrics-port", "0", "--interval", "0.3"],
             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
             status_file = tmp_path / "state" / "status.json"
-            wait_for(lambda: json.loads(status_file.read_text())["lastDesiredStatus"]["code"] == 200, what="200")
+            running = wait_for(
+                lambda: (s := json.loads(status_file.read_text()))["lastDesiredStatus"]["code"] == 200
+                and s["outpost"]["deploymentId"].startswith("live@") and s,
+                timeout=60, what="the second signed deployment applied",
+            )  # fmt: skip
+            started = running["modules"]["app"]["lastStartTimeUtc"]
             write(live, changed)
             status = wait_for(
                 lambda: (s := json.loads(status_file.read_text()))["lastDesiredStatus"]["code"] == 400 and s,
@@ -90,7 +105,8 @@ def test_trust_root_refuses_what_it_must_and_keeps_running(tmp_path):
             )
             assert "changed after signing" in status["lastDesiredStatus"]["description"]
             assert status["modules"]["app"]["runtimeStatus"] == "running"
-            assert status["modules"]["app"]["lastStartTimeUtc"] == before["lastStartTimeUtc"]
+            assert status["modules"]["app"]["lastStartTimeUtc"] == started
+            assert status["outpost"]["deploymentId"] != running["outpost"]["deploymentId"]  # names the refused one
         finally:
             agent.send_signal(signal.SIGTERM)
             agent.wait(timeout=30)

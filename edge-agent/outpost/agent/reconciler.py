@@ -151,6 +151,14 @@ class Reconciler:
             for module, at in self.state.retry_requests().items():
                 self.failures.forget([module], before=at)
 
+    def _report_refusal(self) -> None:
+        """A refused deployment's reason in the stored status at once (a one-shot apply has no next round)."""
+        document = self.state.status()
+        if document is not None:
+            document["lastDesiredStatus"] = {"code": int(self.status.code), "description": self.status.description}
+            document["outpost"] = {**document.get("outpost", {}), "deploymentId": self.status.deployment_id}
+            self.state.set_status(document)
+
     def _report(self, desired: Desired, observed: Observed, records: dict[str, RestartRecord]) -> None:
         if self._platform is None:
             try:
@@ -277,8 +285,10 @@ class Reconciler:
             manifest = load_manifest(document)
         except ManifestError as exc:
             self.status = DeploymentStatus(
-                version=self.status.version, code=StatusCode.BAD_CONFIG, description=str(exc)
-            )
+                version=self.status.version, code=StatusCode.BAD_CONFIG, description=str(exc),
+                deployment_id=f"{name}@{deployment_hash(document)}",  # what was refused (the fleet matches it)
+            )  # fmt: skip
+            self._report_refusal()
             raise
         ext = manifest.edge_agent.outpost
         settings = ext.rollback if ext and ext.rollback else None

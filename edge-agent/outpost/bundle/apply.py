@@ -26,6 +26,7 @@ from outpost.bundle.archive import join
 from outpost.bundle.blobs import BlobDir
 from outpost.bundle.engine import ImageEngine
 from outpost.bundle.layout import BundleError, Index, ModelEntry, Progress, no_progress
+from outpost.bundle.models import file_refs
 from outpost.bundle.verify import Verified, verify_bundle
 from outpost.trust.admission import Admitted
 
@@ -69,6 +70,22 @@ def _model_target(entry: ModelEntry, models_dir: Path) -> Path:
     return models_dir / name
 
 
+def _check_model_entry(entry: ModelEntry, content: dict[str, Any]) -> None:
+    """A model file goes only where the (admitted) content's twin points: the index must agree with it."""
+    node: Any = content
+    for part in entry.pointer.lstrip("/").split("/"):
+        key = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        elif isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            raise BundleError(f"the index names a model file at {entry.pointer}, which the content does not have")
+    expected = next((r for r in file_refs(content) if r.pointer == entry.pointer), None)
+    if node != entry.source or expected is None or expected.target != entry.target:
+        raise BundleError(f"the index's model file for {entry.pointer} does not match the content: refused")
+
+
 def _install(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.bundle")
@@ -98,6 +115,8 @@ def apply_bundle(
         admitted = admit(verified.content)  # the device's trust policy over the content itself
         applied = Applied(verified, admitted)
         index = verified.index
+        for model in index.models:
+            _check_model_entry(model, verified.content)
         if index.images:
             archive = Path(tmp) / "load.tar"
             with archive.open("wb") as out:

@@ -19,7 +19,8 @@ import errno
 import os
 import sys
 import traceback
-from typing import Any
+from pathlib import PurePath
+from typing import Any, get_args
 
 import typer
 from typer._click.exceptions import ClickException
@@ -74,6 +75,11 @@ def describe(exc: BaseException) -> tuple[str, str]:
         return f"{where}{reason}", "check the disk and the path, then run again"
     if isinstance(exc, MemoryError):
         return "out of memory", "free some memory or give a smaller input"
+    if isinstance(exc, RecursionError):  # json and friends recurse once per nesting level
+        return (
+            "an input is nested too deeply to read (a JSON document hundreds of levels deep?)",
+            "check the files and values given; if they are ordinary, run again with --debug and report it",
+        )
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"unexpected {type(exc).__name__}{f': {text}' if text else ''}", _BUG_HINT
 
@@ -94,8 +100,45 @@ def _passes_through(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.EPIPE  # typer pacifies a closed pipe (exit 1)
 
 
+def _refuse_empty_paths(command: Any) -> None:
+    """Every path parameter of the tree refuses ``""`` as a usage error.
+
+    typer turns ``--state-dir ''`` into ``Path('.')``: a command would then write into the current
+    directory, or fail deep inside (``Path('.').name`` is empty). No command means "." by "".
+    """
+    for param in getattr(command, "params", []):
+        if _takes_paths(param):
+            param.process_value = _non_empty(param, param.process_value)
+    for sub in getattr(command, "commands", {}).values():
+        _refuse_empty_paths(sub)
+
+
+def _takes_paths(param: Any) -> bool:
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None:
+        return False
+    if desc.is_path or desc.is_file:
+        return True
+    element = get_args(desc.annotation)[0] if desc.is_list and get_args(desc.annotation) else None
+    return isinstance(element, type) and issubclass(element, PurePath)
+
+
+def _non_empty(param: Any, process: Any) -> Any:
+    def process_value(ctx: Any, value: Any) -> Any:
+        values = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            raise typer.BadParameter("an empty path names nothing; give a file or directory", ctx=ctx, param=param)
+        return process(ctx, value)
+
+    return process_value
+
+
 class Boundary(TyperGroup):
     """The root group: runs the whole command chain, so nothing unhandled escapes any command."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _refuse_empty_paths(self)  # the whole tree exists by now: sub-groups are built first
 
     def invoke(self, ctx: Any) -> Any:
         try:

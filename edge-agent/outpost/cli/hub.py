@@ -1,5 +1,5 @@
-"""``outpost hub run|dead-letters``: the edge hub (Mosquitto + router + store) without Docker,
-and the messages it could never deliver."""
+"""``outpost hub run|dead-letters|leaf-key``: the edge hub (Mosquitto + router + store) without
+Docker, the messages it could never deliver, and leaf devices' activation keys."""
 
 from __future__ import annotations
 
@@ -109,6 +109,10 @@ def run(
             envvar="OUTPOST_HUB_METRICS_PORT", min=0, max=65535, help="Prometheus metrics port on 127.0.0.1 (0: off)."
         ),
     ] = 9600,
+    activation_port: Annotated[
+        int | None,
+        typer.Option(help="Leaf-device activation endpoint on 127.0.0.1 (POST /api/v1/activate; off when unset)."),
+    ] = None,
 ) -> None:
     """Run the hub until SIGINT/SIGTERM, following manifest changes live.
 
@@ -136,6 +140,7 @@ def run(
             tls_port=tls_port,
             metrics_port=metrics_port,
             key_root=agent_state.parent if agent_state else root.parent,
+            activation_port=activation_port,
         )
     )
     try:
@@ -158,6 +163,34 @@ def run(
         service.run(stop, source=read)
     finally:
         service.stop()
+
+
+@app.command("leaf-key")
+def leaf_key(
+    device: Annotated[str, typer.Argument(help="The leaf device's id (as listed in outpost.leafDevices).")],
+    key_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--key-root", envvar="OUTPOST_STATE_ROOT", help="Where device.key is [default: /var/lib/outpost]."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {deviceId, activationKey} as JSON.")] = False,
+) -> None:
+    """Print the activation key to provision into a leaf device (firmware/README.md).
+
+    The leaf presents it once to the hub's activation endpoint (`outpost hub run --activation-port`)
+    and receives its broker credential. The key is derived from this device's key: keep it secret.
+    """
+    from outpost.wire.credentials import DEFAULT_ROOT, device_key, leaf_activation_key
+
+    if not device or any(c in device for c in "/+#: \t") or len(device) > 128:
+        err.print(f"[red]error:[/] {escape(device)!r} cannot be a leaf device id (letters, digits, '_', '.', '-')")
+        raise typer.Exit(2)
+    activation_key = leaf_activation_key(device_key(key_root or DEFAULT_ROOT), device)
+    if as_json:
+        print_json({"deviceId": device, "activationKey": activation_key})
+    else:
+        out.print(activation_key, markup=False, highlight=False)
 
 
 def _body(body: bytes) -> dict[str, str]:

@@ -31,6 +31,7 @@ __all__ = [
     "acl_text",
     "hash_password",
     "identities_for",
+    "leaf_rules",
     "module_rules",
     "password_file_text",
 ]
@@ -116,6 +117,19 @@ def module_rules(device: str, module: str) -> list[str]:
     ]
 
 
+def leaf_rules(device: str, leaf: str) -> list[str]:
+    """The ACL lines (after ``user``) of a leaf device ``leaf`` behind edge device ``device``: its
+    telemetry and twin topics, its method requests, and responses below the edge device's methodres
+    prefix for it (as a module answers)."""
+    return [
+        f"topic write {topics.leaf_events(leaf)}#",
+        f"topic write {topics.leaf_topic(leaf, topics.LeafChannel.REPORTED)}",
+        f"topic write {topics.method_response_prefix(device, leaf)}/#",
+        f"topic read {topics.leaf_topic(leaf, topics.LeafChannel.DESIRED)}/#",
+        f"topic read {topics.leaf_method_request(leaf, '#')}",
+    ]
+
+
 def acl_text(identities: BrokerIdentities) -> str:
     """The ``acl_file`` contents: no anonymous section; one ``user`` section per identity."""
     device = identities.device
@@ -129,5 +143,5 @@ def acl_text(identities: BrokerIdentities) -> str:
     for module in identities.modules:
         out += ["", f"user {module}", *module_rules(device, module)]
     for leaf in identities.leaves:
-        out += ["", f"user {leaf}", f"topic write {topics.leaf_events(leaf)}#"]
+        out += ["", f"user {leaf}", *leaf_rules(device, leaf)]
     return "\n".join(out) + "\n"

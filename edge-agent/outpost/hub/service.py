@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from outpost.hub.acl import HUB_USER, identities_for
+from outpost.hub.adapters.activation_http import ActivationServer
 from outpost.hub.adapters.mosquitto import MosquittoSupervisor, load_hub_password
 from outpost.hub.adapters.sqlite_store import SqliteStore
 from outpost.hub.broker import BrokerConfig, TlsListener
@@ -60,6 +61,7 @@ class HubSettings:
     upstream: Sink | None = None  # overrides the manifest's outpost.upstream (tests, tools)
     link_factory: LinkFactory = links.paho  # the hub's own MQTT connections
     broker_user: str | None = None
+    activation_port: int | None = None  # leaf-device activation endpoint (off when None; 0: any free port)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,6 +99,7 @@ class HubService:
         state.mkdir(parents=True, exist_ok=True)
         self.hub_password = load_hub_password(state)
         self.broker: MosquittoSupervisor | None = None
+        self.activation: ActivationServer | None = None  # when settings.activation_port is set
         self.store: SqliteStore | None = None
         self.link: Link | None = None
         self.control: Link | None = None
@@ -151,6 +154,9 @@ class HubService:
                 f"the hub could not connect to its broker on {s.host}:{s.port}; see {self.broker.paths.log_file}"
             )
         self.apply(document, _validated=manifest)
+        if s.activation_port is not None:
+            self.activation = ActivationServer(s.host, s.activation_port, key=key, leaves=self._current_leaves)
+            self.activation.start()
         if s.metrics_port:
             from prometheus_client import start_http_server
 
@@ -177,6 +183,10 @@ class HubService:
         thread = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
+
+    def _current_leaves(self) -> list[str]:
+        manifest = self.manifest
+        return self._leaves(manifest) if manifest is not None else []
 
     @staticmethod
     def _leaves(manifest: Manifest) -> list[str]:
@@ -212,7 +222,7 @@ class HubService:
                     self._start_pump(endpoint, sink)
             self.manifest = manifest
         assert self.twins is not None
-        self.twins.publish_desired({m: manifest.module_twins.get(m, {}) for m in manifest.edge_agent.modules})
+        self._publish_twins(manifest)
         for entry in self.endpoints.values():
             entry.pump.wake()
 
@@ -241,6 +251,8 @@ class HubService:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.activation is not None:
+            self.activation.stop()
         for endpoint in self.endpoints.values():
             endpoint.stop.set()
             endpoint.pump.wake()
@@ -312,7 +324,9 @@ class HubService:
         if isinstance(event, Connected):
             if event.ok and self.control is not None:
                 d = self.settings.device_id
-                self.control.subscribe([topics.acks(d, "+"), topics.status(d, "+"), topics.reported(d, "+")])
+                self.control.subscribe(
+                    [topics.acks(d, "+"), topics.status(d, "+"), topics.reported(d, "+"), topics.all_leaf_reported()]
+                )
                 self._control_connected.set()
                 if self.manifest is not None:  # a restarted broker may have lost the retained twins
                     threading.Thread(target=self._republish_twins, name="outpost-twins", daemon=True).start()
@@ -327,12 +341,23 @@ class HubService:
                     self.modules.set_status(module, event.payload, event.user_properties)
                 elif channel is topics.ModuleChannel.REPORTED and self.twins is not None:
                     self.twins.reported(module, event.payload)
+            case topics.LeafTopic(leaf, topics.LeafChannel.REPORTED) if self.twins is not None:
+                manifest = self.manifest
+                if manifest is not None and leaf in self._leaves(manifest):  # the ACL allows no other
+                    self.twins.reported(leaf, event.payload, leaf=True)
         self.control.ack(event.token, event.qos)
+
+    def _publish_twins(self, manifest: Manifest) -> None:
+        assert self.twins is not None
+        self.twins.publish_desired(
+            {m: manifest.module_twins.get(m, {}) for m in manifest.edge_agent.modules},
+            leaves={leaf: manifest.module_twins.get(leaf, {}) for leaf in self._leaves(manifest)},
+        )
 
     def _republish_twins(self) -> None:
         manifest = self.manifest
         if manifest is not None and self.twins is not None:
-            self.twins.publish_desired({m: manifest.module_twins.get(m, {}) for m in manifest.edge_agent.modules})
+            self._publish_twins(manifest)
 
 
 def sink_from_settings(

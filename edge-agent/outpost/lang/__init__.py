@@ -1,8 +1,8 @@
 """Outpost's two small languages: routes with their conditions, and target conditions.
 
-* :func:`parse_route` reads ``FROM <source> [WHERE <condition>] INTO <sink>``.
-* :func:`compile_condition` compiles an IoT Hub routing query (the WHERE part) into a
-  fast predicate over a :class:`RoutingMessage`.
+* :func:`parse_route` reads ``FROM <source> [WHERE <condition>] INTO <sink>`` as edgeHub does.
+* :func:`compile_condition` compiles a route condition (the WHERE part) with edgeHub's
+  grammar, type checks and semantics into a fast predicate over a :class:`RoutingMessage`.
 * :func:`compile_target` compiles a deployment's target condition into a predicate over
   a twin document.
 

@@ -1,6 +1,6 @@
-"""Compile an expression tree once into a Python function.
+"""Compile a target-condition tree once into a Python function.
 
-Routing evaluates every condition for every message, so the tree is turned into Python
+Target conditions run against many twins, so the tree is turned into Python
 source and compiled with ``compile()``: one flat function per condition, with no tree walk
 and no per-node call at evaluation time (see docs/languages.md, Performance). Comparisons
 with a literal (the common case) are inlined; everything else calls the total helpers in
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Final, cast
 
 from outpost.lang import runtime
-from outpost.lang.nodes import Binary, Call, Literal, Logical, Membership, Node, Ref, RefKind, Unary
+from outpost.lang.nodes import Binary, Call, Literal, Logical, Membership, Node, Ref, Unary
 from outpost.lang.values import UNDEFINED
 
 __all__ = ["Evaluator", "compile_node"]
@@ -41,9 +41,6 @@ _BASE_NAMESPACE: Final[dict[str, object]] = {
     "NUM": runtime.NUM,
     "ci_get": runtime.ci_get,
     "walk": runtime.walk,
-    "wire_num": runtime.wire_num,
-    "wire_bool": runtime.wire_bool,
-    "wire_compare": runtime.wire_compare,
     "compare": runtime.compare,
     "member": runtime.member,
     "add": runtime.add,
@@ -55,33 +52,19 @@ _BASE_NAMESPACE: Final[dict[str, object]] = {
 }
 
 
-def compile_node(
-    node: Node, *, system_lookup: Callable[[object, str], object] | None = None, guard: bool = True
-) -> Evaluator:
-    """Compile ``node`` into ``f(root) -> bool`` (true only when the node evaluates to exactly true).
+def compile_node(node: Node, *, guard: bool = True) -> Evaluator:
+    """Compile ``node`` into ``f(twin) -> bool`` (true only when the node evaluates to exactly true).
 
-    ``root`` is a RoutingMessage for message conditions (properties, system, $body) and a
-    twin ``dict`` for target conditions. ``system_lookup(message, name)`` is the slow path
-    for a ``$name`` that is not in the system properties. ``guard=False`` drops the
-    last-resort ``try`` so tests can prove the helpers alone never raise.
+    ``guard=False`` drops the last-resort ``try`` so tests can prove the helpers alone never raise.
     """
     emitter = _Emitter()
     expression = emitter.expr(node)
-    if _is_wire(node):
-        expression = f"wire_bool({expression})"
-    body = []
-    if emitter.uses_properties:
-        body.append("P = m.properties")
-    if emitter.uses_system:
-        body.append("S = m.system")
-    body.append(f"return ({expression}) is True")
+    body = f"return ({expression}) is True"
     if guard:
-        lines = ["def evaluate(m):", "    try:", *(f"        {line}" for line in body)]
-        lines += ["    except Exception:", "        return False"]
+        lines = ["def evaluate(m):", "    try:", f"        {body}", "    except Exception:", "        return False"]
     else:
-        lines = ["def evaluate(m):", *(f"    {line}" for line in body)]
+        lines = ["def evaluate(m):", f"    {body}"]
     namespace = dict(_BASE_NAMESPACE)
-    namespace["system_slow"] = system_lookup or (lambda _m, _n: UNDEFINED)
     namespace.update(emitter.constants)
     source = "\n".join(lines)
     exec(compile(source, "<outpost condition>", "exec"), namespace)
@@ -92,10 +75,6 @@ def compile_node(
     return cast(Evaluator, function)
 
 
-def _is_wire(node: Node) -> bool:
-    return isinstance(node, Ref) and node.wire
-
-
 class _Emitter:
     """Turns nodes into one Python expression; ``:=`` temporaries keep evaluation single-pass."""
 
@@ -103,8 +82,6 @@ class _Emitter:
         self.constants: dict[str, object] = {}
         self._by_identity: dict[tuple[type, object], str] = {}
         self._temps = 0
-        self.uses_properties = False
-        self.uses_system = False
 
     def const(self, value: object) -> str:
         if value is UNDEFINED:
@@ -149,39 +126,20 @@ class _Emitter:
         return f"({v} if ({v} := {mapping}.get({k}, U)) is not U else {fallback})"
 
     def ref(self, node: Ref) -> str:
-        if node.kind is RefKind.PROPERTY:
-            self.uses_properties = True
-            return self._lookup("P", node.name, f"ci_get(P, {self.const(node.name)})")
-        if node.kind is RefKind.SYSTEM:
-            self.uses_system = True
-            return self._lookup("S", node.name, f"system_slow(m, {self.const(node.name)})")
-        root = "m.json_body()" if node.kind is RefKind.BODY else "m"
-        steps = node.steps if node.kind is RefKind.BODY else (node.name, *node.steps)
-        if not steps:
-            return "U"
+        steps = (node.name, *node.steps)
         if len(steps) == 1 and isinstance(steps[0], str):
             b = self.temp()
             lookup = self._lookup(b, steps[0], f"ci_get({b}, {self.const(steps[0])})")
-            return f"({lookup} if type({b} := {root}) is dict else U)"
-        return f"walk({root}, {self.const(tuple(steps))})"
-
-    def value(self, node: Node, *, numeric: bool = False, boolean: bool = False) -> str:
-        """A node's expression, with property strings read as numbers/Booleans when required."""
-        code = self.expr(node)
-        if _is_wire(node):
-            if numeric:
-                return f"wire_num({code})"
-            if boolean:
-                return f"wire_bool({code})"
-        return code
+            return f"({lookup} if type({b} := m) is dict else U)"
+        return f"walk(m, {self.const(tuple(steps))})"
 
     # operators ------------------------------------------------------------------------
 
     def unary(self, node: Unary) -> str:
         if node.op == "NOT":
             t = self.temp()
-            return f"((not {t}) if type({t} := {self.value(node.operand, boolean=True)}) is bool else U)"
-        operand = self.value(node.operand, numeric=True)
+            return f"((not {t}) if type({t} := {self.expr(node.operand)}) is bool else U)"
+        operand = self.expr(node.operand)
         if node.op == "-":
             return f"neg({operand})"
         t = self.temp()
@@ -190,8 +148,8 @@ class _Emitter:
     def arith(self, node: Binary) -> str:
         if isinstance(node.left, Literal) and isinstance(node.right, Literal):
             return self.const(_ARITH_FOLD[node.op](node.left.value, node.right.value))
-        left = self.value(node.left, numeric=True)
-        right = self.value(node.right, numeric=True)
+        left = self.expr(node.left)
+        right = self.expr(node.right)
         return f"{_ARITH_HELPER[node.op]}({left}, {right})"
 
     def compare(self, node: Binary) -> str:
@@ -202,20 +160,17 @@ class _Emitter:
             op, left, right = _MIRROR[op], right, left
         if isinstance(right, Literal):
             return self.compare_literal(op, left, right.value)
-        if _is_wire(left) or _is_wire(right):
-            a, b = self.expr(left), self.expr(right)
-            return f"wire_compare({op!r}, {a}, {b}, {_is_wire(left)}, {_is_wire(right)})"
         return f"compare({op!r}, {self.expr(left)}, {self.expr(right)})"
 
     def compare_literal(self, op: str, node: Node, literal: object) -> str:
         t, py = self.temp(), _PY_OP[op]
         kind = type(literal)
         if kind in (int, float):
-            return f"(({t} {py} {self.const(literal)}) if type({t} := {self.value(node, numeric=True)}) in NUM else U)"
+            return f"(({t} {py} {self.const(literal)}) if type({t} := {self.expr(node)}) in NUM else U)"
         if kind is str:
             return f"(({t} {py} {self.const(literal)}) if type({t} := {self.expr(node)}) is str else U)"
         if kind is bool and op in ("=", "!=", "<>"):
-            return f"(({t} {py} {literal!r}) if type({t} := {self.value(node, boolean=True)}) is bool else U)"
+            return f"(({t} {py} {literal!r}) if type({t} := {self.expr(node)}) is bool else U)"
         if literal is None and op in ("=", "!=", "<>"):
             return f"({op == '='} if {self.expr(node)} is None else U)"
         return "U"  # ordering Booleans or null, or comparing with undefined
@@ -226,7 +181,7 @@ class _Emitter:
         decisive, other = ("False", "True") if node.op == "AND" else ("True", "False")
         temps = [self.temp() for _ in node.operands]
         parts = [
-            f"{decisive} if ({t} := {self.value(operand, boolean=True)}) is {decisive} else"
+            f"{decisive} if ({t} := {self.expr(operand)}) is {decisive} else"
             for t, operand in zip(temps, node.operands, strict=True)
         ]
         every = " and ".join(f"{t} is {other}" for t in temps)
@@ -235,7 +190,7 @@ class _Emitter:
     def call(self, node: Call) -> str:
         function = node.function
         name = self.const(function.impl)
-        args = ", ".join(self.value(arg, numeric=function.numeric) for arg in node.args)
+        args = ", ".join(self.expr(arg) for arg in node.args)
         return f"{name}({args})"
 
     def membership(self, node: Membership) -> str:
@@ -244,7 +199,7 @@ class _Emitter:
             items = self.const(tuple(item.value for item in node.items))  # type: ignore[union-attr]
         else:
             items = "(" + "".join(f"{self.expr(item)}, " for item in node.items) + ")"
-        test = f"member({operand}, {items}, {_is_wire(node.operand)})"
+        test = f"member({operand}, {items})"
         if not node.negated:
             return test
         t = self.temp()

@@ -74,7 +74,10 @@ def compile_parsed(source: str, syntax: ConditionSyntax, text: str, *, guard: bo
         notes.append(Note("write x = a OR x = b instead of x IN [a, b]", "in-list"))
     if syntax.expr is None:  # an empty condition is undefined
         return Condition(text, lambda _m: False, lambda _m: UNDEFINED, tuple(notes))
-    root, constants, found = emit(source, syntax.expr)
+    try:
+        root, constants, found = emit(source, syntax.expr)
+    except RecursionError as exc:  # a very long chain of mixed operands: report, never leak
+        raise QueryError("condition is too complex to compile (RecursionError)", text=source) from exc
     notes.extend(note for note in found if note not in notes)
     code = to_bool(root)
     try:

@@ -114,6 +114,7 @@ NAMESPACE: Final[dict[str, object]] = {
     "str": str,
     "float": float,
     "dict": dict,
+    "min": min,
     "Exception": Exception,
     "U": UNDEFINED,
     "leaf": semantics.leaf,
@@ -152,7 +153,6 @@ class _Emitter:
         self._keys: dict[tuple[type, object], str] = {}
         self._temps = 0
         self.notes: list[Note] = []
-        self.uses: set[str] = set()
 
     # helpers ---------------------------------------------------------------------------
 
@@ -202,15 +202,14 @@ class _Emitter:
         return Emitted(kind, self.const(expr.value))
 
     def _app(self, name: str) -> str:
-        self.uses.add("P")
         t, k = self.temp(), self.const(name)
         if name[:1] == "$":
-            scan = f"dollar_property(P, {k}, {self.const(name.lower())})"
-            return f"({t} if ({t} := P.get({k}, U)) is not U or ({t} := {scan}) is not U else U)"
+            # Names starting with '$' sort below '%': min() (in C) tells whether to scan at all.
+            scan = f"(dollar_property(P, {k}, {self.const(name.lower())}) if P and min(P) < '%' else U)"
+            return f"({t} if ({t} := P.get({k}, U)) is not U else {scan})"
         return f"({t} if ({t} := P.get({k}, U)) is not U else property_ci(P, {self.const(name.lower())}))"
 
     def _sys(self, name: str) -> str:
-        self.uses.add("S")
         t, k = self.temp(), self.const(name)
         return f"({t} if ({t} := S.get({k}, U)) is not U else property_ci(S, {self.const(name.lower())}))"
 

@@ -1,4 +1,4 @@
-"""The built-in functions of IoT Hub's routing query language.
+"""The built-in functions of target conditions (IoT Hub's query language on twins).
 
 Names are case-insensitive; arity is checked when a condition is compiled, so a typo
 fails at deployment time instead of silently never matching. Each implementation is
@@ -23,12 +23,11 @@ _ABSENT: Final = object()
 
 @dataclass(frozen=True, slots=True)
 class Function:
-    """A built-in: arity bounds (``max_args`` None = variadic); ``numeric`` reads property strings as numbers."""
+    """A built-in: arity bounds (``max_args`` None = variadic)."""
 
     name: str
     min_args: int
     max_args: int | None
-    numeric: bool
     impl: Callable[..., object]
 
     def arity_text(self) -> str:
@@ -159,8 +158,8 @@ def _two_strings(test: Callable[[str, str], bool]) -> Callable[[object, object],
     return apply
 
 
-def _make(name: str, lo: int, hi: int | None, impl: Callable[..., object], *, numeric: bool = False) -> Function:
-    return Function(name, lo, hi, numeric, impl)
+def _make(name: str, lo: int, hi: int | None, impl: Callable[..., object]) -> Function:
+    return Function(name, lo, hi, impl)
 
 
 _TABLE: Final = (
@@ -173,14 +172,14 @@ _TABLE: Final = (
     _make("IS_OBJECT", 1, 1, _is_object),
     _make("IS_PRIMITIVE", 1, 1, _is_primitive),
     _make("AS_NUMBER", 1, 1, _as_number),
-    _make("ABS", 1, 1, _numeric(abs), numeric=True),
-    _make("EXP", 1, 1, _numeric(math.exp), numeric=True),
-    _make("POWER", 2, 2, _power, numeric=True),
-    _make("SQUARE", 1, 1, _numeric(_square), numeric=True),
-    _make("CEILING", 1, 1, _numeric(math.ceil), numeric=True),
-    _make("FLOOR", 1, 1, _numeric(math.floor), numeric=True),
-    _make("SIGN", 1, 1, _numeric(_sign), numeric=True),
-    _make("SQRT", 1, 1, _numeric(math.sqrt), numeric=True),
+    _make("ABS", 1, 1, _numeric(abs)),
+    _make("EXP", 1, 1, _numeric(math.exp)),
+    _make("POWER", 2, 2, _power),
+    _make("SQUARE", 1, 1, _numeric(_square)),
+    _make("CEILING", 1, 1, _numeric(math.ceil)),
+    _make("FLOOR", 1, 1, _numeric(math.floor)),
+    _make("SIGN", 1, 1, _numeric(_sign)),
+    _make("SQRT", 1, 1, _numeric(math.sqrt)),
     _make("CONCAT", 2, None, _concat),
     _make("LENGTH", 1, 1, _length),
     _make("LOWER", 1, 1, _lower),

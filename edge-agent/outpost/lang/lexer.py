@@ -94,7 +94,7 @@ def tokenize(text: str, *, brackets: bool = False) -> list[Token]:
     """
     tokens: list[Token] = []
     position, size = 0, len(text)
-    rules = _LIST_RULES if brackets else _RULES
+    rules, cache = (_LIST_RULES, _LIST_CANDIDATES) if brackets else (_RULES, _CANDIDATES)
     while position < size:
         if brackets and text[position] in "[]":
             kind = "LBRACK" if text[position] == "[" else "RBRACK"
@@ -102,7 +102,13 @@ def tokenize(text: str, *, brackets: bool = False) -> list[Token]:
             position += 1
             continue
         best_kind, best_end = "UNKNOWN", position
-        for kind, pattern in rules:  # longest match; the first rule wins a tie
+        first = text[position]
+        candidates = cache.get(first)
+        if candidates is None:
+            candidates = tuple(rule for rule in rules if _may_start(rule[0], first))
+            if len(cache) < 4096:
+                cache[first] = candidates
+        for kind, pattern in candidates:  # longest match; the first rule wins a tie
             match = pattern.match(text, position)
             if match is not None and match.end() > best_end:
                 best_kind, best_end = kind, match.end()
@@ -111,3 +117,25 @@ def tokenize(text: str, *, brackets: bool = False) -> list[Token]:
         position = best_end
     tokens.append(Token("EOF", "", size, size))
     return tokens
+
+
+# The characters each rule can start with, so that only those rules are tried.
+_STARTS: Final = {
+    "LBRACE": "{", "RBRACE": "}", "SELECT": "sS", "FROM": "fF", "WHERE": "wW", "INTO": "iI",
+    "STRING": "\"'", "UNTERMINATED_STRING": "\"'", "INTEGER": "-0123456789", "HEX": "0",
+    "REAL": "-0123456789.eE", "TRUE": "t", "FALSE": "f", "NULL": "n", "UNDEFINED": "u", "LPAREN": "(",
+    "RPAREN": ")", "COMMA": ",", "PLUS": "+", "MINUS": "-", "STAR": "*", "SLASH": "/", "PERCENT": "%",
+    "AND": "aA", "OR": "oO", "NOT": "nN", "EQ": "=", "NE": "!<", "LE": "<", "GE": ">", "GT": ">", "LT": "<",
+    "CONCAT": "|", "COALESCE": "?", "SYS_PROP": "$", "WS": " \t\r\n", "COMMENT": "/",
+}  # fmt: skip
+_ANY_START: Final = {"ID": re.compile(rf"[^{_NOT_ID}]"), "QUERY_PATH": re.compile(rf"[^{_NOT_PATH}]")}
+_CANDIDATES: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {}
+_LIST_CANDIDATES: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {}
+
+
+def _may_start(kind: str, first: str) -> bool:
+    starts = _STARTS.get(kind)
+    if starts is not None:
+        return first in starts
+    pattern = _ANY_START.get(kind)
+    return pattern.match(first) is not None if pattern is not None else True

@@ -1,9 +1,9 @@
-"""The expression tree shared by route conditions and target conditions.
+"""The expression tree of target conditions.
 
 ``build`` turns lark's parse tree into these nodes and does every compile-time check
-(literals, escapes, function names and arity, nesting depth). Only the meaning of a
-*name* differs between the two languages, so that is delegated to a ``Resolver``:
-route conditions read message properties and ``$body``; target conditions read a twin.
+(literals, escapes, function names and arity, nesting depth). The meaning of a *name* is
+delegated to a ``Resolver`` (target conditions read a twin). Route conditions follow
+edgeHub's grammar and have their own nodes (``syntax.py``).
 """
 
 from __future__ import annotations
@@ -46,11 +46,8 @@ Step = str | int
 
 
 class RefKind(enum.Enum):
-    """Where a name reads from."""
+    """Where a name reads from (route conditions have their own nodes, in ``syntax.py``)."""
 
-    PROPERTY = "property"  # application property (string on the wire)
-    SYSTEM = "system"  # system property, $name (string on the wire)
-    BODY = "body"  # $body.a.b[0] (JSON)
     TWIN = "twin"  # deviceId, tags.x, properties.reported.y (JSON)
 
 
@@ -68,11 +65,6 @@ class Ref:
     kind: RefKind
     name: str
     steps: tuple[Step, ...] = ()
-
-    @property
-    def wire(self) -> bool:
-        """True for message properties, whose values are strings on the wire."""
-        return self.kind in (RefKind.PROPERTY, RefKind.SYSTEM)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,9 @@
-"""Operators of the expression language, as total functions over JSON values.
+"""Operators of the target-condition language, as total functions over JSON values.
 
 Generated evaluators (see ``compiler.py``) call these. Every function returns
 ``UNDEFINED`` instead of raising when its operands do not fit, so an evaluator never
-raises on any message: IoT Hub treats a bad operand as *undefined*, not as an error.
-
-"Wire" values are message properties: always strings on the wire, so where an operator
-needs a number (or a Boolean) a numeric-looking (or ``true``/``false``) string is read as
-one. JSON values from a body or a twin keep their JSON type and are never coerced.
+raises on any twin: IoT Hub treats a bad operand as *undefined*, not as an error.
+Route conditions follow edgeHub's rules instead (``semantics.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ __all__ = [
     "NUM",
     "add",
     "ci_get",
-    "coerce_wire",
     "compare",
     "div",
     "member",
@@ -34,8 +30,6 @@ __all__ = [
     "number_or_undefined",
     "sub",
     "walk",
-    "wire_bool",
-    "wire_compare",
     "wire_num",
 ]
 
@@ -81,7 +75,7 @@ def number_or_undefined(value: object) -> object:
 
 
 def wire_num(value: object) -> object:
-    """A property string read as a number: ``"5"`` -> 5, ``"2.5e1"`` -> 25.0; else undefined."""
+    """A string read as a number (``AS_NUMBER``): ``"5"`` -> 5, ``"2.5e1"`` -> 25.0; else undefined."""
     if type(value) is not str:
         return value if type(value) in NUM else U
     text = value.strip()
@@ -92,19 +86,6 @@ def wire_num(value: object) -> object:
         return int(text) if match.group(1) is not None else number_or_undefined(float(text))
     except ValueError:  # more digits than int() accepts
         return number_or_undefined(float(text))
-
-
-def wire_bool(value: object) -> object:
-    """A property string read as a Boolean: ``"true"``/``"false"`` in any case; else undefined."""
-    if type(value) is bool:
-        return value
-    if type(value) is str:
-        folded = value.strip().lower()
-        if folded == "true":
-            return True
-        if folded == "false":
-            return False
-    return U
 
 
 def _eq(a: object, b: object) -> object:
@@ -165,31 +146,11 @@ def compare(op: str, a: object, b: object) -> object:
     return COMPARATORS[op](a, b)
 
 
-def coerce_wire(wire: object, other: object) -> object:
-    """Read a property string as the type of the value it is compared with."""
-    if type(wire) is not str:
-        return wire
-    if type(other) in NUM:
-        return wire_num(wire)
-    if type(other) is bool:
-        return wire_bool(wire)
-    return wire
-
-
-def wire_compare(op: str, a: object, b: object, a_wire: bool, b_wire: bool) -> object:
-    """``compare`` where either side may be a property string, coerced to the other's type."""
-    if a_wire and not b_wire:
-        a = coerce_wire(a, b)
-    elif b_wire and not a_wire:
-        b = coerce_wire(b, a)
-    return COMPARATORS[op](a, b)
-
-
-def member(value: object, items: Sequence[object], wire: bool) -> object:
+def member(value: object, items: Sequence[object]) -> object:
     """``value IN (items)``: true if any item equals it, false if all differ, else undefined."""
     result: object = False
     for item in items:
-        found = wire_compare("=", value, item, wire, False) if wire else _eq(value, item)
+        found = _eq(value, item)
         if found is True:
             return True
         if found is U:

@@ -22,6 +22,7 @@ from outpost.lang.parser import error_at
 __all__ = [
     "Binary",
     "Call",
+    "ConditionSyntax",
     "Expr",
     "Literal",
     "Property",
@@ -116,7 +117,6 @@ _PREFIX_BP: Final = 80
 _LIST_BP: Final = 40
 _LITERALS: Final = frozenset({"INTEGER", "REAL", "HEX", "STRING", "TRUE", "FALSE", "NULL", "UNDEFINED"})
 _WORDS: Final = frozenset({"SELECT", "FROM", "WHERE", "INTO", "AND", "OR", "NOT", "TRUE", "FALSE", "NULL", "UNDEFINED"})
-EXTENSION_IN: Final = "in-list"
 
 
 def describe(token: Token) -> str:

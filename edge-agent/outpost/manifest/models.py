@@ -71,6 +71,7 @@ WholeNumber = Annotated[int, BeforeValidator(_whole)]
 ModuleName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_.-]+$", max_length=64)]
 EnvName = Annotated[str, StringConstraints(pattern="^[^=\u0000]+$")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+RouteName = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]  # edgeHub refuses blank names
 _CHUNK_KEY = re.compile(r"^createOptions[0-9]{2}$")
 
 
@@ -217,7 +218,7 @@ class RuntimeSettings(_Azure):
 
 class Runtime(_Azure):
     type: Literal["docker"]
-    settings: RuntimeSettings
+    settings: RuntimeSettings = Field(default_factory=RuntimeSettings)  # edgeAgent: optional
 
 
 class EnvVar(_Azure):
@@ -299,7 +300,7 @@ class EdgeAgentDesired(_Azure):
     schema_version: str = Field(alias="schemaVersion", pattern=AGENT_SCHEMA_VERSION)
     runtime: Runtime
     system_modules: SystemModules = Field(alias="systemModules")
-    modules: dict[ModuleName, Module]
+    modules: dict[ModuleName, Module] = Field(default_factory=dict)  # edgeAgent: optional (none)
     outpost: AgentExtension | None = None
 
 
@@ -326,7 +327,7 @@ class StoreAndForward(_Azure):
 
 class EdgeHubDesired(_Azure):
     schema_version: str = Field(alias="schemaVersion", pattern=HUB_SCHEMA_VERSION)
-    routes: dict[NonEmpty, str | RouteSpec] = Field(default_factory=dict)  # optional under schemaVersion 1.0
+    routes: dict[RouteName, str | RouteSpec | None] = Field(default_factory=dict)  # optional under schemaVersion 1.0
     store_and_forward_configuration: StoreAndForward = Field(alias="storeAndForwardConfiguration")
     mqtt_broker: dict[str, Any] | None = Field(default=None, alias="mqttBroker")
     outpost: HubExtension | None = None
@@ -340,11 +341,13 @@ class EdgeHubDesired(_Azure):
     def route_specs(self) -> dict[str, RouteSpec]:
         """Every route in object form, string routes taking the default priority and TTL.
 
-        Blank routes are left out: edgeHub skips them under schema 1.0 (the check refuses
-        them under later versions, so only 1.0 manifests get here with one).
+        Blank and null routes are left out: edgeHub skips them under schema 1.0 (the check
+        refuses them under later versions, so only 1.0 manifests get here with one).
         """
         specs = {
-            name: spec if isinstance(spec, RouteSpec) else RouteSpec(route=spec) for name, spec in self.routes.items()
+            name: spec if isinstance(spec, RouteSpec) else RouteSpec(route=spec)
+            for name, spec in self.routes.items()
+            if spec is not None
         }
         return {name: spec for name, spec in specs.items() if spec.route.strip()}
 

@@ -96,6 +96,8 @@ def _bad_name(name: str, schema: dict[str, Any]) -> str:
         return f"module name '{name}' is invalid: use only letters, digits, '_', '.' and '-' (1 to 64 characters)"
     if "properties" in str(schema.get("pattern", "")):
         return f"key '{name}' is not allowed here: use 'properties.desired' or 'properties.desired.<path>'"
+    if "description" in schema:
+        return f"name '{name}' {schema['description']}"
     return f"name '{name}' is not allowed here"
 
 

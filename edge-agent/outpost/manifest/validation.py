@@ -143,6 +143,14 @@ def _check_route(where: str, spec: Any, declared: set[str], report: Report, *, b
     ``blank_ok``: edgeHub skips an empty (or blank) route string under schema 1.0 and
     refuses it from 1.1 on, where every route becomes a RouteSpec.
     """
+    if spec is None:
+        if blank_ok:
+            report.warnings.append(Problem(where, "null route is skipped (as edgeHub does under schemaVersion 1.0)"))
+        else:
+            report.problems.append(
+                Problem(where, "expected a route string or object, got null (edgeHub skips null only under 1.0)")
+            )
+        return
     text = spec
     if isinstance(spec, dict):
         text, where = spec.get("route"), join(where, "route")
@@ -204,8 +212,11 @@ def check_manifest(doc: Any, *, base: str = "") -> Report:
     _check_versions(agent, hub, report)
     content = _get(doc, ("modulesContent",))
     if isinstance(content, dict) and declared:
+        hub_ext = hub.get("outpost") if isinstance(hub, dict) else None
+        leaves = hub_ext.get("leafDevices") if isinstance(hub_ext, dict) else None
+        twinned = declared | (set(leaves) if isinstance(leaves, list) else set())  # leaf twins: docs/hub.md
         for key in content:
-            if not key.startswith("$") and key not in declared:
+            if not key.startswith("$") and key not in twinned:
                 report.warnings.append(
                     Problem(
                         join(base, "modulesContent", key),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from outpost.files import read_or_create
 
-__all__ = ["DEFAULT_ROOT", "device_key", "leaf_password", "module_password"]
+__all__ = ["DEFAULT_ROOT", "device_key", "leaf_activation_key", "leaf_password", "module_password"]
 
 DEFAULT_ROOT = Path(os.environ.get("OUTPOST_STATE_ROOT", "/var/lib/outpost"))
 
@@ -37,3 +37,8 @@ def module_password(key: bytes, module: str) -> str:
 
 def leaf_password(key: bytes, device: str) -> str:
     return _derive(key, f"device:{device}")
+
+
+def leaf_activation_key(key: bytes, device: str) -> str:
+    """What a leaf device presents once to be activated (``outpost.hub.activation``)."""
+    return _derive(key, f"activation:{device}")

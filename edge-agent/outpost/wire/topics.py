@@ -13,7 +13,10 @@ from enum import StrEnum
 __all__ = [
     "BatchInputs",
     "BatchOutputs",
+    "LeafChannel",
     "LeafEvents",
+    "LeafMethodRequest",
+    "LeafTopic",
     "MethodRequest",
     "MethodResponse",
     "ModuleChannel",
@@ -23,6 +26,7 @@ __all__ = [
     "Topic",
     "acks",
     "all_leaf_events",
+    "all_leaf_reported",
     "all_outputs",
     "batch_inputs",
     "batch_outputs",
@@ -31,6 +35,8 @@ __all__ = [
     "desired_patch",
     "input_topic",
     "leaf_events",
+    "leaf_method_request",
+    "leaf_topic",
     "method_request",
     "method_requests",
     "method_response",
@@ -65,6 +71,16 @@ def batch_inputs(device: str, module: str) -> str:
 
 def leaf_events(device: str) -> str:
     return f"devices/{device}/messages/events/"
+
+
+def leaf_topic(leaf: str, channel: LeafChannel) -> str:
+    """A leaf device's twin topic: ``devices/L/twin/desired``, ``.../desired/patch``, ``.../reported``."""
+    return f"devices/{leaf}/{channel.value}"
+
+
+def leaf_method_request(leaf: str, method: str) -> str:
+    """Caller -> leaf device ``leaf``; it answers below ``method_response_prefix(device, leaf)``."""
+    return f"devices/{leaf}/methods/{method}"
 
 
 def receipts(device: str, module: str) -> str:
@@ -179,11 +195,45 @@ class MethodResponse:
     rest: str
 
 
+class LeafChannel(StrEnum):
+    """A leaf device's twin topics, ``devices/L/<channel>``: scoped to the leaf as modules' are."""
+
+    DESIRED = "twin/desired"
+    DESIRED_PATCH = "twin/desired/patch"
+    REPORTED = "twin/reported"
+
+
+@dataclass(frozen=True)
+class LeafTopic:
+    """One of a leaf device's ``LeafChannel`` topics (``leaf`` is the leaf's device id)."""
+
+    leaf: str
+    channel: LeafChannel
+
+
+@dataclass(frozen=True)
+class LeafMethodRequest:
+    """``devices/L/methods/METHOD``: a direct method call to leaf device ``L``."""
+
+    leaf: str
+    method: str
+
+
 Topic = (
-    ModuleOutput | ModuleInput | BatchOutputs | BatchInputs | LeafEvents | ModuleTopic | MethodRequest | MethodResponse
+    ModuleOutput
+    | ModuleInput
+    | BatchOutputs
+    | BatchInputs
+    | LeafEvents
+    | ModuleTopic
+    | MethodRequest
+    | MethodResponse
+    | LeafTopic
+    | LeafMethodRequest
 )
 
 _CHANNELS = {tuple(c.value.split("/")): c for c in ModuleChannel}
+_LEAF_CHANNELS = {tuple(c.value.split("/")): c for c in LeafChannel}
 
 
 def parse(topic: str) -> Topic | None:
@@ -207,6 +257,10 @@ def parse(topic: str) -> Topic | None:
             text = "/".join(encoded)
             pairs = tuple(urllib.parse.parse_qsl(text, keep_blank_values=True)) if text else ()
             return LeafEvents(device, pairs)
+        case ["devices", leaf, "twin", *rest] if ("twin", *rest) in _LEAF_CHANNELS:
+            return LeafTopic(leaf, _LEAF_CHANNELS[("twin", *rest)])
+        case ["devices", leaf, "methods", *method] if method:
+            return LeafMethodRequest(leaf, "/".join(method))
     return None
 
 
@@ -225,6 +279,11 @@ def all_outputs(device: str) -> str:
 def all_leaf_events() -> str:
     """Every leaf device's telemetry (the broker's ACL limits each leaf to its own)."""
     return "devices/+/messages/events/#"
+
+
+def all_leaf_reported() -> str:
+    """Every leaf device's reported properties (the broker's ACL limits each leaf to its own)."""
+    return "devices/+/twin/reported"
 
 
 def desired_all(device: str, module: str) -> str:

@@ -235,3 +235,64 @@ def test_create_refuses_missing_foreign_platform_and_registry_digests(tmp_path):
     with pytest.raises(BundleError, match="registry digest"):
         create_bundle(manifest({"hub": "arm:1", "app": "x@sha256:" + "a" * 64}), platform="linux/arm64", **common)
     assert not (tmp_path / "o.tar").exists()
+
+
+def test_model_files_from_loopback_urls_are_packed_and_checked(tmp_path):
+    import http.server
+    import threading
+
+    (tmp_path / "www").mkdir()
+    model = b"TFL3" + b"\x01" * 500
+    (tmp_path / "www" / "m.tflite").write_bytes(model)
+    (tmp_path / "meta.json").write_text('{"features": []}')
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "www"))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        engine = FakeEngine({"a:1": saved_image([b"a"])})
+        doc = manifest({"hub": "a:1", "app": "a:1"})
+        url = f"http://127.0.0.1:{server.server_address[1]}/m.tflite"
+        doc["modulesContent"]["anomaly-detector"]["properties.desired"]["model"] = {
+            "version": "2", "url": url, "sha256": hashlib.sha256(model).hexdigest(),
+            "metadataUrl": (tmp_path / "meta.json").as_uri(),
+        }  # fmt: skip
+        created = create_bundle(doc, platform="linux/amd64", output=tmp_path / "b.tar", engine=engine,
+                                opener=open_source)  # fmt: skip
+        assert {(m.source, m.target) for m in created.index.models} == {
+            (url, None),
+            ((tmp_path / "meta.json").as_uri(), str(tmp_path / "meta.json")),
+        }
+        doc["modulesContent"]["anomaly-detector"]["properties.desired"]["model"]["sha256"] = "0" * 64
+        with pytest.raises(BundleError, match="but the twin says"):
+            create_bundle(doc, platform="linux/amd64", output=tmp_path / "c.tar", engine=engine, opener=open_source)
+        doc["modulesContent"]["anomaly-detector"]["properties.desired"]["model"]["url"] = "http://192.0.2.1/m.tflite"
+        with pytest.raises(BundleError, match="only loopback hosts"):
+            create_bundle(doc, platform="linux/amd64", output=tmp_path / "c.tar", engine=engine, opener=open_source)
+        assert not (tmp_path / "c.tar").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_apply_refuses_a_model_target_the_content_does_not_name(tmp_path):
+    from outpost.bundle.apply import apply_bundle
+    from outpost.trust.admission import Admitted
+    from outpost.trust.canonical import canonical_bytes
+
+    (tmp_path / "m.bin").write_bytes(b"model")
+    engine = FakeEngine({"a:1": saved_image([b"a"])})
+    doc = manifest({"hub": "a:1", "app": "a:1"})
+    doc["modulesContent"]["anomaly-detector"]["properties.desired"]["model"]["path"] = str(tmp_path / "m.bin")
+    created = create_bundle(doc, platform="linux/amd64", output=tmp_path / "b.tar", engine=engine, opener=open_source)
+    with tarfile.open(created.path) as tar:
+        index = json.loads(tar.extractfile("outpost-bundle.json").read())  # type: ignore[union-attr]
+    index["models"][0]["target"] = str(tmp_path / "elsewhere")  # unsigned bundle: the index itself is not signed
+    _rewrite(created.path, tmp_path / "evil.tar", {"outpost-bundle.json": canonical_bytes(index)})
+
+    def deploy(document: dict[str, Any], name: str) -> Any:
+        raise AssertionError(f"deployed {name}")
+
+    with pytest.raises(BundleError, match="does not match the content"):
+        apply_bundle(tmp_path / "evil.tar", engine=engine, trusted={}, admit=lambda _doc: Admitted(),
+                     deploy=deploy, models_dir=tmp_path / "models", work_dir=tmp_path / "work")  # fmt: skip
+    assert not (tmp_path / "elsewhere").exists()

@@ -15,6 +15,7 @@ from outpost.cli import app, routes
 from outpost.cli.boundary import DEBUG_ENV
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[3]
 ROUTE = "FROM /messages/* INTO $upstream"
 
 
@@ -111,3 +112,32 @@ def test_console_script_has_the_boundary():
     assert done.returncode == 2
     assert "Traceback" not in done.stdout + done.stderr
     assert "--property" in done.stderr
+
+
+def test_too_deep_input_is_named_not_called_a_bug(monkeypatch):
+    def deep(text: str) -> object:
+        raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+
+    monkeypatch.setattr(routes, "parse_route", deep)
+    code, out, err = run("route", "check", ROUTE)
+    assert code == 1
+    assert err.startswith("error: an input is nested too deeply to read")
+    assert "unexpected" not in err
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list", "--state-dir", ""],
+        ["manifest", "validate", "manifests/motor-monitor.json", " "],
+        ["manifest", "show", "manifests/motor-monitor.json", "--layer", ""],
+    ],
+)
+def test_an_empty_path_is_a_usage_error_everywhere(args, monkeypatch):
+    """typer reads '' as Path('.'): the root refuses it for every path parameter of the tree."""
+    monkeypatch.chdir(ROOT)
+    code, out, err = run(*args)
+    assert code == 2
+    assert "an empty path names nothing" in err
+    assert "Traceback" not in out + err

@@ -168,3 +168,11 @@ def test_deeply_nested_json_is_a_named_problem(tmp_path):
     code, _, err = run("manifest", "show", str(nested))
     assert code == 1
     assert f"{nested}: /: JSON nested more than 100 levels deep" in err
+
+
+def test_a_token_that_cannot_travel_in_a_header_is_refused_without_echoing_it():
+    """Found by the command-tree test: a non-ASCII --token ended in UnicodeEncodeError."""
+    code, out, err = run("deploy", "list", "--fleet", "http://127.0.0.1:1", "--token", "s3cret☃")
+    assert code == 2
+    assert "the operator token is printable ASCII" in err
+    assert "s3cret" not in out + err

@@ -54,6 +54,10 @@ def test_acl_file_is_exactly_the_documented_rules() -> None:
         "\n"
         "user leaf7\n"
         "topic write devices/leaf7/messages/events/#\n"
+        "topic write devices/leaf7/twin/reported\n"
+        "topic write devices/dev1/methodres/leaf7/#\n"
+        "topic read devices/leaf7/twin/desired/#\n"
+        "topic read devices/leaf7/methods/#\n"
     )
     assert "pattern" not in acl_text(ids)
 

@@ -166,6 +166,7 @@ SINGLE_CHANGES: dict[str, Callable[[dict[str, Any]], None]] = {
     "route Recency list": _set(lambda d: hub(d)["routes"], "x", _route(Recency=[])),
     "route unknown key": _set(lambda d: hub(d)["routes"], "x", _route(prio=1)),
     "route name empty": _set(lambda d: hub(d)["routes"], "", "FROM /* INTO $upstream"),
+    "route name blank": _set(lambda d: hub(d)["routes"], "  ", "FROM /* INTO $upstream"),
     "module name with space": _set(lambda d: agent(d)["modules"], "my sensor", {}),
     "module name 65 chars": lambda d: agent(d)["modules"].update({"m" * 65: _sensor(d)}),
     "module name 64 chars": lambda d: agent(d)["modules"].update({"m" * 64: _sensor(d)}),
@@ -202,6 +203,8 @@ SINGLE_CHANGES: dict[str, Callable[[dict[str, Any]], None]] = {
     "edgeHub module without restartPolicy": lambda d: agent(d)["systemModules"]["edgeHub"].pop("restartPolicy"),
     "edgeHub 1.0 without routes": lambda d: (hub(d).pop("routes"), hub(d).update(schemaVersion="1.0")),
     "edgeHub 1.1 without routes": lambda d: hub(d).pop("routes"),
+    "edgeAgent without modules": lambda d: agent(d).pop("modules"),
+    "runtime without settings": lambda d: agent(d)["runtime"].pop("settings"),
     "registry address empty": lambda d: agent(d)["runtime"]["settings"].update(
         registryCredentials={"r": {"username": "u", "password": "p", "address": ""}}
     ),

@@ -100,3 +100,28 @@ def test_warnings_reach_deployments_and_layers() -> None:
     assert [w.pointer for w in report.warnings] == [
         "/content/modulesContent/$edgeAgent/properties.desired.modules.s2/restartPolicie"
     ]
+
+
+def test_route_extensions_and_edgehub_quirks_are_warnings_naming_the_place() -> None:
+    doc = manifest()
+    hub(doc)["routes"] = {
+        "numbers": "FROM /messages/* WHERE severity > 4 INTO $upstream",
+        "lists": {"route": "FROM /messages/* WHERE level IN ['a', 'b'] INTO $upstream", "priority": 1},
+        "prefix": "FROM /messages/modules/nobody/outputs/x/y INTO $upstream",
+        "address": 'FROM /messages/* INTO BrokeredEndpoint("/a/sensor/c/d")',
+        "clean": "FROM /messages/modules/sensor WHERE AS_NUMBER(severity) > 4 INTO $upstream",
+    }
+    warnings = _warnings(doc)
+    assert "Outpost extension 'number-property'" in warnings[f"{HUB}/routes/numbers"]
+    assert "Outpost extension 'in-list'" in warnings[f"{HUB}/routes/lists/route"]
+    assert "selects no message" in warnings[f"{HUB}/routes/prefix"]
+    assert "read as module 'sensor', input 'd'" in warnings[f"{HUB}/routes/address"]
+    assert f"{HUB}/routes/clean" not in warnings
+
+
+def test_a_condition_edgehub_refuses_is_a_problem() -> None:
+    doc = manifest()
+    hub(doc)["routes"] = {"bad": "FROM /messages/* WHERE NOT level = 'x' INTO $upstream"}
+    report = check_manifest(doc)
+    assert [p.pointer for p in report.problems] == [f"{HUB}/routes/bad"]
+    assert "NOT needs a Boolean" in report.problems[0].message

@@ -9,6 +9,7 @@ from outpost.wire import topics
 from outpost.wire.topics import ModuleChannel as Ch
 
 D, M = "dev1", "filter"
+LeafCh = topics.LeafChannel
 
 
 @pytest.mark.parametrize(
@@ -30,6 +31,11 @@ D, M = "dev1", "filter"
         (topics.reported(D, M), topics.ModuleTopic(D, M, Ch.REPORTED)),
         (topics.method_request(D, M, "reset"), topics.MethodRequest(D, M, "reset")),
         (topics.method_response(D, M, "caller", "ab12"), topics.MethodResponse(D, M, "caller/ab12")),
+        (topics.leaf_topic("leaf1", LeafCh.DESIRED), topics.LeafTopic("leaf1", LeafCh.DESIRED)),
+        (topics.leaf_topic("leaf1", LeafCh.DESIRED_PATCH), topics.LeafTopic("leaf1", LeafCh.DESIRED_PATCH)),
+        (topics.leaf_topic("leaf1", LeafCh.REPORTED), topics.LeafTopic("leaf1", LeafCh.REPORTED)),
+        (topics.leaf_method_request("leaf1", "valve"), topics.LeafMethodRequest("leaf1", "valve")),
+        (topics.method_response(D, "leaf1", "$hub", "ab12"), topics.MethodResponse(D, "leaf1", "$hub/ab12")),
     ],
 )
 def test_parse_reads_back_what_the_builders_make(built: str, record: topics.Topic) -> None:
@@ -47,6 +53,9 @@ def test_parse_reads_back_what_the_builders_make(built: str, record: topics.Topi
         f"devices/{D}/modules/{M}/twin",
         f"devices/{D}/modules/{M}/twin/desired/other",
         f"devices/{D}/modules/{M}/methods",
+        "devices/leaf1/twin",
+        "devices/leaf1/twin/desired/other",
+        "devices/leaf1/methods",
         f"devices/{D}/other/{M}",
         "$SYS/broker/uptime",
         f"other/{D}/modules/{M}/outputs/x",
@@ -59,6 +68,7 @@ def test_anything_else_is_none(topic: str) -> None:
 def test_filters() -> None:
     assert topics.all_outputs(D) == f"devices/{D}/modules/+/outputs/#"
     assert topics.all_leaf_events() == "devices/+/messages/events/#"
+    assert topics.all_leaf_reported() == "devices/+/twin/reported"
     assert topics.desired_all(D, M) == f"devices/{D}/modules/{M}/twin/desired/#"
     assert topics.method_requests(D, M) == f"devices/{D}/modules/{M}/methods/#"
     assert topics.method_responses(D, M) == f"devices/{D}/methodres/+/{M}/#"
