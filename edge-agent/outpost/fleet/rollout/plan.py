@@ -25,7 +25,7 @@ from typing import Any
 from outpost.fleet.rollout.cohorts import Cohorts, split
 from outpost.fleet.rollout.gates import DeviceSample, Evaluation, GateSpec, Verdict, evaluate
 
-__all__ = ["Action", "Decision", "DeviceReport", "Rollout", "RolloutState", "decide"]
+__all__ = ["Action", "Decision", "DeviceReport", "Rollout", "RolloutState", "advance", "decide", "samples", "serves"]
 
 
 class RolloutState(enum.StrEnum):
@@ -147,6 +147,16 @@ def _sha(model: Mapping[str, Any] | None) -> str | None:
     return sha.lower() if isinstance(sha, str) else None
 
 
+def serves(serving: Any, wanted: Mapping[str, Any]) -> bool:
+    """Does the reported ``model`` match the desired one: by sha256 when it names one, else by version."""
+    if not isinstance(serving, Mapping):
+        return False
+    sha = _sha(wanted)
+    if sha is not None:
+        return _sha(serving) == sha
+    return str(serving.get("version")) == str(wanted.get("version"))
+
+
 def _int(doc: Mapping[str, Any], *path: str) -> int:
     value: Any = doc
     for key in path:
@@ -173,7 +183,6 @@ def samples(
 ) -> tuple[list[DeviceSample], list[DeviceSample], dict[str, dict[str, int]], dict[str, int]]:
     """Treatment and control samples of the current window, the baselines, and devices per model."""
     treatment_ids = set(cohorts.treatment)
-    candidate, control = _sha(rollout.model), _sha(rollout.control_model)
     baselines = dict(rollout.baselines)
     treatment: list[DeviceSample] = []
     control_samples: list[DeviceSample] = []
@@ -185,12 +194,11 @@ def samples(
         if report.last_report is None or report.last_report < rollout.step_started:
             continue  # stale: nothing reported in this window
         in_treatment = report.device_id in treatment_ids
-        sha = _sha(serving if isinstance(serving, Mapping) else None)
-        if in_treatment and sha != candidate:
+        if in_treatment and not serves(serving, rollout.model):
             if report.reported.get("modelError"):
                 treatment.append(DeviceSample(report.device_id, load_failed=True))
             continue  # still converging
-        if not in_treatment and sha != control:
+        if not in_treatment and not serves(serving, rollout.control_model):
             continue
         counters = _counters(report.reported)
         base = baselines.setdefault(report.device_id, counters)
