@@ -7,15 +7,22 @@ start created it; stderr says where it is, never what it is. Called by :mod:`out
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from outpost.files import write_atomic
 from outpost.fleet.adapters.api import DEFAULT_MAX_BODY, create_app
 from outpost.fleet.adapters.database import SqlStore, redact
+from outpost.fleet.adapters.rollout_api import add_rollout_routes
+from outpost.fleet.adapters.rollouts import SqlRolloutStore
+from outpost.fleet.rollout.driver import RolloutDriver
 from outpost.fleet.service import FleetService
 
 __all__ = ["ServeSettings", "default_db_url", "open_service", "serve"]
@@ -33,6 +40,7 @@ class ServeSettings:
     keyfile: Path | None = None
     max_body: int = DEFAULT_MAX_BODY
     log_level: str = "warning"
+    rollout_interval: float = 2.0
 
 
 def default_db_url(state_dir: Path) -> str:
@@ -64,6 +72,7 @@ def serve(settings: ServeSettings) -> None:
     service = open_service(settings)
     app = create_app(service, max_body=settings.max_body)
     scheme = "https" if settings.certfile else "http"
+    stop = _drive_rollouts(service, app, f"{scheme}://{settings.host}:{settings.port}", settings.rollout_interval)
     print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (OpenAPI at /openapi.json)", file=sys.stderr)
     config = uvicorn.Config(
         app,
@@ -81,4 +90,22 @@ def serve(settings: ServeSettings) -> None:
     try:
         uvicorn.Server(config).run()
     finally:
+        stop.set()
         service.store.close()
+
+
+def _drive_rollouts(service: FleetService, app: FastAPI, url: str, interval: float) -> threading.Event:
+    """Add the rollout and model routes and run the rollout driver in a thread (one acts per database)."""
+    if not isinstance(service.store, SqlStore):
+        raise TypeError("rollouts need the SQL store")
+    holder = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    driver = RolloutDriver(service, SqlRolloutStore(service.store.engine), models_url=url, holder=holder)
+    add_rollout_routes(app, service, driver)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            driver.tick_safely()
+
+    threading.Thread(target=loop, name="rollout-driver", daemon=True).start()
+    return stop
