@@ -11,14 +11,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from integration.fleet_harness import REPO, FleetProcess, add_device, fleet, fleet_db, postgres_cluster
+from integration.fleet_harness import OUTPOST, REPO, FleetProcess, add_device, fleet, fleet_db, postgres_cluster
 
 __all__ = ["fleet", "fleet_db", "postgres_cluster"]
 
@@ -69,17 +72,32 @@ class Device:
 def group(fleet: FleetProcess) -> list[Device]:
     operator = fleet.client()
     assert operator.post("/api/v1/deployments", json={"document": PLANT_A}).status_code == 201
-    pushed = operator.post("/api/v1/models", json={"name": "motor", "version": "2",
-                                                   "content": base64.b64encode(MODEL).decode(),
-                                                   "metadata": {"report": {"auc": 0.97}}})  # fmt: skip
+    pushed = operator.post(
+        "/api/v1/models",
+        json={
+            "name": "motor",
+            "version": "2",
+            "content": base64.b64encode(MODEL).decode(),
+            "metadata": {"report": {"auc": 0.97}},
+        },
+    )
     assert pushed.status_code == 201, pushed.text
     assert pushed.json()["sha256"] == hashlib.sha256(MODEL).hexdigest()
     return [Device(fleet, f"gw-{i:02d}") for i in range(12)]
 
 
 def start(fleet: FleetProcess, **changes: Any) -> dict[str, Any]:
-    body = {"name": "motor-v2", "targetCondition": "tags.site = 'plant-a'", "module": MODULE, "model": "motor@2",
-            "steps": [50, 100], "soak": "0s", "minDevices": 3, "gates": ["min-inferences=100"], **changes}  # fmt: skip
+    body = {
+        "name": "motor-v2",
+        "targetCondition": "tags.site = 'plant-a'",
+        "module": MODULE,
+        "model": "motor@2",
+        "steps": [50, 100],
+        "soak": "0s",
+        "minDevices": 3,
+        "gates": ["min-inferences=100"],
+        **changes,
+    }
     response = fleet.client().post("/api/v1/rollouts", json=body)
     assert response.status_code == 201, response.text
     result: dict[str, Any] = response.json()
@@ -146,8 +164,10 @@ def test_refusals(fleet: FleetProcess, group: list[Device]) -> None:
         assert again.status_code == 409
         bad = operator.post("/api/v1/models", json={"name": "motor", "version": "3", "content": "!!"})
         assert bad.status_code == 400
-        refused = operator.post("/api/v1/rollouts", json={"name": "x", "targetCondition": "tags.site =",
-                                                          "module": MODULE, "model": "motor@2"})  # fmt: skip
+        refused = operator.post(
+            "/api/v1/rollouts",
+            json={"name": "x", "targetCondition": "tags.site =", "module": MODULE, "model": "motor@2"},
+        )
         assert refused.status_code == 400
         assert refused.json()["problems"][0]["pointer"] == "--target"
         assert "rollout-x" not in deployment_ids(fleet)
@@ -155,3 +175,71 @@ def test_refusals(fleet: FleetProcess, group: list[Device]) -> None:
     finally:
         device.close()
         anonymous.close()
+
+
+def test_the_cli_pushes_a_model_and_starts_watches_and_aborts_a_rollout(fleet: FleetProcess, tmp_path: Path) -> None:
+    operator = fleet.client()
+    assert operator.post("/api/v1/deployments", json={"document": PLANT_A}).status_code == 201
+    for i in range(4):
+        add_device(operator, f"gw-{i}", **TAGS)
+    model = tmp_path / "motor-v3.tflite"
+    model.write_bytes(MODEL)
+    metadata = tmp_path / "motor-v3.json"
+    metadata.write_text(json.dumps({"report": {"auc": 0.98}}))
+    env = {**os.environ, "OUTPOST_FLEET_URL": fleet.url, "OUTPOST_FLEET_TOKEN": fleet.token}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([OUTPOST, *args], capture_output=True, text=True, env=env, timeout=60, check=False)
+
+    pushed = cli(
+        "model", "push", str(model), "--name", "motor", "--version", "3", "--metadata", str(metadata), "--json"
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["sha256"] == hashlib.sha256(MODEL).hexdigest()
+    assert cli("model", "push", str(model), "--name", "motor", "--version", "3").returncode == 1
+    assert "motor@3" in cli("model", "list").stdout
+    assert json.loads(cli("model", "show", "motor@3").stdout)["metadata"] == {"report": {"auc": 0.98}}
+    started = cli(
+        "rollout",
+        "start",
+        "m3",
+        "--target",
+        "tags.site = 'plant-a'",
+        "--module",
+        MODULE,
+        "--model",
+        "motor@3",
+        "--steps",
+        "50,100",
+        "--soak",
+        "10m",
+        "--gate",
+        "latency=20%",
+        "--json",
+    )
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout)["gates"]["latencyPct"] == 20
+    assert "rollout-m3" in cli("deploy", "list").stdout
+    status = json.loads(cli("rollout", "status", "m3", "--json").stdout)
+    assert status["state"] == "running"
+    assert "m3" in cli("rollout", "list").stdout
+    assert cli("rollout", "pause", "m3").returncode == 0
+    assert cli("rollout", "resume", "m3").returncode == 0
+    assert cli("rollout", "abort", "m3").returncode == 0
+    assert "aborted" in cli("rollout", "status", "m3").stdout
+    assert "rollout-m3" not in cli("deploy", "list").stdout
+    bad = cli(
+        "rollout",
+        "start",
+        "m4",
+        "--target",
+        "tags.site = 'plant-a'",
+        "--module",
+        MODULE,
+        "--model",
+        "motor@3",
+        "--gate",
+        "speed=1",
+    )
+    assert bad.returncode == 1
+    assert "unknown gate" in bad.stderr
