@@ -124,7 +124,16 @@ def test_parse_gates_and_durations() -> None:
     assert (spec.latency_pct, spec.alerts, spec.confidence, spec.failures) == (20, 0.1, 0.99, 0.2)
     assert GateSpec.from_dict(spec.as_dict()) == spec
     assert [parse_duration(t) for t in ("10m", "30s", "2", "1.5h")] == [600, 30, 2, 5400]
-    for bad in ["latency", "speed=3", "alerts=2", "confidence=1.5", "latency=-1", "latency=x"]:
+    for bad in [
+        "latency",
+        "speed=3",
+        "alerts=2",
+        "confidence=1.5",
+        "latency=-1",
+        "latency=x",
+        "latency=inf",
+        "alerts=nan",
+    ]:
         with pytest.raises(InvalidError) as info:
             parse_gates([bad])
         assert info.value.problems[0].pointer == "--gate[0]"

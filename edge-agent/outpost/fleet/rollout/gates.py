@@ -321,7 +321,7 @@ def parse_gates(texts: Iterable[str], base: GateSpec | None = None) -> GateSpec:
             number = float(raw) if sep else math.nan
         except ValueError:
             number = math.nan
-        if math.isnan(number) or number < 0:
+        if not math.isfinite(number) or number < 0:
             raise InvalidError(f"invalid gate {text!r}", [Problem(pointer, f"expected NAME=VALUE: {_GATE_HELP}")])
         if name == "latency":
             spec = replace(spec, latency_pct=number)
