@@ -72,7 +72,9 @@ def serve(settings: ServeSettings) -> None:
     service = open_service(settings)
     app = create_app(service, max_body=settings.max_body)
     scheme = "https" if settings.certfile else "http"
-    stop = _drive_rollouts(service, app, f"{scheme}://{settings.host}:{settings.port}", settings.rollout_interval)
+    # devices fetch models at this URL; behind a load balancer or on 0.0.0.0 say where they reach it
+    models_url = os.environ.get("OUTPOST_FLEET_PUBLIC_URL") or f"{scheme}://{settings.host}:{settings.port}"
+    stop = _drive_rollouts(service, app, models_url, settings.rollout_interval)
     print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (OpenAPI at /openapi.json)", file=sys.stderr)
     config = uvicorn.Config(
         app,
