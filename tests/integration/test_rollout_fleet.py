@@ -176,6 +176,10 @@ def test_refusals(fleet: FleetProcess, group: list[Device]) -> None:
         assert refused.json()["problems"][0]["pointer"] == "--target"
         assert "rollout-x" not in deployment_ids(fleet)
         assert operator.post("/api/v1/rollouts/nope/pause").status_code == 404
+        time.sleep(2.5)  # a driver round
+        scraped = operator.get("/metrics").text
+        assert "outpost_fleet_rollout_leader 1.0" in scraped
+        assert "outpost_fleet_rollout_rounds_total" in scraped
     finally:
         device.close()
         anonymous.close()

@@ -22,7 +22,9 @@ from outpost.fleet.adapters.api import DEFAULT_MAX_BODY, create_app
 from outpost.fleet.adapters.database import SqlStore, redact
 from outpost.fleet.adapters.rollout_api import add_rollout_routes
 from outpost.fleet.adapters.rollouts import SqlRolloutStore
+from outpost.fleet.metrics import FleetMetrics
 from outpost.fleet.rollout.driver import RolloutDriver
+from outpost.fleet.rollout.metrics import RolloutMetrics
 from outpost.fleet.service import FleetService
 
 __all__ = ["ServeSettings", "default_db_url", "open_service", "serve"]
@@ -70,11 +72,12 @@ def open_service(settings: ServeSettings) -> FleetService:
 def serve(settings: ServeSettings) -> None:
     """Serve until interrupted."""
     service = open_service(settings)
-    app = create_app(service, max_body=settings.max_body)
+    metrics = FleetMetrics()
+    app = create_app(service, metrics=metrics, max_body=settings.max_body)
     scheme = "https" if settings.certfile else "http"
     # devices fetch models at this URL; behind a load balancer or on 0.0.0.0 say where they reach it
     models_url = os.environ.get("OUTPOST_FLEET_PUBLIC_URL") or f"{scheme}://{settings.host}:{settings.port}"
-    stop = _drive_rollouts(service, app, models_url, settings.rollout_interval)
+    stop = _drive_rollouts(service, app, models_url, settings.rollout_interval, metrics)
     print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (OpenAPI at /openapi.json)", file=sys.stderr)
     config = uvicorn.Config(
         app,
@@ -96,12 +99,15 @@ def serve(settings: ServeSettings) -> None:
         service.store.close()
 
 
-def _drive_rollouts(service: FleetService, app: FastAPI, url: str, interval: float) -> threading.Event:
+def _drive_rollouts(
+    service: FleetService, app: FastAPI, url: str, interval: float, metrics: FleetMetrics
+) -> threading.Event:
     """Add the rollout and model routes and run the rollout driver in a thread (one acts per database)."""
     if not isinstance(service.store, SqlStore):
         raise TypeError("rollouts need the SQL store")
     holder = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     driver = RolloutDriver(service, SqlRolloutStore(service.store.engine), models_url=url, holder=holder)
+    driver.on_round = RolloutMetrics(metrics.registry).observe
     add_rollout_routes(app, service, driver)
     stop = threading.Event()
 

@@ -92,6 +92,8 @@ class RolloutDriver:
         self.holder = holder
         self.clock = clock
         self.lease_s = lease_s
+        self.leading = False
+        self.on_round: Callable[[bool, list[Decision]], None] = lambda _leading, _decisions: None
 
     # -- operator calls ---------------------------------------------------------------------
 
@@ -260,7 +262,8 @@ class RolloutDriver:
     def tick(self) -> list[Decision]:
         """One round over every unfinished rollout, if this process holds the lease."""
         now = self.clock()
-        if not self.store.acquire_lease(LEASE, self.holder, now, self.lease_s):
+        self.leading = self.store.acquire_lease(LEASE, self.holder, now, self.lease_s)
+        if not self.leading:
             return []
         decisions = []
         for doc in self.store.rollouts():
@@ -336,6 +339,7 @@ class RolloutDriver:
     def tick_safely(self) -> None:
         """For the serving loop: a failing round is logged, never fatal."""
         try:
-            self.tick()
+            decisions = self.tick()
+            self.on_round(self.leading, decisions)
         except (FleetError, StoreError) as exc:
             log.error("rollout driver round failed: %s", exc)
