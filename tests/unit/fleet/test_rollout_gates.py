@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -84,17 +86,20 @@ def test_rates_fisher_exact() -> None:
     assert few.verdict is Verdict.WAIT
 
 
-def samples(prefix: str, n: int, scale: float, *, failed: int = 0, alerts: int = 5) -> list[DeviceSample]:
-    lat = latencies(n, scale, hash(prefix) % 1000)
+def samples(
+    prefix: str, n: int, scale: float, *, failed: int = 0, alerts: int = 5, seed: int = 0
+) -> list[DeviceSample]:
+    lat = latencies(n, scale, zlib.crc32(prefix.encode()) + seed)
     return [
         DeviceSample(f"{prefix}{i}", None if i < failed else lat[i], 200, alerts, 0, load_failed=i < failed)
         for i in range(n)
     ]
 
 
-def test_evaluate_passes_a_good_candidate_after_the_soak() -> None:
+@pytest.mark.parametrize("seed", range(10))
+def test_evaluate_passes_a_good_candidate_after_the_soak(seed: int) -> None:
     spec = GateSpec(soak_s=60)
-    good = evaluate(spec, samples("t", 10, 1.0), samples("c", 30, 1.0), elapsed_s=61)
+    good = evaluate(spec, samples("t", 20, 1.0, seed=seed), samples("c", 40, 1.0, seed=seed), elapsed_s=61)
     assert good.verdict is Verdict.PASS, good.as_dict()
     assert {g.name for g in good.gates} == {"devices", "soak", "failures", "latency", "alerts", "errors"}
     soaking = evaluate(spec, samples("t", 10, 1.0), samples("c", 30, 1.0), elapsed_s=10)
@@ -108,8 +113,11 @@ def test_evaluate_fails_a_model_that_cannot_load_before_the_soak() -> None:
     assert result.failed[0].figures["treatment"] == [4, 4]
 
 
-def test_evaluate_fails_a_slow_candidate_with_the_latency_gate_named() -> None:
-    result = evaluate(GateSpec(soak_s=0), samples("t", 12, 1.3), samples("c", 30, 1.0), elapsed_s=1)
+@pytest.mark.parametrize("seed", range(10))
+def test_evaluate_fails_a_slow_candidate_with_the_latency_gate_named(seed: int) -> None:
+    result = evaluate(
+        GateSpec(soak_s=0), samples("t", 20, 1.3, seed=seed), samples("c", 40, 1.0, seed=seed), elapsed_s=1
+    )
     assert [g.name for g in result.failed] == ["latency"]
 
 
