@@ -17,8 +17,6 @@ from outpost.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "ci" / "github").glob("*.yml"))
-# Commands other issues add; the check runs, and passes once they are merged (then drop the entry).
-PENDING = {("deploy", "push"): "outpost deploy push comes with the fleet service (issue 14)"}
 
 
 def _actionlint() -> str:
@@ -93,11 +91,6 @@ def _check(where: str, words: list[str]) -> None:
 @pytest.mark.parametrize("invocation", _outpost_commands(), ids=lambda c: " ".join(c[1][:2]))
 def test_every_outpost_command_exists_with_its_options(invocation):
     where, words = invocation
-    key = tuple(words[:2])
-    if key in PENDING:
-        command, _, _ = _resolve(words)
-        if command is None:
-            pytest.xfail(PENDING[key])
     _check(where, words)
 
 

@@ -21,6 +21,8 @@ from outpost.cli import (
     hub,
     keys,
     manifests,
+    model,
+    rollout,
     routes,
     trust,
     watch,
@@ -46,6 +48,8 @@ app.add_typer(hub.app, name="hub")
 app.add_typer(fleet.app, name="fleet")
 app.add_typer(fleet_devices.app, name="device")
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(model.app, name="model")
+app.add_typer(rollout.app, name="rollout")
 app.add_typer(keys.app, name="keys")
 app.add_typer(bundle.app, name="bundle")
 agent.app.add_typer(trust.app, name="trust")

@@ -11,7 +11,6 @@ import json
 import os
 import platform as host
 import stat
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +20,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from outpost.builder.adapters.docker_engine import DockerEngine
+from outpost.builder.adapters.git_revision import head_revision
 from outpost.builder.adapters.pip_wheels import PipWheels, sdk_wheel
 from outpost.builder.adapters.registry_http import HttpRegistry
 from outpost.builder.deployment import render_deployment
@@ -108,19 +108,7 @@ def _base_images(items: list[str] | None) -> dict[str, str]:
 
 def _revision(env: dict[str, str], modules_dir: Path) -> str:
     """The commit the modules come from: $GITHUB_SHA in Actions, else git's HEAD of the modules folder."""
-    if env.get("GITHUB_SHA"):
-        return env["GITHUB_SHA"]
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(modules_dir), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return proc.stdout.strip() if proc.returncode == 0 else ""
+    return env.get("GITHUB_SHA") or head_revision(modules_dir)
 
 
 def _source_url(env: dict[str, str]) -> str:

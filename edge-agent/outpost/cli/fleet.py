@@ -70,7 +70,8 @@ def connect(url: str, token: str | None, ca: Path | None = None) -> Iterator[Fle
         raise typer.Exit(2)
     credential = _token(token)
     if credential is not None and not (credential.isascii() and credential.isprintable()):
-        err.print("[red]error:[/] the operator token has characters no token of ours has: check --token")
+        err.print("[red]error:[/] the operator token is printable ASCII, as the fleet wrote it: check --token "
+                  "or OUTPOST_FLEET_TOKEN")  # fmt: skip
         raise typer.Exit(2)
     if credential is None:
         err.print("[red]error:[/] no operator token: pass --token or set OUTPOST_FLEET_TOKEN "

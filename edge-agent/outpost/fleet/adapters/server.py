@@ -7,16 +7,25 @@ start created it; stderr says where it is, never what it is. Called by :mod:`out
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from outpost.files import write_atomic
 from outpost.fleet.adapters.api import DEFAULT_MAX_BODY, create_app
 from outpost.fleet.adapters.console import add_console
 from outpost.fleet.adapters.database import SqlStore, redact
+from outpost.fleet.adapters.rollout_api import add_rollout_routes
+from outpost.fleet.adapters.rollouts import SqlRolloutStore
+from outpost.fleet.metrics import FleetMetrics
+from outpost.fleet.rollout.driver import RolloutDriver
+from outpost.fleet.rollout.metrics import RolloutMetrics
 from outpost.fleet.service import FleetService
 
 __all__ = ["ServeSettings", "default_db_url", "open_service", "serve"]
@@ -34,6 +43,7 @@ class ServeSettings:
     keyfile: Path | None = None
     max_body: int = DEFAULT_MAX_BODY
     log_level: str = "warning"
+    rollout_interval: float = 2.0
 
 
 def default_db_url(state_dir: Path) -> str:
@@ -63,9 +73,13 @@ def open_service(settings: ServeSettings) -> FleetService:
 def serve(settings: ServeSettings) -> None:
     """Serve until interrupted."""
     service = open_service(settings)
-    app = create_app(service, max_body=settings.max_body)
+    metrics = FleetMetrics()
+    app = create_app(service, metrics=metrics, max_body=settings.max_body)
     add_console(app, service, secure=settings.certfile is not None)
     scheme = "https" if settings.certfile else "http"
+    # devices fetch models at this URL; behind a load balancer or on 0.0.0.0 say where they reach it
+    models_url = os.environ.get("OUTPOST_FLEET_PUBLIC_URL") or f"{scheme}://{settings.host}:{settings.port}"
+    stop = _drive_rollouts(service, app, models_url, settings.rollout_interval, metrics)
     print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (console at /, OpenAPI at /openapi.json)",
           file=sys.stderr)  # fmt: skip
     config = uvicorn.Config(
@@ -84,4 +98,25 @@ def serve(settings: ServeSettings) -> None:
     try:
         uvicorn.Server(config).run()
     finally:
+        stop.set()
         service.store.close()
+
+
+def _drive_rollouts(
+    service: FleetService, app: FastAPI, url: str, interval: float, metrics: FleetMetrics
+) -> threading.Event:
+    """Add the rollout and model routes and run the rollout driver in a thread (one acts per database)."""
+    if not isinstance(service.store, SqlStore):
+        raise TypeError("rollouts need the SQL store")
+    holder = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    driver = RolloutDriver(service, SqlRolloutStore(service.store.engine), models_url=url, holder=holder)
+    driver.on_round = RolloutMetrics(metrics.registry).observe
+    add_rollout_routes(app, service, driver)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            driver.tick_safely()
+
+    threading.Thread(target=loop, name="rollout-driver", daemon=True).start()
+    return stop

@@ -1,0 +1,87 @@
+"""``outpost model push|list|show``: the fleet's model registry (immutable versions with sha256)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from outpost.cli.fleet import CaOpt, FleetOpt, JsonOpt, TokenOpt, connect
+from outpost.cli.output import err, out, print_json
+
+app = typer.Typer(help="Register model versions in the fleet and look them up.", no_args_is_help=True)
+URL = "http://127.0.0.1:9700"
+
+
+@app.command()
+def push(
+    file: Annotated[Path, typer.Argument(help="The model file (e.g. motor-v2.tflite).", exists=True, dir_okay=False)],
+    name: Annotated[str, typer.Option("--name", help="Model name, e.g. motor.")],
+    version: Annotated[str, typer.Option("--version", help="Version, e.g. 2 (immutable once pushed).")],
+    metadata: Annotated[
+        Path | None,
+        typer.Option("--metadata", help="JSON file: inputs, quantisation, evaluation report.", exists=True),
+    ] = None,
+    fleet: FleetOpt = URL,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Store a model version with its sha256, size and metadata; a version, once pushed, never changes."""
+    meta: Any = {}
+    if metadata is not None:
+        try:
+            meta = json.loads(metadata.read_text())
+        except (OSError, ValueError) as exc:
+            err.print(f"[red]error:[/] {escape(str(metadata))}: not a JSON file ({escape(str(exc))})")
+            raise typer.Exit(2) from exc
+        if not isinstance(meta, dict):
+            err.print(f"[red]error:[/] {escape(str(metadata))}: expected a JSON object")
+            raise typer.Exit(2)
+    body = {"name": name, "version": version, "content": base64.b64encode(file.read_bytes()).decode(), "metadata": meta}
+    with connect(fleet, token, ca) as client:
+        record = client.json("POST", "/api/v1/models", json=body)
+    if json_out:
+        print_json(record)
+        return
+    err.print(
+        f"pushed model [bold]{escape(name)}@{escape(version)}[/] ({record['size']} bytes, "
+        f"sha256 {record['sha256'][:12]}); roll it out with `outpost rollout start NAME --model {name}@{version}`"
+    )
+
+
+@app.command("list")
+def list_models(fleet: FleetOpt = URL, token: TokenOpt = None, ca: CaOpt = None, json_out: JsonOpt = False) -> None:
+    """List registered model versions."""
+    with connect(fleet, token, ca) as client:
+        models = client.json("GET", "/api/v1/models")
+    if json_out:
+        print_json(models)
+        return
+    table = Table(title=f"{len(models)} model version(s)", title_justify="left")
+    for column in ("model", "size", "sha256", "created"):
+        table.add_column(column)
+    for m in models:
+        table.add_row(escape(f"{m['name']}@{m['version']}"), str(m["size"]), m["sha256"][:16], m["created"])
+    out.print(table)
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION, e.g. motor@2.")],
+    fleet: FleetOpt = URL,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
+) -> None:
+    """Print a model version's sha256, size and metadata (JSON)."""
+    name, sep, version = ref.partition("@")
+    if not sep:
+        err.print(f"[red]error:[/] expected NAME@VERSION, got {escape(ref)!r}")
+        raise typer.Exit(2)
+    with connect(fleet, token, ca) as client:
+        print_json(client.json("GET", f"/api/v1/models/{name}/{version}"))

@@ -1,0 +1,162 @@
+"""``outpost rollout start|status|list|pause|resume|abort|approve``: A/B model rollouts to a group."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from outpost.cli.fleet import CaOpt, FleetOpt, JsonOpt, TokenOpt, connect
+from outpost.cli.output import err, out, print_json
+
+app = typer.Typer(
+    help="Roll a model out to part of a group step by step, gated on live metrics against the rest; "
+    "failing gates roll back on their own, passing every step promotes.",
+    no_args_is_help=True,
+)
+URL = "http://127.0.0.1:9700"
+NameArg = Annotated[str, typer.Argument(help="The rollout's name.")]
+
+
+def _steps(text: str) -> list[float]:
+    try:
+        return [float(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        err.print(f"[red]error:[/] --steps expects percentages like 5,25,50,100, got {escape(text)!r}")
+        raise typer.Exit(2) from exc
+
+
+def _show(status: dict[str, Any]) -> None:
+    state = status["state"]
+    out.print(
+        f"[bold]{escape(status['name'])}[/]: {state}, step {status['step'] + 1}/{len(status['steps'])} "
+        f"({status['percent']:g} %), {escape(status['module'])} -> model {escape(str(status['model']['version']))}"
+        f" (control {escape(str(status['controlModel'].get('version')))})"
+    )
+    cohorts = status["cohorts"]
+    per_model = ", ".join(f"{k}: {v}" for k, v in sorted(status["devicesPerModel"].items())) or "none"
+    out.print(
+        f"cohorts: {cohorts['treatment']} treatment, {cohorts['control']} control; devices per model: {per_model}"
+    )
+    last = status.get("last")
+    if last:
+        table = Table(title="gates", title_justify="left")
+        for column in ("gate", "verdict", "value", "limit", "test", "detail"):
+            table.add_column(column)
+        for g in last["gates"]:
+            table.add_row(g["gate"], g["verdict"], str(g["value"]), str(g["limit"]), g["test"], escape(g["detail"]))
+        out.print(table)
+    if status.get("failure"):
+        failed = ", ".join(g["gate"] for g in status["failure"].get("gates", [])) or "aborted by an operator"
+        out.print(f"[red]stopped:[/] {escape(failed)}")
+
+
+@app.command()
+def start(
+    name: NameArg,
+    target: Annotated[str, typer.Option("--target", help="The group: a target condition, e.g. \"tags.site='a'\".")],
+    module: Annotated[str, typer.Option("--module", help="The module whose desired model changes.")],
+    model: Annotated[str, typer.Option("--model", help="NAME@VERSION from `outpost model list`.")],
+    steps: Annotated[str, typer.Option("--steps", help="Treatment percentages, e.g. 5,25,50,100.")] = "5,25,50,100",
+    soak: Annotated[str | None, typer.Option("--soak", help="Least time per step, e.g. 10m (default 10m).")] = None,
+    min_devices: Annotated[
+        int | None, typer.Option("--min-devices", help="Reporting devices each cohort needs (default 3).")
+    ] = None,
+    gate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gate",
+            help="Limit NAME=VALUE: latency=10%, failures=0, alerts=0.05, errors=0.01, "
+            "confidence=0.95, min-inferences=100 (repeatable).",
+        ),
+    ] = None,
+    approve_each_step: Annotated[
+        bool, typer.Option("--approve-each-step", help="Wait for `outpost rollout approve` after each step.")
+    ] = False,
+    fleet: FleetOpt = URL,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Start a rollout: a layered deployment gives the treatment cohort the model (see `outpost deploy list`)."""
+    body = {
+        "name": name,
+        "targetCondition": target,
+        "module": module,
+        "model": model,
+        "steps": _steps(steps),
+        "soak": soak,
+        "minDevices": min_devices,
+        "gates": gate or [],
+        "approveEachStep": approve_each_step,
+    }
+    with connect(fleet, token, ca) as client:
+        status = client.json("POST", "/api/v1/rollouts", json=body)
+    if json_out:
+        print_json(status)
+        return
+    _show(status)
+    err.print(f"watch it with `outpost rollout status {escape(name)}`")
+
+
+@app.command()
+def status(
+    name: NameArg, fleet: FleetOpt = URL, token: TokenOpt = None, ca: CaOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Step, cohorts, devices per model, and every gate's value against its limit."""
+    with connect(fleet, token, ca) as client:
+        result = client.json("GET", f"/api/v1/rollouts/{name}")
+    if json_out:
+        print_json(result)
+        return
+    _show(result)
+
+
+@app.command("list")
+def list_rollouts(fleet: FleetOpt = URL, token: TokenOpt = None, ca: CaOpt = None, json_out: JsonOpt = False) -> None:
+    """List rollouts."""
+    with connect(fleet, token, ca) as client:
+        rollouts = client.json("GET", "/api/v1/rollouts")
+    if json_out:
+        print_json(rollouts)
+        return
+    table = Table(title=f"{len(rollouts)} rollout(s)", title_justify="left")
+    for column in ("name", "state", "step", "model", "group"):
+        table.add_column(column)
+    for r in rollouts:
+        table.add_row(
+            escape(r["name"]), r["state"], f"{r['percent']:g} %", escape(str(r["model"]["version"])), escape(r["group"])
+        )
+    out.print(table)
+
+
+def _control(action: str, name: str, fleet: str, token: str | None, ca: Any) -> None:
+    with connect(fleet, token, ca) as client:
+        result = client.json("POST", f"/api/v1/rollouts/{name}/{action}")
+    err.print(f"rollout {escape(name)}: {result['state']}")
+
+
+@app.command()
+def pause(name: NameArg, fleet: FleetOpt = URL, token: TokenOpt = None, ca: CaOpt = None) -> None:
+    """Stop advancing (the cohorts keep their models)."""
+    _control("pause", name, fleet, token, ca)
+
+
+@app.command()
+def resume(name: NameArg, fleet: FleetOpt = URL, token: TokenOpt = None, ca: CaOpt = None) -> None:
+    """Go on from a pause, with a fresh window for the step."""
+    _control("resume", name, fleet, token, ca)
+
+
+@app.command()
+def abort(name: NameArg, fleet: FleetOpt = URL, token: TokenOpt = None, ca: CaOpt = None) -> None:
+    """Roll every treatment device back to the control model now."""
+    _control("abort", name, fleet, token, ca)
+
+
+@app.command()
+def approve(name: NameArg, fleet: FleetOpt = URL, token: TokenOpt = None, ca: CaOpt = None) -> None:
+    """Move a step that passed its gates on (with --approve-each-step)."""
+    _control("approve", name, fleet, token, ca)

@@ -1,0 +1,138 @@
+"""The rollout and model-registry routes, added to the fleet's FastAPI app by the server.
+
+Same authentication and refusals as :mod:`outpost.fleet.adapters.api` (its exception handlers
+are app-wide). Models are pushed as JSON with base64 content (so the fleet's body limit applies);
+``GET /api/v1/models/{name}/{version}/content`` serves the bytes to operators and devices with
+HTTP ranges (206, ``Content-Range``), so a broken download resumes where it stopped.
+"""
+
+import base64
+import binascii
+import re
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from outpost.errors import Problem
+from outpost.fleet.credentials import Principal
+from outpost.fleet.errors import FleetError, InvalidError
+from outpost.fleet.rollout.driver import RolloutDriver, StartRequest
+from outpost.fleet.service import FleetService
+
+__all__ = ["add_rollout_routes"]
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
+
+class ModelPush(BaseModel):
+    name: str
+    version: str
+    content: str = Field(description="The model file, base64")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class RolloutStart(BaseModel):
+    name: str
+    targetCondition: str  # noqa: N815 (the wire's field name)
+    module: str
+    model: str = Field(description="NAME@VERSION from the model registry")
+    steps: list[float] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 100.0])
+    soak: str | None = None
+    minDevices: int | None = None  # noqa: N815 (the wire's field name)
+    gates: list[str] = Field(default_factory=list)
+    approveEachStep: bool = False  # noqa: N815 (the wire's field name)
+
+
+class RangeError(FleetError):
+    status = 416
+
+
+def add_rollout_routes(app: FastAPI, service: FleetService, driver: RolloutDriver) -> None:
+    bearer = HTTPBearer(auto_error=False, description="Operator token or device credential")
+
+    def principal(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+        return service.authenticate(credentials.credentials if credentials else None)
+
+    def operator(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        who.require_operator()
+        return who
+
+    Who = Annotated[Principal, Depends(principal)]  # noqa: N806 (a type alias)
+    Operator = Annotated[Principal, Depends(operator)]  # noqa: N806 (a type alias)
+    registry = driver.registry
+
+    @app.post("/api/v1/models", status_code=201, summary="Register a model version (operator; immutable)")
+    def push_model(body: ModelPush, who: Operator) -> dict[str, Any]:
+        try:
+            content = base64.b64decode(body.content, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidError("the model content is not base64", [Problem("/content", "expected base64")]) from exc
+        return registry.push(who, body.name, body.version, content, body.metadata).as_dict()
+
+    @app.get("/api/v1/models", summary="Registered models (operator)")
+    def list_models(who: Operator) -> list[dict[str, Any]]:
+        return [m.as_dict() for m in registry.models(who)]
+
+    @app.get("/api/v1/models/{name}/{version}", summary="One model's sha256, size and metadata")
+    def show_model(name: str, version: str, who: Who) -> dict[str, Any]:
+        return registry.model(who, name, version).as_dict()
+
+    @app.get(
+        "/api/v1/models/{name}/{version}/content",
+        response_class=Response,
+        summary="Download a model (operator or device); honours Range: bytes=START-[END]",
+    )
+    async def model_content(
+        name: str, version: str, who: Who, range_header: Annotated[str | None, Header(alias="Range")] = None
+    ) -> Response:
+        record = await run_in_threadpool(registry.model, who, name, version)
+        headers = {"Accept-Ranges": "bytes", "ETag": f'"{record.sha256}"', "X-Model-Sha256": record.sha256}
+        if range_header is None:
+            data = await run_in_threadpool(registry.content, who, name, version)
+            return Response(data, media_type="application/octet-stream", headers=headers)
+        match = _RANGE.fullmatch(range_header.strip())
+        if match is None or int(match.group(1)) >= record.size:
+            raise RangeError(f"range {range_header!r} is outside the model's {record.size} bytes")
+        start = int(match.group(1))
+        end = min(int(match.group(2)) if match.group(2) else record.size - 1, record.size - 1)
+        if end < start:
+            raise RangeError(f"range {range_header!r} is empty")
+        data = await run_in_threadpool(registry.content, who, name, version, start, end)
+        headers["Content-Range"] = f"bytes {start}-{end}/{record.size}"
+        return Response(data, status_code=206, media_type="application/octet-stream", headers=headers)
+
+    @app.post("/api/v1/rollouts", status_code=201, summary="Start a rollout (operator)")
+    def start_rollout(body: RolloutStart, who: Operator) -> dict[str, Any]:
+        request = StartRequest(
+            name=body.name,
+            target=body.targetCondition,
+            module=body.module,
+            model=body.model,
+            steps=body.steps,
+            soak=body.soak,
+            min_devices=body.minDevices,
+            gates=body.gates,
+            approve_each_step=body.approveEachStep,
+        )
+        driver.start(who, request)
+        return driver.status(who, body.name)
+
+    @app.get("/api/v1/rollouts", summary="Rollouts (operator)")
+    def list_rollouts(who: Operator) -> list[dict[str, Any]]:
+        return [driver.status(who, r.name) for r in driver.rollouts(who)]
+
+    @app.get("/api/v1/rollouts/{name}", summary="A rollout: step, cohorts, devices per model, gates (operator)")
+    def rollout_status(name: str, who: Operator) -> dict[str, Any]:
+        return driver.status(who, name)
+
+    @app.post("/api/v1/rollouts/{name}/{action}", summary="pause, resume, abort or approve a rollout (operator)")
+    def control_rollout(name: str, action: str, who: Operator) -> dict[str, Any]:
+        actions = {"pause": driver.pause, "resume": driver.resume, "abort": driver.abort, "approve": driver.approve}
+        if action not in actions:
+            raise InvalidError(f"unknown action {action!r}", [Problem("/action", "pause, resume, abort or approve")])
+        actions[action](who, name)
+        return driver.status(who, name)

@@ -1,0 +1,51 @@
+"""Cohorts are deterministic, stable, independent per rollout, and only grow."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from outpost.fleet.resolution import target
+from outpost.fleet.rollout.cohorts import in_treatment, place, split, treatment_condition
+
+DEVICES = [f"dev-{i:04d}" for i in range(2000)]
+
+
+def test_places_are_deterministic_and_uniform() -> None:
+    assert place("r1", "dev-0001") == place("r1", "dev-0001")
+    assert 0 <= place("r1", "dev-0001") < 100
+    share = len(split("r1", DEVICES, 25).treatment) / len(DEVICES)
+    assert 0.21 < share < 0.29
+
+
+def test_rollouts_draw_independent_cohorts() -> None:
+    a = set(split("motor-v2", DEVICES, 50).treatment)
+    b = set(split("motor-v3", DEVICES, 50).treatment)
+    assert 0.4 < len(a & b) / len(a) < 0.6
+
+
+@given(
+    st.text(min_size=1, max_size=20),
+    st.lists(st.text(min_size=1, max_size=12), max_size=40),
+    st.lists(st.floats(0, 100), min_size=2, max_size=5),
+)
+def test_growing_a_step_only_adds_devices(rollout: str, devices: list[str], steps: list[float]) -> None:
+    steps = sorted(steps)
+    cohorts = [split(rollout, devices, p) for p in steps]
+    for smaller, larger in itertools.pairwise(cohorts):
+        assert set(smaller.treatment) <= set(larger.treatment)
+        assert set(larger.control) <= set(smaller.control)
+    for c in cohorts:
+        assert sorted(c.treatment + c.control) == sorted(set(devices))
+    assert all(in_treatment(rollout, d, 100) for d in devices)
+
+
+def test_the_treatment_condition_selects_exactly_the_cohort_in_the_group() -> None:
+    cohorts = split("r", DEVICES[:50], 30)
+    condition = target(treatment_condition("tags.site = 'north'", cohorts.treatment))
+    for device in DEVICES[:50]:
+        assert condition({"deviceId": device, "tags": {"site": "north"}}) == (device in cohorts.treatment)
+        assert not condition({"deviceId": device, "tags": {"site": "south"}})
+    assert not target(treatment_condition("tags.site = 'north'", []))({"deviceId": "x", "tags": {"site": "north"}})
