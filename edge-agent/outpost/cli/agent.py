@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +15,7 @@ from outpost.agent.service import AgentService, AgentSettings, FileSource, Fleet
 from outpost.cli.output import err, print_json
 from outpost.errors import InputError, ManifestError, ModuleRuntimeError
 from outpost.manifest import parse_json
+from outpost.stopping import stop_on_signals
 
 app = typer.Typer(help="Run the edge agent: apply deployment manifests to this device.", no_args_is_help=True)
 
@@ -248,9 +247,7 @@ def run(
                 "running? Stop it, or pass --metrics-port (0 turns metrics off)"
             )
             raise typer.Exit(1) from exc
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     source: ManifestSource | None = FileSource(manifest) if manifest else None
     if fleet is not None:
         link = agent.fleet_link(FleetSettings(fleet, activation_key, credential_file, fleet_ca))

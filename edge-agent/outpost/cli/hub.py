@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +20,7 @@ from outpost.cli.output import err, out, print_json
 from outpost.errors import ManifestError, OutpostError
 from outpost.hub.service import STORE_FILE, HubService, HubSettings, open_store
 from outpost.manifest import parse_json
+from outpost.stopping import stop_on_signals
 
 app = typer.Typer(help="Run the edge hub: the local broker, routing and store-and-forward.", no_args_is_help=True)
 
@@ -155,9 +154,7 @@ def run(
         err.print(f"[red]error:[/] {escape(str(exc))}")
         service.stop()
         raise typer.Exit(1) from exc
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     err.print(f"outpost hub running on 127.0.0.1:{port} (state in {root}); Ctrl-C to stop")
     try:
         service.run(stop, source=read)

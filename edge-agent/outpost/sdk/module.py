@@ -9,13 +9,13 @@ for this module yet (the module then runs on defaults until a patch arrives).
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from outpost.sdk.client import ModuleClient
 from outpost.sdk.errors import SdkError
+from outpost.stopping import stop_on_signals
 
 __all__ = ["ModuleRun", "initial_twin", "start_module"]
 
@@ -35,9 +35,7 @@ def start_module(name: str, **client_options: Any) -> ModuleRun:
     Call it from the main thread (signal handlers can only be set there).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _signum, _frame: stop.set())
+    stop = stop_on_signals()
     client = ModuleClient.from_environment(**client_options)
     client.connect()
     return ModuleRun(client=client, stop=stop, log=logging.getLogger(name))
