@@ -69,6 +69,16 @@ class ApplyResult:
     rolled_back_to: str = ""
     failures: dict[str, str] = field(default_factory=dict)
 
+    def summary(self) -> dict[str, Any]:
+        """The outcome as ``--json`` commands print it (``agent apply``, ``bundle apply``)."""
+        return {
+            "converged": self.converged,
+            "code": int(self.code),
+            "description": self.description,
+            "deployment": self.deployment_id,
+            "rolledBackTo": self.rolled_back_to or None,
+        }
+
 
 class Reconciler:
     """Drives one runtime toward a deployment; owns the state dir's files while it runs."""

@@ -145,16 +145,7 @@ def apply(
         err.print("[red]manifest refused[/]; nothing running was changed. Fix the places above and apply again.")
         raise typer.Exit(1) from exc
     if json_out:
-        print_json(
-            {
-                "converged": result.converged,
-                "code": int(result.code),
-                "description": result.description,
-                "deployment": result.deployment_id,
-                "rolledBackTo": result.rolled_back_to or None,
-                "failures": result.failures,
-            }
-        )
+        print_json({**result.summary(), "failures": result.failures})
     elif result.converged:
         err.print(f"[green]converged[/]: {escape(result.deployment_id)}  (see `outpost list`)")
     else:

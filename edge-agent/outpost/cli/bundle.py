@@ -229,11 +229,7 @@ def apply(
     if json_out:
         print_json(
             {
-                "converged": result.converged,
-                "code": int(result.code),
-                "description": result.description,
-                "deployment": result.deployment_id,
-                "rolledBackTo": result.rolled_back_to or None,
+                **result.summary(),
                 "signer": applied.verified.signer or None,
                 "contentSigner": applied.admitted.key_id or None,
                 "images": applied.images,
