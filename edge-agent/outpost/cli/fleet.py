@@ -130,8 +130,18 @@ def serve(
     The service keeps nothing outside its database: start several on one PostgreSQL
     (--db) behind a load balancer to serve one fleet.
     """
-    from outpost.fleet.adapters.server import ServeSettings
-    from outpost.fleet.adapters.server import serve as run
+    try:
+        from outpost.fleet.adapters.server import ServeSettings
+        from outpost.fleet.adapters.server import serve as run
+    except ModuleNotFoundError as exc:
+        if (exc.name or "outpost").partition(".")[0] == "outpost":
+            raise
+        # A device installs Outpost's core only; the service's libraries are the `fleet` extra.
+        err.print(
+            f"[red]error:[/] the fleet service needs Outpost's fleet dependencies ({escape(exc.name or '?')} is not "
+            "installed): run pip install 'outpost\\[fleet]' (scripts/setup installs them) and try again"
+        )
+        raise typer.Exit(1) from None
 
     if (cert is None) != (key is None):
         err.print("[red]error:[/] TLS needs both --cert and --key")
