@@ -101,7 +101,19 @@ class Registry(Protocol):
 
 
 class WheelSource(Protocol):
-    def fill(self, platform: Platform, requirements: tuple[str, ...], python_version: str, wheelhouse: Path) -> None:
+    """``provided`` (canonical name -> version) is what the base image already has installed: those
+    satisfy a requirement without a wheel, as pip in the image will find them (see
+    :mod:`outpost.builder.provided`)."""
+
+    def fill(
+        self,
+        platform: Platform,
+        requirements: tuple[str, ...],
+        python_version: str,
+        wheelhouse: Path,
+        *,
+        provided: Mapping[str, str],
+    ) -> None:
         """Download (once) every wheel ``requirements`` need for ``platform`` into ``wheelhouse``."""
         ...
 
@@ -112,6 +124,8 @@ class WheelSource(Protocol):
         python_version: str,
         wheelhouse: Path,
         dest: Path,
+        *,
+        provided: Mapping[str, str],
     ) -> None:
         """Copy exactly the wheels ``requirements`` need from ``wheelhouse`` to ``dest``, offline."""
         ...

@@ -18,6 +18,7 @@ from typing import Protocol
 from outpost.builder.index import MANIFEST_LIST, ImageManifest, build_index, digest_of
 from outpost.builder.inputs import IGNORED_DIRS, digest_strings, file_digest, tree_digest
 from outpost.builder.plan import KEY_LABEL, BuildPlan, BuildSettings, Job, decide, job_key
+from outpost.builder.platforms import Platform
 from outpost.builder.ports import (
     BuildError,
     BuildRequest,
@@ -27,12 +28,14 @@ from outpost.builder.ports import (
     RegistryError,
     WheelSource,
 )
+from outpost.builder.provided import PROBE, format_provided, parse_provided
 from outpost.builder.state import BuildState
 from outpost.errors import OutpostError
 
 __all__ = ["BuildReport", "BuildRunner", "JobResult", "ModuleResult", "Provenance", "Reporter"]
 
 SMOKE_TIMEOUT_S = 180.0
+PROBE_TIMEOUT_S = 120.0
 # Every module's wheels/ gets pip's own wheel: a Dockerfile can run pip straight from it
 # (`python3 pip-*.whl/pip install ...`) in a venv made --without-pip, instead of ensurepip, which
 # takes minutes per image under QEMU emulation.
@@ -132,6 +135,35 @@ class BuildRunner:
         self._results: list[JobResult] = []
 
     # -- wheels ------------------------------------------------------------------------------------
+    def _provided(self, image: str, platform: Platform) -> dict[str, str]:
+        """The Python distributions ``image`` already has (asked once per image id, then recorded)."""
+        info = self._engine.inspect(image)
+        if info is None:
+            return {}  # the job reports the missing base image (see _key)
+        with self._state_lock:
+            recorded = self._state.provided.get(info.id)
+        if recorded is not None:
+            return parse_provided(recorded.replace(" ", "\n"))
+        self._reporter.step(f"base/{platform.key}", f"listing the Python packages of {image}")
+        result = self._engine.run(image, platform, ("python3", "-c", PROBE), PROBE_TIMEOUT_S)
+        if result.exit_code != 0:
+            tail = "\n".join(result.output.strip().splitlines()[-10:])
+            raise BuildError(
+                f"base image {image}: python3 could not list its packages (exit {result.exit_code}):\n{tail}"
+            )
+        provided = parse_provided(result.output)
+        with self._state_lock:
+            self._state.provided[info.id] = format_provided(provided)
+        return provided
+
+    def _provided_for(self, plan: BuildPlan, platform: Platform) -> dict[str, str]:
+        """What every base image of ``platform``'s jobs provides (the wheelhouse serves them all)."""
+        provided: dict[str, str] = {}
+        for base in dict.fromkeys(job.base_image for job in plan.jobs if job.platform == platform):
+            for name, version in self._provided(base, platform).items():
+                provided.setdefault(name, version)
+        return provided
+
     def _wheelhouse(self, platform_key: str, settings: BuildSettings) -> Path:
         return self._work / "wheelhouse" / f"cp{settings.python_version.replace('.', '')}-{platform_key}"
 
@@ -144,13 +176,16 @@ class BuildRunner:
                 continue
             requirements = (*requirements, PIP)
             house = self._wheelhouse(platform.key, settings)
-            key = digest_strings([platform.key, settings.python_version, *sorted(requirements)])
+            provided = self._provided_for(plan, platform)
+            key = digest_strings(
+                [platform.key, settings.python_version, *sorted(requirements), format_provided(provided)]
+            )
             stamp = house / ".key"
             if stamp.is_file() and stamp.read_text().strip() == key:
                 continue
             self._reporter.step(f"wheels/{platform.key}", f"downloading wheels for {platform.docker}")
             house.mkdir(parents=True, exist_ok=True)
-            self._wheels.fill(platform, requirements, settings.python_version, house)
+            self._wheels.fill(platform, requirements, settings.python_version, house, provided=provided)
             stamp.write_text(key + "\n")
         return local
 
@@ -168,6 +203,7 @@ class BuildRunner:
             settings.python_version,
             self._wheelhouse(job.platform.key, settings),
             wheels,
+            provided=self._provided(job.base_image, job.platform),
         )
         for wheel in self._local_wheels:
             shutil.copy2(wheel, wheels / wheel.name)

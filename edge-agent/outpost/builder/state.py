@@ -21,6 +21,7 @@ __all__ = ["BuildState"]
 class BuildState:
     path: Path
     pushed: dict[str, str] = field(default_factory=dict)  # remote ref (repo:tag) -> digest
+    provided: dict[str, str] = field(default_factory=dict)  # base image id -> its Python packages ("a==1 b==2")
 
     @classmethod
     def load(cls, path: Path) -> BuildState:
@@ -28,12 +29,20 @@ class BuildState:
             doc: Any = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return cls(path)  # no or unreadable state: everything is checked afresh
-        pushed = doc.get("pushed", {}) if isinstance(doc, dict) else {}
-        return cls(path, {str(k): str(v) for k, v in pushed.items()} if isinstance(pushed, dict) else {})
+        if not isinstance(doc, dict):
+            return cls(path)
+        pushed, provided = doc.get("pushed", {}), doc.get("provided", {})
+        return cls(
+            path,
+            {str(k): str(v) for k, v in pushed.items()} if isinstance(pushed, dict) else {},
+            {str(k): str(v) for k, v in provided.items()} if isinstance(provided, dict) else {},
+        )
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"version": 1, "pushed": dict(sorted(self.pushed.items()))}, f, indent=2)
+            doc = {"version": 1, "pushed": dict(sorted(self.pushed.items()))}
+            doc["provided"] = dict(sorted(self.provided.items()))
+            json.dump(doc, f, indent=2)
         os.replace(tmp, self.path)

@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from outpost.builder.inputs import digest_strings, tree_digest
@@ -40,12 +42,57 @@ def _target(platform: Platform, python_version: str) -> list[str]:
     return args
 
 
+def _stand_ins(provided: Mapping[str, str], folder: Path) -> set[str]:
+    """An empty wheel per provided distribution (metadata only), so pip's resolver on this machine
+    counts it as available at the base image's version; returns their file names.
+
+    They only steer the resolution: they are removed from what pip downloaded, and pip in the image
+    finds the base image's own installation instead (its venv has ``--system-site-packages``).
+    """
+    names: set[str] = set()
+    for name, version in provided.items():
+        stem = f"{name.replace('-', '_')}-{version}"
+        filename = f"{stem}-py3-none-any.whl"
+        info = f"{stem}.dist-info"
+        files = {
+            f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+            f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: outpost-build\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        }
+        with zipfile.ZipFile(folder / filename, "w") as whl:
+            for path, text in files.items():
+                whl.writestr(path, text)
+            whl.writestr(f"{info}/RECORD", "".join(f"{path},,\n" for path in [*files, f"{info}/RECORD"]))
+        names.add(filename)
+    return names
+
+
+def _download(args: list[str], dest: Path, provided: Mapping[str, str], *, what: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="outpost-provided-") as tmp:
+        stand_ins = _stand_ins(provided, Path(tmp))
+        links = ["--find-links", tmp] if stand_ins else []
+        try:
+            _pip(["download", "--quiet", "--dest", str(dest), *links, *args], what=what)
+        finally:
+            for name in stand_ins:
+                (dest / name).unlink(missing_ok=True)
+
+
 class PipWheels:
-    def fill(self, platform: Platform, requirements: tuple[str, ...], python_version: str, wheelhouse: Path) -> None:
+    def fill(
+        self,
+        platform: Platform,
+        requirements: tuple[str, ...],
+        python_version: str,
+        wheelhouse: Path,
+        *,
+        provided: Mapping[str, str],
+    ) -> None:
         if not requirements:
             return
-        _pip(
-            ["download", "--quiet", "--dest", str(wheelhouse), *_target(platform, python_version), *requirements],
+        _download(
+            [*_target(platform, python_version), *requirements],
+            wheelhouse,
+            provided,
             what=f"downloading wheels for {platform.docker} ({' '.join(requirements)}); "
             f"a package without a {platform.machine} wheel needs a Debian package in the base image or "
             "an unsupportedPlatforms entry in module.json",
@@ -58,19 +105,13 @@ class PipWheels:
         python_version: str,
         wheelhouse: Path,
         dest: Path,
+        *,
+        provided: Mapping[str, str],
     ) -> None:
-        _pip(
-            [
-                "download",
-                "--quiet",
-                "--no-index",
-                "--find-links",
-                str(wheelhouse),
-                "--dest",
-                str(dest),
-                *_target(platform, python_version),
-                *requirements,
-            ],
+        _download(
+            ["--no-index", "--find-links", str(wheelhouse), *_target(platform, python_version), *requirements],
+            dest,
+            provided,
             what=f"copying wheels for {platform.docker} from {wheelhouse}",
         )
 
