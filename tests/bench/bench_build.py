@@ -15,6 +15,11 @@ Run: ``.venv/bin/python tests/bench/bench_build.py [--modules alert-actuator,mot
 Both cold runs start from their own copy of the modules with a unique line in requirements.txt, so
 neither reuses the other's (or an earlier run's) BuildKit layers for the expensive steps; base images
 and the pip download cache are warm for both.
+
+The machine is shared: for each side the bench samples the 1-minute load average every 2 s and
+reads the CPU time Docker's containers and builds used (cgroup v1 ``cpuacct`` of ``docker``; other
+users' containers count too), and it splits each side's time into its steps (outpost build's
+``phases`` from its --json; the baseline's pip, build and push).
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +53,32 @@ BASES = {
     "linux/arm/v7": "outpost/base:bookworm-armhf",
 }
 MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64", "linux/arm/v7": "armv7l"}
+DOCKER_CPU = Path("/sys/fs/cgroup/cpuacct/docker/cpuacct.usage")  # ns, containers and BuildKit steps
+
+
+@contextmanager
+def conditions(into: dict[str, float]) -> Iterator[None]:
+    """Mean and max of the 1-minute load average, and Docker's CPU seconds, while the block runs."""
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(2.0):
+            samples.append(os.getloadavg()[0])
+
+    cpu0 = int(DOCKER_CPU.read_text()) if DOCKER_CPU.exists() else None
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        samples = samples or [os.getloadavg()[0]]
+        into["load_mean"] = round(sum(samples) / len(samples), 1)
+        into["load_max"] = round(max(samples), 1)
+        if cpu0 is not None:
+            into["docker_cpu_s"] = round((int(DOCKER_CPU.read_text()) - cpu0) / 1e9, 1)
 
 
 def sh(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
@@ -93,10 +127,12 @@ def copy_modules(modules: list[str], dest: Path, repo_prefix: str) -> None:
             f.write(f"# bench run {marker}\n")  # new COPY layer: the pip install below it is not cached
 
 
-def outpost_build(modules_dir: Path, work: Path, address: str, password: str, sdk: Path) -> float:
+def outpost_build(
+    modules_dir: Path, work: Path, address: str, password: str, sdk: Path, *, steps: dict[str, float] | None = None
+) -> float:
     env = {**os.environ, "OUTPOST_REGISTRY_USERNAME": USER, "OUTPOST_REGISTRY_PASSWORD": password}
     started = time.monotonic()
-    sh(
+    out = sh(
         str(OUTPOST),
         "build",
         "--modules-dir",
@@ -110,10 +146,21 @@ def outpost_build(modules_dir: Path, work: Path, address: str, password: str, sd
         "--json",
         env=env,
     )
-    return time.monotonic() - started
+    seconds = time.monotonic() - started
+    if steps is not None:  # summed over images: modules build in parallel, so these add up to more than the wall time
+        doc = json.loads(out)
+        steps["wheels (before any build)"] = doc.get("wheels_seconds", 0.0)
+        for image in doc["images"]:
+            emulated = "emulated" if image["platform"] != "linux/amd64" else "native"
+            for phase, value in image.get("phases", {}).items():
+                name = f"{phase} ({emulated})" if phase in ("build", "smoke") else phase
+                steps[name] = round(steps.get(name, 0.0) + value, 1)
+    return seconds
 
 
-def baseline(modules_dir: Path, modules: list[str], sdk: Path, address: str, password: str) -> float:
+def baseline(
+    modules_dir: Path, modules: list[str], sdk: Path, address: str, password: str, *, steps: dict[str, float]
+) -> float:
     """By hand: per module and platform, pip download, docker build, docker push; then the lists."""
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     env = {**os.environ, "DOCKER_BUILDKIT": "1", "DOCKER_CONFIG": str(modules_dir / ".docker")}
@@ -143,6 +190,7 @@ def baseline(modules_dir: Path, modules: list[str], sdk: Path, address: str, pas
             reqs = [line.split("#")[0].strip() for line in (ctx / "requirements.txt").read_text().splitlines()]
             reqs = [r for r in reqs if r and not (machine == "armv7l" and r.startswith("numpy"))]
             reqs = [r.split(";")[0].strip() for r in reqs]
+            t0 = time.monotonic()
             sh(
                 *pip,
                 "download",
@@ -160,6 +208,7 @@ def baseline(modules_dir: Path, modules: list[str], sdk: Path, address: str, pas
             )
             shutil.copy2(sdk, wheels / sdk.name)
             tag = f"{repo}:0.1.0-{key}"
+            t1 = time.monotonic()
             sh(
                 DOCKER,
                 "build",
@@ -174,7 +223,15 @@ def baseline(modules_dir: Path, modules: list[str], sdk: Path, address: str, pas
                 str(ctx),
                 env=env,
             )
+            t2 = time.monotonic()
             sh(DOCKER, "push", tag, env=env)
+            emulated = "emulated" if platform != "linux/amd64" else "native"
+            for step, value in (
+                ("pip download", t1 - t0),
+                (f"build ({emulated})", t2 - t1),
+                ("push", time.monotonic() - t2),
+            ):
+                steps[step] = round(steps.get(step, 0.0) + value, 1)
             response = requests.head(
                 f"http://{address}/v2/bench-baseline/{name}/manifests/0.1.0-{key}",
                 auth=(USER, password),
@@ -237,12 +294,25 @@ def main() -> None:
             from outpost.builder.adapters.pip_wheels import sdk_wheel
 
             sdk = sdk_wheel(REPO, root / "sdk")
+            ours_seen: dict[str, float] = {}
+            theirs_seen: dict[str, float] = {}
+            ours_steps: dict[str, float] = {}
+            theirs_steps: dict[str, float] = {}
+
+            def run_ours() -> float:
+                with conditions(ours_seen):
+                    return outpost_build(ours, root / "work", address, password, sdk, steps=ours_steps)
+
+            def run_theirs() -> float:
+                with conditions(theirs_seen):
+                    return baseline(theirs, modules, sdk, address, password, steps=theirs_steps)
+
             if args.baseline_first:
-                base = baseline(theirs, modules, sdk, address, password)
-                cold = outpost_build(ours, root / "work", address, password, sdk)
+                base = run_theirs()
+                cold = run_ours()
             else:
-                cold = outpost_build(ours, root / "work", address, password, sdk)
-                base = baseline(theirs, modules, sdk, address, password)
+                cold = run_ours()
+                base = run_theirs()
             warm = []
             for _ in range(3):
                 warm.append(outpost_build(ours, root / "work", address, password, sdk))
@@ -259,6 +329,11 @@ def main() -> None:
         "no_change_rebuild_s": round(min(warm), 2),
         "no_change_rebuild_runs_s": [round(w, 2) for w in warm],
         "load_average_at_start": round(load, 1),
+        "outpost_conditions": ours_seen,
+        "baseline_conditions": theirs_seen,
+        "outpost_steps_s": ours_steps,
+        "baseline_steps_s": theirs_steps,
+        "order": "baseline first" if args.baseline_first else "outpost build first",
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -269,7 +344,11 @@ def main() -> None:
     print(f"{'baseline: sequential by hand':<34}{base:>10.1f}")
     print(f"{'outpost build / baseline':<34}{cold / base:>10.2f}")
     print(f"{'no-change rebuild (best of 3)':<34}{min(warm):>10.2f}")
-    print(f"load average at start: {load:.1f} (2 cores shared)")
+    print(f"load average at start: {load:.1f} ({os.cpu_count()} cores shared); order: {result['order']}")
+    for side, seen, steps in (("outpost build", ours_seen, ours_steps), ("baseline", theirs_seen, theirs_steps)):
+        cpu = f", Docker CPU {seen['docker_cpu_s']:.0f} s" if "docker_cpu_s" in seen else ""
+        print(f"{side}: load mean {seen['load_mean']:.1f} (max {seen['load_max']:.1f}){cpu}")
+        print("  steps (summed over images): " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
 
 
 if __name__ == "__main__":

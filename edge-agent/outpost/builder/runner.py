@@ -63,6 +63,7 @@ class JobResult:
     pushed: bool = False
     seconds: float = 0.0
     reason: str = ""
+    phases: dict[str, float] = field(default_factory=dict)  # stage, build, smoke, push -> seconds
 
 
 @dataclass
@@ -81,6 +82,7 @@ class BuildReport:
     jobs: list[JobResult]
     modules: list[ModuleResult]
     seconds: float = 0.0
+    wheels_seconds: float = 0.0  # base images' packages listed and wheelhouses filled, before any build
 
     @property
     def ok(self) -> bool:
@@ -168,26 +170,30 @@ class BuildRunner:
         return self._work / "wheelhouse" / f"cp{settings.python_version.replace('.', '')}-{platform_key}"
 
     def _prepare_wheels(self, plan: BuildPlan, settings: BuildSettings) -> str:
-        """Fill each platform's wheelhouse when its requirements changed; return the local wheels' digest."""
+        """Fill each platform's wheelhouse when its requirements changed; return the local wheels' digest.
+
+        Platforms in parallel: pip spends most of a fill waiting on the index, not on the CPU.
+        """
         local = digest_strings(f"{p.name}:{file_digest(p)}" for p in self._local_wheels)
-        for platform in settings.platforms:
-            requirements = plan.wheel_requirements.get(platform.key)
-            if requirements is None:
-                continue
-            requirements = (*requirements, PIP)
-            house = self._wheelhouse(platform.key, settings)
-            provided = self._provided_for(plan, platform)
-            key = digest_strings(
-                [platform.key, settings.python_version, *sorted(requirements), format_provided(provided)]
-            )
-            stamp = house / ".key"
-            if stamp.is_file() and stamp.read_text().strip() == key:
-                continue
-            self._reporter.step(f"wheels/{platform.key}", f"downloading wheels for {platform.docker}")
-            house.mkdir(parents=True, exist_ok=True)
-            self._wheels.fill(platform, requirements, settings.python_version, house, provided=provided)
-            stamp.write_text(key + "\n")
+        platforms = [p for p in settings.platforms if p.key in plan.wheel_requirements]
+        if platforms:
+            with ThreadPoolExecutor(max_workers=len(platforms)) as pool:
+                for future in [pool.submit(self._fill, plan, settings, p) for p in platforms]:
+                    future.result()
         return local
+
+    def _fill(self, plan: BuildPlan, settings: BuildSettings, platform: Platform) -> None:
+        requirements = (*plan.wheel_requirements[platform.key], PIP)
+        house = self._wheelhouse(platform.key, settings)
+        provided = self._provided_for(plan, platform)
+        key = digest_strings([platform.key, settings.python_version, *sorted(requirements), format_provided(provided)])
+        stamp = house / ".key"
+        if stamp.is_file() and stamp.read_text().strip() == key:
+            return
+        self._reporter.step(f"wheels/{platform.key}", f"downloading wheels for {platform.docker}")
+        house.mkdir(parents=True, exist_ok=True)
+        self._wheels.fill(platform, requirements, settings.python_version, house, provided=provided)
+        stamp.write_text(key + "\n")
 
     # -- one image ---------------------------------------------------------------------------------
     def _stage(self, job: Job, settings: BuildSettings) -> tuple[Path, Path]:
@@ -225,9 +231,11 @@ class BuildRunner:
         }
         return {k: v for k, v in labels.items() if v}
 
-    def _build(self, job: Job, key: str, settings: BuildSettings) -> None:
+    def _build(self, job: Job, key: str, settings: BuildSettings, phases: dict[str, float]) -> None:
         self._reporter.step(job.name, "staging context and wheels")
+        started = time.monotonic()
         stage, dockerfile = self._stage(job, settings)
+        phases["stage"] = time.monotonic() - started
         request = BuildRequest(
             context=stage,
             dockerfile=dockerfile,
@@ -241,8 +249,12 @@ class BuildRunner:
         def log(line: str) -> None:
             self._reporter.step(job.name, f"building: {line[:100]}")
 
+        started = time.monotonic()
         self._engine.build(request, log)
+        phases["build"] = time.monotonic() - started
+        started = time.monotonic()
         self._smoke_test(job)
+        phases["smoke"] = time.monotonic() - started
 
     def _smoke_test(self, job: Job) -> None:
         info = self._engine.inspect(job.local_tag)
@@ -317,7 +329,7 @@ class BuildRunner:
                     pushing=self._registry is not None,
                 )
                 if decision.build:
-                    self._build(job, key, settings)
+                    self._build(job, key, settings, result.phases)
                     result.status = "built"
                 if decision.push:
                     to_push.append((job, key))
@@ -341,6 +353,7 @@ class BuildRunner:
             try:
                 manifests[job.platform.key] = self._push(job, key)
                 result.pushed = True
+                result.phases["push"] = time.monotonic() - started
             except (OutpostError, OSError) as exc:
                 result.status, result.reason = "failed", str(exc)
                 failed = failed or str(exc)
@@ -418,6 +431,7 @@ class BuildRunner:
         for skip in plan.skips:
             self._report(JobResult(skip.module, skip.platform.key, skip.platform.docker, "skipped", reason=skip.reason))
         local_wheels = self._prepare_wheels(plan, settings)
+        wheels_seconds = time.monotonic() - started
         modules = plan.modules()
         with ThreadPoolExecutor(max_workers=min(self._jobs, max(1, len(modules)))) as pool:
             futures = [pool.submit(self._module, module, plan, settings, local_wheels) for module in modules]
@@ -425,4 +439,6 @@ class BuildRunner:
         self._state.save()
         with self._state_lock:
             jobs = list(self._results)
-        return BuildReport(jobs=jobs, modules=module_results, seconds=time.monotonic() - started)
+        return BuildReport(
+            jobs=jobs, modules=module_results, seconds=time.monotonic() - started, wheels_seconds=wheels_seconds
+        )

@@ -141,6 +141,7 @@ def _summary(report: BuildReport, deployment: Path | None) -> dict[str, Any]:
     return {
         "ok": report.ok,
         "seconds": round(report.seconds, 2),
+        "wheels_seconds": round(report.wheels_seconds, 2),
         "images": [
             {
                 "module": j.module,
@@ -151,6 +152,7 @@ def _summary(report: BuildReport, deployment: Path | None) -> dict[str, Any]:
                 "digest": j.digest,
                 "pushed": j.pushed,
                 "seconds": round(j.seconds, 2),
+                "phases": {name: round(value, 2) for name, value in j.phases.items()},
                 **({"reason": j.reason} if j.reason else {}),
             }
             for j in report.jobs
