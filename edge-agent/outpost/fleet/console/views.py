@@ -11,8 +11,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from outpost.fleet.console.plots import ordered
 from outpost.fleet.credentials import Principal
 from outpost.fleet.resolution import target
+from outpost.fleet.rollout.driver import RolloutDriver
 from outpost.fleet.service import SYSTEM_MODULES, FleetService
 
 __all__ = [
@@ -23,11 +25,15 @@ __all__ = [
     "device_list",
     "device_page",
     "flatten",
+    "metric_summary",
     "overview",
+    "rollout_page",
 ]
 
 ONLINE_SECONDS = 300.0
 """A device that called within this many seconds is online."""
+SERIES_DAYS = 7
+"""The device page plots the reported numbers of this many days (what the series table keeps)."""
 AGENT = "$edgeAgent"
 MODULES_PATH = "properties.desired.modules."
 
@@ -203,4 +209,31 @@ def deployment_page(service: FleetService, who: Principal, deployment_id: str) -
         "content": json.dumps(record.content, indent=2, sort_keys=True),
         "status": service.status(who, deployment_id),
         "history": [entry.as_dict() for entry in service.history(who, deployment_id)],
+    }
+
+
+def metric_summary(series: Mapping[str, list[tuple[float, float]]]) -> list[dict[str, Any]]:
+    """Each reported metric's latest value, when, and how many points the plot has (the plot's legend as text)."""
+    return [
+        {
+            "name": name,
+            "last": series[name][-1][1],
+            "at": datetime.fromtimestamp(series[name][-1][0], UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            "points": len(series[name]),
+        }
+        for name in ordered(list(series))
+    ]
+
+
+def rollout_page(driver: RolloutDriver, who: Principal, name: str) -> dict[str, Any]:
+    """A rollout's status document (step, cohorts, devices per model, gates) as ``outpost rollout status`` has it."""
+    status = driver.status(who, name)
+    last = status.get("last") or {}
+    started = float(status.get("stepStarted") or 0.0)
+    return {
+        "rollout": status,
+        "gates": list(last.get("gates") or []),
+        "verdict": last.get("verdict", "not evaluated yet"),
+        "stepStarted": datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if started else "",
+        "failure": status.get("failure"),
     }
