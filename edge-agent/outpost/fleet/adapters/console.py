@@ -123,7 +123,7 @@ def add_console(  # noqa: PLR0915 (the routes are declared together)
         record = sessions.session(key)
         if not alive(record, name, now, idle):
             return None
-        if record is not None and now - record.last_seen > TOUCH_SECONDS:
+        if record is not None and now - record.last_seen > min(TOUCH_SECONDS, idle / 10):
             sessions.touch_session(key, now)
         return Signed(Principal(Kind.OPERATOR, name), csrf_token(cookie, operator_hash))
 
@@ -200,7 +200,7 @@ def add_console(  # noqa: PLR0915 (the routes are declared together)
         await run_in_threadpool(sessions.add_session, session_id(cookie), record)
         await run_in_threadpool(sessions.prune_sessions, now)
         response = RedirectResponse(next_path, status_code=303)
-        response.set_cookie(cookie_name, cookie, max_age=int(max_age), path="/", httponly=True, samesite="strict",
+        response.set_cookie(cookie_name, cookie, max_age=max(1, int(max_age)), path="/", httponly=True, samesite="strict",
                             secure=secure)  # fmt: skip
         return response
 
