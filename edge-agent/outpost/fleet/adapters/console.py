@@ -200,8 +200,8 @@ def add_console(  # noqa: PLR0915 (the routes are declared together)
         await run_in_threadpool(sessions.add_session, session_id(cookie), record)
         await run_in_threadpool(sessions.prune_sessions, now)
         response = RedirectResponse(next_path, status_code=303)
-        response.set_cookie(cookie_name, cookie, max_age=max(1, int(max_age)), path="/", httponly=True, samesite="strict",
-                            secure=secure)  # fmt: skip
+        response.set_cookie(cookie_name, cookie, max_age=max(1, int(max_age)), path="/", httponly=True,
+                            samesite="strict", secure=secure)  # fmt: skip
         return response
 
     @app.post("/console/logout", include_in_schema=False)
