@@ -19,7 +19,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from integration.fleet_harness import REPO, FleetProcess, add_device
+from integration.fleet_harness import REPO, FleetProcess, add_device, fleet, fleet_db, postgres_cluster
+
+__all__ = ["fleet", "fleet_db", "postgres_cluster"]
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = REPO / "docs" / "console"
@@ -515,3 +517,36 @@ def test_the_rollout_view_shows_step_cohorts_gates_and_the_latency_plot(
         expect(page.locator("#error")).to_contain_text("no rollout 'nothing'")
     finally:
         fleet.stop()
+
+
+def test_search_series_and_sessions_on_both_databases(fleet: FleetProcess) -> None:
+    """The console's own tables and queries on SQLite and on a real PostgreSQL (without a browser)."""
+    with fleet.client() as operator:
+        for i in range(12):
+            add_device(operator, f"db-{i:02d}", site=f"Site-{i % 3}", ring=i % 2)
+        seen = add_device(operator, "db-seen", site="elsewhere")
+    device = fleet.client(seen)
+    for score in (0.2, 0.9):
+        reported = device.patch("/api/v1/devices/db-seen/modules/reported",
+                                json={"anomaly-detector": {"lastInference": {"score": score}}})  # fmt: skip
+        assert reported.status_code == 200
+    login = httpx.post(fleet.url + "/login", data={"token": fleet.token})
+    cookie = login.cookies["outpost-session"]
+    with httpx.Client(base_url=fleet.url, headers={"Cookie": f"outpost-session={cookie}"}, timeout=30) as browser:
+        page = browser.get("/devices", params={"q": "site=site-1"}).text
+        assert "4 devices · page 1 of 1" in page
+        assert "db-01" in page
+        assert "db-00" not in page
+        assert "1 devices" in browser.get("/devices", params={"q": "db-", "state": "online"}).text
+        assert "12 devices" in browser.get("/devices", params={"q": "ring", "state": "never"}).text
+        assert "0 devices" in browser.get("/devices", params={"q": "50%_"}).text
+        deadline = time.monotonic() + 15
+        while "anomaly-detector/lastInference.score" not in browser.get("/devices/db-seen").text:
+            assert time.monotonic() < deadline, "the reported scores never reached the series table"
+            time.sleep(0.5)
+        assert "(last 0.9)" in browser.get("/devices/db-seen/metrics.svg").text
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', browser.get("/").text)
+        assert csrf is not None
+        out = browser.post("/console/logout", data={"csrf": csrf.group(1)}, headers={"Origin": fleet.url})
+        assert out.status_code == 303
+        assert browser.get("/").status_code == 303  # the same cookie, sent again: the server ended it

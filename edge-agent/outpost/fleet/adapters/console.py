@@ -101,6 +101,7 @@ def add_console(  # noqa: PLR0915 (the routes are declared together)
     *,
     sessions: SessionStore,
     series: SeriesStore,
+    index: views.DeviceIndex,
     rollouts: RolloutDriver | None = None,
     secure: bool = False,
     interval: float = 0.5,
@@ -241,7 +242,7 @@ def add_console(  # noqa: PLR0915 (the routes are declared together)
     @app.get("/devices", include_in_schema=False)
     def devices(request: Request, q: str = "", state: str = "", page: Annotated[int, Query(ge=1)] = 1) -> Response:
         number = page
-        return show(request, lambda who: ("devices.html", views.device_list(service, who, query=q, state=state,
+        return show(request, lambda who: ("devices.html", views.device_list(index, who, query=q, state=state,
                                                                             page=number)))  # fmt: skip
 
     def since() -> float:

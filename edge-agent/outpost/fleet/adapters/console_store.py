@@ -2,23 +2,53 @@
 
 Kept apart from :class:`~outpost.fleet.adapters.database.SqlStore` (the fleet's own seam) like the
 rollouts' store, on the same engine; the tables come from migration 0004. Implements
-:class:`outpost.fleet.console.session.SessionStore` and :class:`outpost.fleet.series.SeriesStore`.
+:class:`outpost.fleet.console.session.SessionStore`, :class:`outpost.fleet.series.SeriesStore` and the
+device list's search (:class:`outpost.fleet.console.views.DeviceIndex`, over the fleet's ``devices``
+table: filtered, counted and paged by the database, so a page of 10,000 devices reads one page).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from outpost.errors import StoreError
+from outpost.fleet.adapters.database import devices
 from outpost.fleet.console.session import SessionRecord
+from outpost.fleet.console.views import DeviceQuery
 from outpost.fleet.series import Point
 
 __all__ = ["SqlConsoleStore"]
+
+
+def _contains(column: Any, text: str) -> Any:
+    """Case-insensitive "contains", with LIKE's wildcards in ``text`` taken literally."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return sa.func.lower(column).like(f"%{escaped}%", escape="\\")
+
+
+def _where(query: DeviceQuery) -> list[Any]:
+    clauses: list[Any] = []
+    key, equals, value = query.text.partition("=")
+    if equals and key.strip():
+        clauses.append(_contains(devices.c.tags[key.strip()].as_string(), value.strip()))
+    elif query.text:
+        clauses.append(sa.or_(_contains(devices.c.id, query.text), _contains(sa.cast(devices.c.tags, sa.Text),
+                                                                              query.text)))  # fmt: skip
+    if query.state in {"enabled", "disabled"}:
+        clauses.append(devices.c.status == query.state)
+    elif query.state == "never":
+        clauses.append(devices.c.last_activity.is_(None))
+    elif query.state == "online":
+        clauses.append(devices.c.last_activity >= query.online_since)
+    elif query.state == "offline":
+        clauses.append(devices.c.last_activity < query.online_since)
+    return clauses
 
 meta = sa.MetaData()
 sessions = sa.Table(
@@ -79,6 +109,22 @@ class SqlConsoleStore:
     def prune_sessions(self, now: float) -> None:
         with self._tx() as c:
             c.execute(sessions.delete().where(sessions.c.expires < now))
+
+    # the device list
+
+    def search_devices(self, query: DeviceQuery) -> tuple[int, list[dict[str, Any]]]:
+        """How many devices match, and the page ``offset..offset+limit`` of them by id (list rows, not twins)."""
+        where = _where(query)
+        columns = (devices.c.id, devices.c.tags, devices.c.status, devices.c.last_activity, devices.c.credential_hash)
+        page = sa.select(*columns).where(*where).order_by(devices.c.id).offset(query.offset).limit(query.limit)
+        with self._tx() as c:
+            total = int(c.execute(sa.select(sa.func.count()).select_from(devices).where(*where)).scalar_one())
+            rows = c.execute(page).all()
+        return total, [
+            {"deviceId": r.id, "tags": r.tags or {}, "status": r.status, "lastActivityTime": r.last_activity,
+             "activated": r.credential_hash is not None}
+            for r in rows
+        ]  # fmt: skip
 
     # metric series
 

@@ -89,7 +89,7 @@ def serve(settings: ServeSettings) -> None:
     recorder = Recorder(console_store)
     service.on_report = recorder.record  # the report path only buffers; this thread writes
     threading.Thread(target=recorder.run, args=(stop,), name="metric-series", daemon=True).start()
-    add_console(app, service, sessions=console_store, series=console_store, rollouts=driver,
+    add_console(app, service, sessions=console_store, series=console_store, index=console_store, rollouts=driver,
                 secure=settings.certfile is not None, max_age=settings.session_max_age,
                 idle=settings.session_idle)  # fmt: skip
     print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (console at /, OpenAPI at /openapi.json)",
