@@ -101,9 +101,12 @@ async def _watch(url: str, cookie: str, events: list[int]) -> None:
                 events[0] += 1
 
 
-async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, watchers: int,
-                 seconds: float) -> dict[str, Any]:  # fmt: skip
-    """N long-polls held, N/30 reports/s, a push to all at 3 s; ``watchers`` live feeds open throughout."""
+async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, watchers: int, seconds: float, *,
+                 metrics: bool = False) -> dict[str, Any]:  # fmt: skip
+    """N long-polls held, N/30 reports/s, a push to all at 3 s; ``watchers`` live feeds open throughout.
+
+    ``metrics``: each report also carries the anomaly detector's reported numbers (5 of them), which
+    the fleet keeps as time series for the console's plots."""
     ids = list(credentials)
     conns: dict[str, Conn] = {}
     etags: dict[str, str] = {}
@@ -149,13 +152,18 @@ async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, wa
     latencies: list[float] = []
     errors = 0
 
-    async def report(device_id: str) -> None:
+    async def report(device_id: str, i: int) -> None:
         nonlocal errors
         conn = await free.get()
         try:
             agent = {"lastDesiredStatus": {"code": 200, "description": ""},
                      "outpost": {"fleetEtag": etags[device_id].strip('"'), "converging": False}}  # fmt: skip
-            body = json.dumps({"$edgeAgent": agent}).encode()
+            patches: dict[str, Any] = {"$edgeAgent": agent}
+            if metrics:
+                inference = {"count": i * 100, "latencyMsP50": 4.2, "latencyMsP99": 6.1}
+                patches["anomaly-detector"] = {"inference": inference, "alerts": {"count": i // 7},
+                                               "lastInference": {"score": 0.37}}  # fmt: skip
+            body = json.dumps(patches).encode()
             started = time.perf_counter()
             status, _, _ = await conn.request("PATCH", f"/api/v1/devices/{device_id}/modules/reported", body,
                                               extra=f"Authorization: Bearer {credentials[device_id]}\r\n")  # fmt: skip
@@ -178,7 +186,7 @@ async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, wa
                 assert (await operator.post("/api/v1/deployments", json=body)).status_code == 201
             pushed = time.perf_counter()
         await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
-        tasks.append(asyncio.create_task(report(order[i % len(order)])))
+        tasks.append(asyncio.create_task(report(order[i % len(order)], i)))
         i += 1
     await asyncio.gather(*tasks)
     await asyncio.wait_for(asyncio.gather(*holders), 300)
@@ -190,6 +198,7 @@ async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, wa
     latencies.sort()
     return {
         "watchers": watchers,
+        "metrics": metrics,
         "reports": len(latencies),
         "errors": errors,
         "rate": rate,
@@ -213,8 +222,9 @@ def live(n: int, deployments: int, watchers: int, seconds: float) -> list[dict[s
                     body = {"document": content(f"d{i}"), "name": f"d{i}", "priority": i,
                             "targetCondition": f"tags.site = '{SITES[i % len(SITES)]}'"}  # fmt: skip
                     assert operator.post("/api/v1/deployments", json=body).status_code == 201
-            plan = [("push-a", 0), ("push-b", watchers), ("push-c", 0), ("push-d", watchers)]
-            return [asyncio.run(_round(fleet, credentials, name, w, seconds)) for name, w in plan]
+            plan = [("push-a", 0, False), ("push-b", watchers, False), ("push-c", 0, False),
+                    ("push-d", watchers, False), ("push-e", 0, True), ("push-f", watchers, True)]  # fmt: skip
+            return [asyncio.run(_round(fleet, credentials, name, w, seconds, metrics=m)) for name, w, m in plan]
         finally:
             fleet.stop()
 
@@ -240,12 +250,12 @@ def main() -> None:
             print(f"{args.devices} devices, {args.deployments} deployments, {rounds[0]['rate']:.0f} reports/s for "
                   f"{args.seconds:.0f} s a round, a push to all at 3 s; {os.cpu_count()} cores, load average "
                   f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after")  # fmt: skip
-            print("| round | console watchers | device API p50 ms | p99 ms | max ms | all devices have the push (s) "
-                  "| convergence events received |")  # fmt: skip
-            print("|---|---|---|---|---|---|---|")
+            print("| round | console watchers | reports carry detector metrics | device API p50 ms | p99 ms | max ms "
+                  "| all devices have the push (s) | convergence events received |")  # fmt: skip
+            print("|---|---|---|---|---|---|---|---|")
             for number, r in enumerate(rounds, 1):
-                print(f"| {number} | {r['watchers']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | "
-                      f"{r['push_all_s']:.2f} | {r['events']} |")  # fmt: skip
+                print(f"| {number} | {r['watchers']} | {'yes' if r['metrics'] else 'no'} | {r['p50_ms']:.1f} | "
+                      f"{r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['push_all_s']:.2f} | {r['events']} |")  # fmt: skip
             print(f"errors: {sum(r['errors'] for r in rounds)} of {sum(r['reports'] for r in rounds)} reports")
     if args.only == "live":
         return
