@@ -1,18 +1,30 @@
-"""Console benchmark: page latency of the fleet console with N devices and D deployments.
+"""Console benchmark: page latency of the fleet console, and what its live updates cost the device API.
 
 Run: ``scripts/bench console`` (or ``PYTHONPATH=tests .venv/bin/python tests/bench/bench_console.py
---devices 10000 --deployments 50``). One ``outpost fleet serve`` on SQLite and 127.0.0.1; N devices
-written straight into its database (what N activations leave, as bench_fleet does), D deployments
-pushed through the API, a tenth of the devices reporting success on their assignment. A signed-in
-client then loads each page once to warm up and R times, one at a time; the baseline, in the same run and process, is
-the API's own answer for the same data (``GET /api/v1/devices``, one deployment's status).
+--devices 10000 --deployments 50 [--only pages|live]``). One ``outpost fleet serve`` on SQLite and
+127.0.0.1; N devices written straight into its database (what N activations leave, as bench_fleet
+does), D deployments pushed through the API.
+
+- **pages**: a tenth of the devices report success on their assignment; a signed-in client loads
+  each page once to warm up and R times, one at a time; the baseline, in the same run and process,
+  is the API's own answer for the same data (``GET /api/v1/devices``, one deployment's status).
+- **live**: the device API under a push to all devices, with and without console watchers, in the
+  same run and process. Each round: all N devices hold a long-poll (bench_fleet's raw HTTP/1.1
+  clients); every device reports its agent status every 30 s (N/30 reports/s, with the ETag it
+  holds, so the convergence bars move); a push targets all N devices; each device reports on the
+  new deployment as soon as it has it. Rounds alternate without watchers, with W signed-in
+  ``/console/events`` streams (W open browser tabs), without again: p50/p99 of the reports, the
+  time until all N have the push, and the convergence events the watchers received.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import random
+import resource
 import statistics
 import tempfile
 import time
@@ -20,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_fleet import SITES, content, provision
+from bench_fleet import SITES, Conn, content, provision
 
 from integration.fleet_harness import FleetProcess
 
@@ -74,13 +86,179 @@ def run(n: int, deployments: int, rounds: int) -> dict[str, Any]:
             fleet.stop()
 
 
+# -- live updates under a push to all devices -------------------------------------------------
+
+
+async def _watch(url: str, cookie: str, events: list[int]) -> None:
+    """One browser tab on the overview: the live feed, read until cancelled."""
+    async with (
+        httpx.AsyncClient(base_url=url, headers={"Cookie": f"outpost-session={cookie}"}, timeout=None) as client,
+        client.stream("GET", "/console/events") as stream,
+    ):
+        assert stream.status_code == 200
+        async for line in stream.aiter_lines():
+            if line.startswith("event: convergence"):
+                events[0] += 1
+
+
+async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, watchers: int, seconds: float, *,
+                 metrics: bool = False) -> dict[str, Any]:  # fmt: skip
+    """N long-polls held, N/30 reports/s, a push to all at 3 s; ``watchers`` live feeds open throughout.
+
+    ``metrics``: each report also carries the anomaly detector's reported numbers (5 of them), which
+    the fleet keeps as time series for the console's plots."""
+    ids = list(credentials)
+    conns: dict[str, Conn] = {}
+    etags: dict[str, str] = {}
+    gate = asyncio.Semaphore(200)
+
+    async def connect(device_id: str) -> None:
+        async with gate:
+            conn = Conn(fleet.port, {"Authorization": f"Bearer {credentials[device_id]}"})
+            await conn.open()
+            status, headers, _ = await conn.request("GET", f"/api/v1/devices/{device_id}/deployment")
+            assert status == 200, status
+            conns[device_id], etags[device_id] = conn, headers["etag"]
+
+    await asyncio.gather(*(connect(d) for d in ids))
+    arrived: dict[str, float] = {}
+
+    async def hold(device_id: str) -> None:
+        conn = conns[device_id]
+        while True:
+            try:
+                status, headers, _ = await conn.request("GET", f"/api/v1/devices/{device_id}/deployment?wait=120",
+                                                        extra=f"If-None-Match: {etags[device_id]}\r\n")  # fmt: skip
+            except (ConnectionError, asyncio.IncompleteReadError):
+                conn = conns[device_id] = Conn(fleet.port, conn.headers_dict)
+                await conn.open()
+                continue
+            if status == 200:
+                arrived[device_id] = time.perf_counter()
+                etags[device_id] = headers["etag"].strip('"')
+                return
+
+    holders = [asyncio.create_task(hold(d)) for d in ids]
+    events = [0]
+    login = [httpx.post(fleet.url + "/login", data={"token": fleet.token}) for _ in range(watchers)]
+    tabs = [asyncio.create_task(_watch(fleet.url, r.cookies["outpost-session"], events)) for r in login]
+    await asyncio.sleep(min(30.0, 3.0 + len(ids) / 1000))  # every long-poll waits in the fleet
+    pool = [Conn(fleet.port, {}) for _ in range(64)]
+    for conn in pool:
+        await conn.open()
+    free: asyncio.Queue[Conn] = asyncio.Queue()
+    for conn in pool:
+        free.put_nowait(conn)
+    latencies: list[float] = []
+    errors = 0
+
+    async def report(device_id: str, i: int) -> None:
+        nonlocal errors
+        conn = await free.get()
+        try:
+            agent = {"lastDesiredStatus": {"code": 200, "description": ""},
+                     "outpost": {"fleetEtag": etags[device_id].strip('"'), "converging": False}}  # fmt: skip
+            patches: dict[str, Any] = {"$edgeAgent": agent}
+            if metrics:
+                inference = {"count": i * 100, "latencyMsP50": 4.2, "latencyMsP99": 6.1}
+                patches["anomaly-detector"] = {"inference": inference, "alerts": {"count": i // 7},
+                                               "lastInference": {"score": 0.37}}  # fmt: skip
+            body = json.dumps(patches).encode()
+            started = time.perf_counter()
+            status, _, _ = await conn.request("PATCH", f"/api/v1/devices/{device_id}/modules/reported", body,
+                                              extra=f"Authorization: Bearer {credentials[device_id]}\r\n")  # fmt: skip
+            latencies.append(time.perf_counter() - started)
+            errors += status != 200
+        finally:
+            free.put_nowait(conn)
+
+    rate = len(ids) / 30.0
+    order = random.Random(name).sample(ids, len(ids))
+    tasks: list[asyncio.Task[None]] = []
+    pushed = 0.0
+    began = time.perf_counter()
+    i = 0
+    while time.perf_counter() - began < seconds:
+        if not pushed and time.perf_counter() - began > 3.0:
+            async with httpx.AsyncClient(base_url=fleet.url, headers={"Authorization": f"Bearer {fleet.token}"},
+                                         timeout=60) as operator:  # fmt: skip
+                body = {"document": content(name), "name": name, "targetCondition": "*", "priority": 100}
+                assert (await operator.post("/api/v1/deployments", json=body)).status_code == 201
+            pushed = time.perf_counter()
+        await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+        tasks.append(asyncio.create_task(report(order[i % len(order)], i)))
+        i += 1
+    await asyncio.gather(*tasks)
+    await asyncio.wait_for(asyncio.gather(*holders), 300)
+    for tab in tabs:
+        tab.cancel()
+    await asyncio.gather(*tabs, return_exceptions=True)
+    for conn in [*pool, *conns.values()]:
+        conn.close()
+    latencies.sort()
+    return {
+        "watchers": watchers,
+        "metrics": metrics,
+        "reports": len(latencies),
+        "errors": errors,
+        "rate": rate,
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[int(0.99 * len(latencies))],
+        "max_ms": 1000 * latencies[-1],
+        "push_all_s": max(arrived.values()) - pushed,
+        "events": events[0],
+    }
+
+
+def live(n: int, deployments: int, watchers: int, seconds: float) -> list[dict[str, Any]]:
+    """Rounds without, with, and again without ``watchers`` live feeds, on one fleet process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        fleet = FleetProcess(root / "fleet").start()
+        try:
+            credentials = provision(f"sqlite:///{root / 'fleet' / 'fleet.db'}", n)
+            with fleet.client() as operator:
+                for i in range(deployments):
+                    body = {"document": content(f"d{i}"), "name": f"d{i}", "priority": i,
+                            "targetCondition": f"tags.site = '{SITES[i % len(SITES)]}'"}  # fmt: skip
+                    assert operator.post("/api/v1/deployments", json=body).status_code == 201
+            plan = [("push-a", 0, False), ("push-b", watchers, False), ("push-c", 0, False),
+                    ("push-d", watchers, False), ("push-e", 0, True), ("push-f", watchers, True)]  # fmt: skip
+            return [asyncio.run(_round(fleet, credentials, name, w, seconds, metrics=m)) for name, w, m in plan]
+        finally:
+            fleet.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--deployments", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--watchers", type=int, default=5, help="live feeds open in the rounds with watchers")
+    parser.add_argument("--seconds", type=float, default=40.0, help="report load per live round")
+    parser.add_argument("--only", choices=["pages", "live"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.only != "pages":
+        load = os.getloadavg()
+        rounds = live(args.devices, args.deployments, args.watchers, args.seconds)
+        if args.json:
+            print(json.dumps(rounds, indent=2))
+        else:
+            print(f"{args.devices} devices, {args.deployments} deployments, {rounds[0]['rate']:.0f} reports/s for "
+                  f"{args.seconds:.0f} s a round, a push to all at 3 s; {os.cpu_count()} cores, load average "
+                  f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after")  # fmt: skip
+            print("| round | console watchers | reports carry detector metrics | device API p50 ms | p99 ms | max ms "
+                  "| all devices have the push (s) | convergence events received |")  # fmt: skip
+            print("|---|---|---|---|---|---|---|---|")
+            for number, r in enumerate(rounds, 1):
+                print(f"| {number} | {r['watchers']} | {'yes' if r['metrics'] else 'no'} | {r['p50_ms']:.1f} | "
+                      f"{r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['push_all_s']:.2f} | {r['events']} |")  # fmt: skip
+            print(f"errors: {sum(r['errors'] for r in rounds)} of {sum(r['reports'] for r in rounds)} reports")
+    if args.only == "live":
+        return
     load = os.getloadavg()
     results = run(args.devices, args.deployments, args.rounds)
     if args.json:

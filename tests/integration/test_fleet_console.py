@@ -5,10 +5,12 @@ agent would. The tests save screenshots of the main pages into ``docs/console/``
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from integration.fleet_harness import REPO, FleetProcess, add_device
+from integration.fleet_harness import REPO, FleetProcess, add_device, fleet, fleet_db, postgres_cluster
+
+__all__ = ["fleet", "fleet_db", "postgres_cluster"]
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = REPO / "docs" / "console"
@@ -348,3 +352,201 @@ def test_a_cross_origin_request_is_refused(console: FleetProcess, context: Brows
     expect(page).to_have_url(re.compile(r"/login$"))
     page.goto(console.url + "/devices")
     expect(page).to_have_url(re.compile(r"/login\?next=%2Fdevices$"))
+
+
+def test_signing_out_ends_the_session_on_the_server_a_copied_cookie_too(
+    console: FleetProcess, context: BrowserContext
+) -> None:
+    with console.client() as operator:
+        deploy(operator, "out-d", "tags.ring = 'out'")
+    page = sign_in(context, console, "/deployments/out-d")
+    cookie = next(c for c in context.cookies() if c["name"] == "outpost-session")["value"]
+    csrf = page.locator('meta[name="csrf-token"]').get_attribute("content") or ""
+    copied = httpx.Client(base_url=console.url, headers={"Cookie": f"outpost-session={cookie}"}, timeout=30)
+    try:
+        assert copied.get("/deployments/out-d").status_code == 200  # a copy works while the session lives
+        expect(page.locator("#live")).to_contain_text("live updates: 20", timeout=15000)
+        page.click("header button")
+        expect(page).to_have_url(re.compile(r"/login$"))
+        assert not [c for c in context.cookies() if c["name"] == "outpost-session"]
+        shot(page, "signed-out")
+        # the copied cookie is refused everywhere now: pages, actions, the live feed
+        response = copied.get("/deployments/out-d")
+        assert response.status_code == 303
+        assert response.headers["location"].startswith("/login")
+        headers = {"X-CSRF-Token": csrf, "Origin": console.url}
+        assert copied.post("/console/deployments/out-d/delete", json={}, headers=headers).status_code == 401
+        assert copied.get("/console/events").status_code == 401
+        assert copied.get("/devices/x/metrics.svg").status_code == 401
+    finally:
+        copied.close()
+    with console.client() as operator:
+        assert operator.get("/api/v1/deployments/out-d").status_code == 200
+
+
+def test_a_session_ends_when_idle_and_at_its_age_limit(tmp_path: Path) -> None:
+    limits = ["--session-idle-minutes", "0.05", "--session-hours", "0.002"]
+    fleet = FleetProcess(tmp_path / "fleet", extra=limits).start()
+    try:
+
+        def session() -> httpx.Client:
+            response = httpx.post(fleet.url + "/login", data={"token": fleet.token})
+            assert response.status_code == 303
+            value = response.cookies["outpost-session"]
+            # the cookie sent by hand, whatever its max-age: the server alone decides
+            return httpx.Client(base_url=fleet.url, headers={"Cookie": f"outpost-session={value}"}, timeout=30)
+
+        with session() as idle:
+            assert idle.get("/").status_code == 200
+            time.sleep(4.0)  # idle limit 3 s
+            assert idle.get("/").status_code == 303
+        with session() as busy:  # used every second, it still ends at its age limit (7.2 s)
+            started = time.monotonic()
+            while time.monotonic() - started < 5.5:
+                assert busy.get("/devices").status_code == 200
+                time.sleep(1.0)
+            time.sleep(max(0.0, 8.0 - (time.monotonic() - started)))
+            assert busy.get("/devices").status_code == 303
+    finally:
+        fleet.stop()
+
+
+def test_the_device_page_plots_the_metrics_the_device_reports(console: FleetProcess, context: BrowserContext) -> None:
+    with console.client() as operator:
+        credential = add_device(operator, "plot-1", site="plot")
+    device = console.client(credential)
+    scores = [0.12, 0.18, 0.95, 0.41, 0.22]
+    for i, score in enumerate(scores):
+        detector = {"inference": {"count": 100 * (i + 1), "latencyMsP50": 4.0 + i / 10},
+                    "alerts": {"count": int(score > 0.9) + (i > 2)},
+                    "lastInference": {"score": score, "alert": score > 0.9}, "model": {"version": "1"}}  # fmt: skip
+        response = device.patch("/api/v1/devices/plot-1/modules/reported", json={"anomaly-detector": detector})
+        assert response.status_code == 200, response.text
+        time.sleep(0.4)
+    page = sign_in(context, console, "/devices/plot-1")
+    rows = page.locator("#metrics tr[data-metric]")
+    score = page.locator('#metrics tr[data-metric="anomaly-detector/lastInference.score"]')
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # the series are written once a second
+        if score.count() and score.locator("td").nth(3).inner_text() == str(len(scores)):
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    expect(score).to_contain_text("0.22")
+    expect(score.locator("td").nth(3)).to_have_text(str(len(scores)))
+    expect(page.locator('#metrics tr[data-metric="anomaly-detector/alerts.count"] td').nth(1)).to_have_text("1")
+    expect(score.locator("td").nth(1)).to_have_text("0.22")
+    names = rows.evaluate_all("rows => rows.map(r => r.dataset.metric)")
+    assert names[:3] == ["anomaly-detector/lastInference.score", "anomaly-detector/alerts.count",
+                         "anomaly-detector/inference.latencyMsP50"], names  # fmt: skip
+    plot = page.locator("#metrics-plot")
+    expect(plot).to_be_visible()
+    page.wait_for_function("document.getElementById('metrics-plot').complete")
+    assert page.evaluate("document.getElementById('metrics-plot').naturalWidth") > 300  # the image drew
+    svg = page.request.get(console.url + "/devices/plot-1/metrics.svg")
+    assert svg.headers["content-type"] == "image/svg+xml"
+    assert "anomaly-detector/lastInference.score (last 0.22)" in svg.text()
+    assert "script" not in svg.text()
+    policy = page.request.get(console.url + "/devices/plot-1").headers["content-security-policy"]
+    assert "script-src 'nonce-" in policy
+    assert "unsafe-eval" not in policy
+    assert "img-src 'self' data:" in policy
+    assert page.request.get(console.url + "/devices/nobody/metrics.svg").status == 404
+    shot(page, "device-metrics")
+
+
+def test_the_rollout_view_shows_step_cohorts_gates_and_the_latency_plot(
+    tmp_path: Path, context: BrowserContext
+) -> None:
+    from integration.test_rollout_fleet import MODEL, PLANT_A, Device
+
+    fleet = FleetProcess(tmp_path / "fleet").start()
+    try:
+        operator = fleet.client()
+        assert operator.post("/api/v1/deployments", json={"document": PLANT_A}).status_code == 201
+        model = {"name": "motor", "version": "2", "content": base64.b64encode(MODEL).decode(), "metadata": {}}
+        assert operator.post("/api/v1/models", json=model).status_code == 201
+        devices = [Device(fleet, f"gw-{i:02d}") for i in range(10)]
+        body = {"name": "motor-v2", "targetCondition": "tags.site = 'plant-a'", "module": "anomaly-detector",
+                "model": "motor@2", "steps": [50, 100], "soak": "1h", "minDevices": 3}  # fmt: skip
+        assert operator.post("/api/v1/rollouts", json=body).status_code == 201
+        deadline = time.monotonic() + 60
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            for d in devices:
+                d.round(slow=1.3)
+            status = operator.get("/api/v1/rollouts/motor-v2").json()
+            latency = next((g for g in (status.get("last") or {}).get("gates", []) if g["gate"] == "latency"), None)
+            if latency is not None and latency["value"] is not None and status["devicesPerModel"].get("2"):
+                break
+            time.sleep(1.0)
+        else:
+            pytest.fail(f"the rollout never evaluated latency: {status}")
+        status = operator.get("/api/v1/rollouts/motor-v2").json()
+        gates = {g["gate"]: g for g in status["last"]["gates"]}
+        page = sign_in(context, fleet)
+        row = page.locator('#rollouts tr[data-rollout="motor-v2"]')
+        expect(row).to_contain_text("running")
+        row.locator("a").click()
+        page.wait_for_url(re.compile(r"/rollouts/motor-v2$"))
+        expect(page.locator("#state")).to_have_text("running")
+        expect(page.locator("#step")).to_contain_text("1 of 2: 50.0 %")
+        expect(page.locator("#cohorts")).to_have_text(
+            f"{status['cohorts']['treatment']} treatment · {status['cohorts']['control']} control"
+        )
+        for version, count in status["devicesPerModel"].items():
+            expect(page.locator(f'#models tr[data-model="{version}"]')).to_contain_text(str(count))
+        latency_row = page.locator('#gates tr[data-gate="latency"]')
+        expect(latency_row.locator(".limit")).to_have_text("10.0")
+        shown = float(latency_row.locator(".value").inner_text())
+        assert abs(shown - gates["latency"]["value"]) < 15, (shown, gates["latency"])  # re-evaluated every 2 s
+        assert shown > 10  # the candidate is 30 % slower
+        expect(page.locator('#gates tr[data-gate="soak"] .verdict')).to_have_text("wait")
+        page.wait_for_function("document.getElementById('latency-plot').complete")
+        assert page.evaluate("document.getElementById('latency-plot').naturalWidth") > 300
+        svg = page.request.get(fleet.url + "/rollouts/motor-v2/latency.svg").text()
+        figures = gates["latency"]["figures"]
+        assert f"treatment ({figures['treatmentDevices']})" in svg
+        assert f"control ({figures['controlDevices']})" in svg
+        shot(page, "rollout")
+        # the layer's deployment page links back to the rollout
+        page.goto(fleet.url + "/deployments/rollout-motor-v2")
+        page.click("#rollout-link")
+        page.wait_for_url(re.compile(r"/rollouts/motor-v2$"))
+        assert page.goto(fleet.url + "/rollouts/nothing") is not None
+        expect(page.locator("#error")).to_contain_text("no rollout 'nothing'")
+    finally:
+        fleet.stop()
+
+
+def test_search_series_and_sessions_on_both_databases(fleet: FleetProcess) -> None:
+    """The console's own tables and queries on SQLite and on a real PostgreSQL (without a browser)."""
+    with fleet.client() as operator:
+        for i in range(12):
+            add_device(operator, f"db-{i:02d}", site=f"Site-{i % 3}", ring=i % 2)
+        seen = add_device(operator, "db-seen", site="elsewhere")
+    device = fleet.client(seen)
+    for score in (0.2, 0.9):
+        reported = device.patch("/api/v1/devices/db-seen/modules/reported",
+                                json={"anomaly-detector": {"lastInference": {"score": score}}})  # fmt: skip
+        assert reported.status_code == 200
+    login = httpx.post(fleet.url + "/login", data={"token": fleet.token})
+    cookie = login.cookies["outpost-session"]
+    with httpx.Client(base_url=fleet.url, headers={"Cookie": f"outpost-session={cookie}"}, timeout=30) as browser:
+        page = browser.get("/devices", params={"q": "site=site-1"}).text
+        assert "4 devices · page 1 of 1" in page
+        assert "db-01" in page
+        assert "db-00" not in page
+        assert "1 devices" in browser.get("/devices", params={"q": "db-", "state": "online"}).text
+        assert "12 devices" in browser.get("/devices", params={"q": "ring", "state": "never"}).text
+        assert "0 devices" in browser.get("/devices", params={"q": "50%_"}).text
+        deadline = time.monotonic() + 15
+        while "anomaly-detector/lastInference.score" not in browser.get("/devices/db-seen").text:
+            assert time.monotonic() < deadline, "the reported scores never reached the series table"
+            time.sleep(0.5)
+        assert "(last 0.9)" in browser.get("/devices/db-seen/metrics.svg").text
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', browser.get("/").text)
+        assert csrf is not None
+        out = browser.post("/console/logout", data={"csrf": csrf.group(1)}, headers={"Origin": fleet.url})
+        assert out.status_code == 303
+        assert browser.get("/").status_code == 303  # the same cookie, sent again: the server ended it

@@ -123,6 +123,13 @@ def serve(
     ] = None,
     key: Annotated[Path | None, typer.Option("--key", help="TLS private key (PEM) for --cert.", exists=True)] = None,
     max_body: Annotated[int, typer.Option("--max-body", help="Largest request body accepted, in bytes.")] = 1 << 20,
+    session_hours: Annotated[
+        float, typer.Option("--session-hours", min=0.001, help="A console sign-in ends after this many hours.")
+    ] = 12.0,
+    session_idle_minutes: Annotated[
+        float,
+        typer.Option("--session-idle-minutes", min=0.01, help="A console session unused this many minutes ends."),
+    ] = 60.0,
 ) -> None:
     """Serve the fleet API (OpenAPI at /openapi.json, Prometheus metrics at /metrics).
 
@@ -155,6 +162,8 @@ def serve(
         certfile=cert,
         keyfile=key,
         max_body=max_body,
+        session_max_age=session_hours * 3600,
+        session_idle=session_idle_minutes * 60,
     )
     try:
         run(settings)

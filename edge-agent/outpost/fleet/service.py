@@ -123,6 +123,8 @@ class FleetService:
         self._resolver: tuple[int, Resolver] | None = None
         self._lock = threading.Lock()
         self._on_change = on_change or (lambda: None)
+        self.on_report: Callable[[str, Mapping[str, Mapping[str, Any]]], None] = lambda _device, _patches: None
+        """Called with every stored module report (the console's metric series; must not do I/O)."""
 
     # -- identities -------------------------------------------------------------------------
 
@@ -298,6 +300,7 @@ class FleetService:
             return pairs if self.store.write_modules(pairs, (device_id, now_utc())) else None
 
         pairs = self._retry(attempt, f"reported properties of {device_id}")
+        self.on_report(device_id, patches)
         return {"modules": {new.module_id: {"$version": new.reported_version} for new, _ in pairs}}
 
     # -- assignment -------------------------------------------------------------------------

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from outpost.fleet.adapters.console_store import SqlConsoleStore
 from outpost.fleet.adapters.database import SqlStore
 from outpost.fleet.console import views
 from outpost.fleet.console.render import render
 from outpost.fleet.console.session import csrf_token, make_session, session_name, verify_session
 from outpost.fleet.credentials import Kind, Principal
 from outpost.fleet.errors import ForbiddenError, InvalidError
+from outpost.fleet.models import DeviceStatus
 from outpost.fleet.service import FleetService, PushRequest
 
 REPO = Path(__file__).resolve().parents[3]
@@ -69,11 +72,50 @@ def test_pages_agree_with_the_service(service: FleetService) -> None:
     sensor = next(m for m in device["modules"] if m["name"] == "motor-sensor")
     assert sensor == {**sensor, "origin": "d1", "runtimeStatus": "backoff", "restartCount": 2,
                       "lastError": "no such image"}  # fmt: skip
-    listing = views.device_list(service, OPERATOR, query="site=b")
+    assert isinstance(service.store, SqlStore)
+    index = SqlConsoleStore(service.store.engine)
+    listing = views.device_list(index, OPERATOR, query="site=b")
     assert [r["twin"]["deviceId"] for r in listing["rows"]] == ["b1"]
-    assert views.device_list(service, OPERATOR, state="never")["total"] == 1
-    paged = views.device_list(service, OPERATOR, per_page=1, page=9)
+    assert views.device_list(index, OPERATOR, state="never")["total"] == 1
+    paged = views.device_list(index, OPERATOR, per_page=1, page=9)
     assert (paged["page"], paged["pages"], len(paged["rows"])) == (2, 2, 1)
+    with pytest.raises(ForbiddenError):
+        views.device_list(index, Principal(Kind.DEVICE, "a1"))
+
+
+def test_device_search_by_id_tag_and_state_pages_in_the_database(service: FleetService) -> None:
+    for i in range(25):
+        service.add_device(OPERATOR, f"gw-{i:02d}", {"site": f"Plant-{i % 3}", "ring": i % 2, "odd key": "x_y%"})
+    service.add_device(OPERATOR, "other", {"note": "gw-00 spare"})
+    service.set_status(OPERATOR, "gw-03", DeviceStatus.DISABLED)
+    service.report_modules(Principal(Kind.DEVICE, "gw-04"), "gw-04", {"m": {"x": 1}})
+    assert isinstance(service.store, SqlStore)
+    index = SqlConsoleStore(service.store.engine)
+
+    def ids(**kwargs: Any) -> list[str]:
+        page = views.device_list(index, OPERATOR, per_page=100, **kwargs)
+        assert page["total"] == len(page["rows"])
+        return [r["twin"]["deviceId"] for r in page["rows"]]
+
+    assert ids(query="gw-0") == [f"gw-0{i}" for i in range(10)] + ["other"]  # the id, or a tag, contains it
+    assert ids(query="site=plant-1") == [f"gw-{i:02d}" for i in range(1, 25, 3)]  # a tag, case-insensitive
+    assert ids(query="ring=1")[:2] == ["gw-01", "gw-03"]
+    assert ids(query="odd key=x_y%") == ids(query="site=plant")  # LIKE wildcards are literal
+    assert len(ids(query="site=plant")) == 25
+    assert ids(query="odd key=xay") == []
+    assert ids(query="gw-%") == []
+    assert ids(query="nothing=here") == []
+    assert ids(query='we"ird\\key=1') == []
+    assert ids(state="disabled") == ["gw-03"]
+    assert ids(state="online") == ["gw-04"]
+    assert ids(state="offline") == []
+    assert len(ids(state="never")) == 25
+    assert ids(query="site=plant-1", state="online") == ["gw-04"]
+    assert ids(state="bogus") == ids()  # an unknown state filters nothing
+    last = views.device_list(index, OPERATOR, page=99, per_page=10)
+    assert (last["page"], last["pages"], [r["twin"]["deviceId"] for r in last["rows"]]) == (3, 3, [
+        "gw-20", "gw-21", "gw-22", "gw-23", "gw-24", "other"])  # fmt: skip
+    assert last["rows"][0]["connection"] == "never"
 
 
 def test_desired_and_reported_differences_are_marked(service: FleetService) -> None:

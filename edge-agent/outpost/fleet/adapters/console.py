@@ -2,13 +2,16 @@
 
 An operator signs in with the operator token at ``/login``; the session is a signed cookie
 (:mod:`outpost.fleet.console.session`: HttpOnly, SameSite=Strict, Secure and ``__Host-`` under
-TLS). A device credential cannot sign in. Signed out, a page redirects to ``/login`` and an
-action is refused with 401. Every state-changing request needs the session's CSRF token (a form
-field or ``X-CSRF-Token``) and, when the browser says where it comes from, this origin. Pages and
+TLS) that is also recorded on the server: signing out ends it everywhere, and it ends after
+``max_age`` seconds, or ``idle`` seconds unused. A device credential cannot sign in. Signed
+out, a page redirects to ``/login`` and an action is refused with 401. Every state-changing
+request needs the session's CSRF token (a form field or ``X-CSRF-Token``) and, when the browser
+says where it comes from, this origin. Pages and
 actions call the same :class:`~outpost.fleet.service.FleetService` methods as the API, with the
 same :class:`~outpost.fleet.credentials.Principal` checks. ``/console/events`` streams every
 deployment's convergence (server-sent events), computed once per interval for all watchers.
-Installed by :func:`add_console`, called by :mod:`outpost.fleet.adapters.server`.
+Plots are SVG images drawn on the server (:mod:`outpost.fleet.console.plots`). Installed by
+:func:`add_console`, called by :mod:`outpost.fleet.adapters.server`.
 """
 
 import asyncio
@@ -26,11 +29,25 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel
 
 from outpost.fleet.adapters.api import Push
-from outpost.fleet.console import views
+from outpost.fleet.console import plots, views
 from outpost.fleet.console.render import render
-from outpost.fleet.console.session import SESSION_SECONDS, csrf_token, make_session, session_name, verify_session
+from outpost.fleet.console.session import (
+    IDLE_SECONDS,
+    SESSION_SECONDS,
+    TOUCH_SECONDS,
+    SessionRecord,
+    SessionStore,
+    alive,
+    csrf_token,
+    make_session,
+    session_id,
+    session_name,
+    verify_session,
+)
 from outpost.fleet.credentials import Kind, Principal
 from outpost.fleet.errors import ConflictError, FleetError, ForbiddenError, NotFoundError, UnauthorizedError
+from outpost.fleet.rollout.driver import RolloutDriver
+from outpost.fleet.series import SeriesStore
 from outpost.fleet.service import FleetService, PushRequest
 
 __all__ = ["add_console"]
@@ -38,6 +55,8 @@ __all__ = ["add_console"]
 PREVIEW_DEVICES = 20
 DUTY = 5.0  # the live feed recomputes at most every DUTY x its cost
 PAGE_MAX_AGE = 2.0  # older bars are recomputed; meanwhile the overview shows them and its live feed corrects them
+RECHECK = 5.0  # a live feed re-checks its session this often: signing out ends open streams too
+SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"  # opened alone: no script
 
 
 class TargetText(BaseModel):
@@ -76,11 +95,24 @@ def _request(body: Push) -> PushRequest:
                        layered=body.layered, labels=body.labels)  # fmt: skip
 
 
-def add_console(app: FastAPI, service: FleetService, *, secure: bool = False, interval: float = 0.5) -> None:  # noqa: PLR0915
+def add_console(  # noqa: PLR0915 (the routes are declared together)
+    app: FastAPI,
+    service: FleetService,
+    *,
+    sessions: SessionStore,
+    series: SeriesStore,
+    index: views.DeviceIndex,
+    rollouts: RolloutDriver | None = None,
+    secure: bool = False,
+    interval: float = 0.5,
+    max_age: float = SESSION_SECONDS,
+    idle: float = IDLE_SECONDS,
+) -> None:
     """Install the console's pages and actions on ``app`` (the API's app, so one process serves both)."""
     cookie_name = "__Host-outpost-session" if secure else "outpost-session"
 
     def current(request: Request) -> Signed | None:
+        """The signed-in operator: a cookie with a valid MAC whose session the server still holds."""
         cookie = request.cookies.get(cookie_name)
         if not cookie:
             return None
@@ -88,6 +120,12 @@ def add_console(app: FastAPI, service: FleetService, *, secure: bool = False, in
         operator_hash = service.store.operator_hash(name) if name else None
         if name is None or operator_hash is None or not verify_session(cookie, operator_hash):
             return None
+        key, now = session_id(cookie), time.time()
+        record = sessions.session(key)
+        if not alive(record, name, now, idle):
+            return None
+        if record is not None and now - record.last_seen > min(TOUCH_SECONDS, idle / 10):
+            sessions.touch_session(key, now)
         return Signed(Principal(Kind.OPERATOR, name), csrf_token(cookie, operator_hash))
 
     def same_origin(request: Request) -> bool:
@@ -157,9 +195,14 @@ def add_console(app: FastAPI, service: FleetService, *, secure: bool = False, in
         operator_hash = await run_in_threadpool(service.store.operator_hash, who.name)
         if operator_hash is None:  # the operator went away since the token was checked
             return login_page("sign-in refused: the operator token is not valid", next_path, 401)
+        now = time.time()
+        cookie = make_session(who.name, operator_hash, now, max_age)
+        record = SessionRecord(who.name, now, now + max_age, now)
+        await run_in_threadpool(sessions.add_session, session_id(cookie), record)
+        await run_in_threadpool(sessions.prune_sessions, now)
         response = RedirectResponse(next_path, status_code=303)
-        response.set_cookie(cookie_name, make_session(who.name, operator_hash), max_age=SESSION_SECONDS, path="/",
-                            httponly=True, samesite="strict", secure=secure)  # fmt: skip
+        response.set_cookie(cookie_name, cookie, max_age=max(1, int(max_age)), path="/", httponly=True,
+                            samesite="strict", secure=secure)  # fmt: skip
         return response
 
     @app.post("/console/logout", include_in_schema=False)
@@ -170,6 +213,7 @@ def add_console(app: FastAPI, service: FleetService, *, secure: bool = False, in
             raise ForbiddenError("refused: not signed in or from another origin")
         if not _same((form.get("csrf") or [""])[0], signed.csrf):
             raise ForbiddenError("refused: missing or wrong CSRF token; reload the page")
+        await run_in_threadpool(sessions.end_session, session_id(request.cookies.get(cookie_name, "")))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(cookie_name, path="/", httponly=True, samesite="strict", secure=secure)
         return response
@@ -188,21 +232,81 @@ def add_console(app: FastAPI, service: FleetService, *, secure: bool = False, in
                 bars = json.loads(str(latest["data"]))
             else:
                 bars = json.loads(await snapshot(signed.who, PAGE_MAX_AGE))
-        return await run_in_threadpool(show, request, lambda who: ("overview.html", views.overview(service, who, bars)))
+
+        def build(who: Principal) -> tuple[str, dict[str, Any]]:
+            listed = [rollouts.status(who, r.name) for r in rollouts.rollouts(who)] if rollouts is not None else []
+            return "overview.html", {**views.overview(service, who, bars), "rollouts": listed}
+
+        return await run_in_threadpool(show, request, build)
 
     @app.get("/devices", include_in_schema=False)
     def devices(request: Request, q: str = "", state: str = "", page: Annotated[int, Query(ge=1)] = 1) -> Response:
         number = page
-        return show(request, lambda who: ("devices.html", views.device_list(service, who, query=q, state=state,
+        return show(request, lambda who: ("devices.html", views.device_list(index, who, query=q, state=state,
                                                                             page=number)))  # fmt: skip
+
+    def since() -> float:
+        return time.time() - views.SERIES_DAYS * 86400
 
     @app.get("/devices/{device_id}", include_in_schema=False)
     def device(request: Request, device_id: str) -> Response:
-        return show(request, lambda who: ("device.html", views.device_page(service, who, device_id)))
+        def build(who: Principal) -> tuple[str, dict[str, Any]]:
+            page = views.device_page(service, who, device_id)
+            return "device.html", {**page, "metrics": views.metric_summary(series.series(device_id, since()))}
+
+        return show(request, build)
+
+    def image(request: Request, draw: Callable[[Principal], bytes]) -> Response:
+        """An SVG plot for a signed-in operator (a plain 401/404 otherwise: it is an image, not a page)."""
+        signed = current(request)
+        if signed is None:
+            return JSONResponse({"error": "not signed in: sign in at /login", "problems": []}, status_code=401)
+        svg = draw(signed.who)
+        return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store",
+                        "Content-Security-Policy": SVG_POLICY, "X-Content-Type-Options": "nosniff"})  # fmt: skip
+
+    drawn: dict[tuple[str, ...], bytes] = {}  # the last plots, by what they show (a reload draws nothing new)
+
+    def cached(key: tuple[str, ...], draw: Callable[[], bytes]) -> bytes:
+        if key not in drawn:
+            if len(drawn) >= 64:
+                drawn.pop(next(iter(drawn)))
+            drawn[key] = draw()
+        return drawn[key]
+
+    @app.get("/devices/{device_id}/metrics.svg", include_in_schema=False)
+    def device_metrics(request: Request, device_id: str) -> Response:
+        def draw(who: Principal) -> bytes:
+            service.twin(who, device_id)  # the same authorisation as the page (and 404 for no such device)
+            found = series.series(device_id, since())
+            key = ("device", device_id, *(f"{n}:{len(p)}:{p[-1][0]}" for n, p in sorted(found.items())))
+            return cached(key, lambda: plots.metrics_svg(found, device_id))
+
+        return image(request, draw)
 
     @app.get("/deployments/{deployment_id}", include_in_schema=False)
     def deployment(request: Request, deployment_id: str) -> Response:
         return show(request, lambda who: ("deployment.html", views.deployment_page(service, who, deployment_id)))
+
+    def driver() -> RolloutDriver:
+        if rollouts is None:
+            raise NotFoundError("this fleet serves no rollouts")
+        return rollouts
+
+    @app.get("/rollouts/{name}", include_in_schema=False)
+    def rollout(request: Request, name: str) -> Response:
+        return show(request, lambda who: ("rollout.html", views.rollout_page(driver(), who, name)))
+
+    @app.get("/rollouts/{name}/latency.svg", include_in_schema=False)
+    def rollout_latency(request: Request, name: str) -> Response:
+        def draw(who: Principal) -> bytes:
+            treatment, control = driver().latencies(who, name)
+            step = driver().rollout(who, name)
+            key = ("rollout", name, str(step.step), repr(treatment), repr(control))
+            title = f"rollout {name}, step {step.step + 1} ({step.percent:g} %)"
+            return cached(key, lambda: plots.latency_svg(treatment, control, title=title))
+
+        return image(request, draw)
 
     @app.get("/push", include_in_schema=False)
     def push_form(request: Request) -> Response:
@@ -271,7 +375,13 @@ def add_console(app: FastAPI, service: FleetService, *, secure: bool = False, in
         async def stream() -> AsyncIterator[str]:
             sent = ""
             beat = time.monotonic()
+            checked = time.monotonic()
             while not await request.is_disconnected():
+                if time.monotonic() - checked > RECHECK:
+                    checked = time.monotonic()
+                    if await run_in_threadpool(current, request) is None:
+                        yield "event: signed-out\ndata: {}\n\n"
+                        return
                 data = await snapshot(who)
                 if data != sent:
                     sent = data

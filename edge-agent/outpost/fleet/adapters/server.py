@@ -20,12 +20,15 @@ from fastapi import FastAPI
 from outpost.files import write_atomic
 from outpost.fleet.adapters.api import DEFAULT_MAX_BODY, create_app
 from outpost.fleet.adapters.console import add_console
+from outpost.fleet.adapters.console_store import SqlConsoleStore
 from outpost.fleet.adapters.database import SqlStore, redact
 from outpost.fleet.adapters.rollout_api import add_rollout_routes
 from outpost.fleet.adapters.rollouts import SqlRolloutStore
+from outpost.fleet.console.session import IDLE_SECONDS, SESSION_SECONDS
 from outpost.fleet.metrics import FleetMetrics
 from outpost.fleet.rollout.driver import RolloutDriver
 from outpost.fleet.rollout.metrics import RolloutMetrics
+from outpost.fleet.series import Recorder
 from outpost.fleet.service import FleetService
 
 __all__ = ["ServeSettings", "default_db_url", "open_service", "serve"]
@@ -44,6 +47,8 @@ class ServeSettings:
     max_body: int = DEFAULT_MAX_BODY
     log_level: str = "warning"
     rollout_interval: float = 2.0
+    session_max_age: float = SESSION_SECONDS
+    session_idle: float = IDLE_SECONDS
 
 
 def default_db_url(state_dir: Path) -> str:
@@ -75,11 +80,18 @@ def serve(settings: ServeSettings) -> None:
     service = open_service(settings)
     metrics = FleetMetrics()
     app = create_app(service, metrics=metrics, max_body=settings.max_body)
-    add_console(app, service, secure=settings.certfile is not None)
     scheme = "https" if settings.certfile else "http"
     # devices fetch models at this URL; behind a load balancer or on 0.0.0.0 say where they reach it
     models_url = os.environ.get("OUTPOST_FLEET_PUBLIC_URL") or f"{scheme}://{settings.host}:{settings.port}"
-    stop = _drive_rollouts(service, app, models_url, settings.rollout_interval, metrics)
+    driver, stop = _drive_rollouts(service, app, models_url, settings.rollout_interval, metrics)
+    assert isinstance(service.store, SqlStore)  # _drive_rollouts refuses anything else
+    console_store = SqlConsoleStore(service.store.engine)
+    recorder = Recorder(console_store)
+    service.on_report = recorder.record  # the report path only buffers; this thread writes
+    threading.Thread(target=recorder.run, args=(stop,), name="metric-series", daemon=True).start()
+    add_console(app, service, sessions=console_store, series=console_store, index=console_store, rollouts=driver,
+                secure=settings.certfile is not None, max_age=settings.session_max_age,
+                idle=settings.session_idle)  # fmt: skip
     print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (console at /, OpenAPI at /openapi.json)",
           file=sys.stderr)  # fmt: skip
     config = uvicorn.Config(
@@ -104,7 +116,7 @@ def serve(settings: ServeSettings) -> None:
 
 def _drive_rollouts(
     service: FleetService, app: FastAPI, url: str, interval: float, metrics: FleetMetrics
-) -> threading.Event:
+) -> tuple[RolloutDriver, threading.Event]:
     """Add the rollout and model routes and run the rollout driver in a thread (one acts per database)."""
     if not isinstance(service.store, SqlStore):
         raise TypeError("rollouts need the SQL store")
@@ -119,4 +131,4 @@ def _drive_rollouts(
             driver.tick_safely()
 
     threading.Thread(target=loop, name="rollout-driver", daemon=True).start()
-    return stop
+    return driver, stop

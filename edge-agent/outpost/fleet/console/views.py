@@ -8,26 +8,36 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from outpost.fleet.console.plots import ordered
 from outpost.fleet.credentials import Principal
 from outpost.fleet.resolution import target
+from outpost.fleet.rollout.driver import RolloutDriver
 from outpost.fleet.service import SYSTEM_MODULES, FleetService
 
 __all__ = [
     "ONLINE_SECONDS",
+    "STATES",
+    "DeviceIndex",
+    "DeviceQuery",
     "connection",
     "convergence",
     "deployment_page",
     "device_list",
     "device_page",
     "flatten",
+    "metric_summary",
     "overview",
+    "rollout_page",
 ]
 
 ONLINE_SECONDS = 300.0
 """A device that called within this many seconds is online."""
+SERIES_DAYS = 7
+"""The device page plots the reported numbers of this many days (what the series table keeps)."""
 AGENT = "$edgeAgent"
 MODULES_PATH = "properties.desired.modules."
 
@@ -81,27 +91,46 @@ def overview(
     }
 
 
+@dataclass(frozen=True)
+class DeviceQuery:
+    """One page of the device list: ``text`` is ``key=value`` (the tag ``key`` whose value contains
+    ``value``) or anything else (the id or a tag contains it); ``state`` one of :data:`STATES` or ``""``."""
+
+    text: str = ""
+    state: str = ""
+    offset: int = 0
+    limit: int = 50
+    online_since: str = ""
+    """Devices seen at or after this time (``lastActivityTime`` format) are online."""
+
+
+STATES = ("online", "offline", "never", "enabled", "disabled")
+
+
+class DeviceIndex(Protocol):
+    """The device list's search, done by the database (a page of 10,000 devices reads one page).
+    Implemented by :class:`outpost.fleet.adapters.console_store.SqlConsoleStore`."""
+
+    def search_devices(self, query: DeviceQuery) -> tuple[int, list[dict[str, Any]]]: ...
+
+
 def device_list(
-    service: FleetService, who: Principal, *, query: str = "", state: str = "", page: int = 1, per_page: int = 50
+    index: DeviceIndex, who: Principal, *, query: str = "", state: str = "", page: int = 1, per_page: int = 50
 ) -> dict[str, Any]:
-    """Devices whose id or a tag (``key=value`` or a value) contains ``query``, in ``state``, one page."""
+    """One page of the devices whose id or tags match ``query``, in ``state``, sorted by id."""
+    who.require_operator()
+    if state not in STATES:
+        state = ""
     now = datetime.now(UTC)
-    wanted = query.strip().lower()
-    rows: list[dict[str, Any]] = []
-    for twin in service.list_devices(who):
-        tags = twin.get("tags") or {}
-        text = [str(twin["deviceId"]).lower()] + [f"{k}={v}".lower() for k, v in tags.items()]
-        if wanted and not any(wanted in t for t in text):
-            continue
-        seen = connection(twin, now)
-        if state and state not in {seen, twin.get("status")}:
-            continue
-        rows.append({"twin": twin, "connection": seen})
-    rows.sort(key=lambda r: str(r["twin"]["deviceId"]))
-    pages = max(1, -(-len(rows) // per_page))
-    page = min(max(page, 1), pages)
-    return {"rows": rows[(page - 1) * per_page : page * per_page], "total": len(rows), "page": page, "pages": pages,
-            "query": query, "state": state}  # fmt: skip
+    since = datetime.fromtimestamp(now.timestamp() - ONLINE_SECONDS, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    wanted = DeviceQuery(query.strip(), state, 0, per_page, since)
+    total, twins = index.search_devices(replace(wanted, offset=(max(page, 1) - 1) * per_page))
+    pages = max(1, -(-total // per_page))
+    if page > pages:  # past the end: show the last page
+        page = pages
+        total, twins = index.search_devices(replace(wanted, offset=(page - 1) * per_page))
+    rows = [{"twin": twin, "connection": connection(twin, now)} for twin in twins]
+    return {"rows": rows, "total": total, "page": max(page, 1), "pages": pages, "query": query, "state": state}
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -203,4 +232,31 @@ def deployment_page(service: FleetService, who: Principal, deployment_id: str) -
         "content": json.dumps(record.content, indent=2, sort_keys=True),
         "status": service.status(who, deployment_id),
         "history": [entry.as_dict() for entry in service.history(who, deployment_id)],
+    }
+
+
+def metric_summary(series: Mapping[str, list[tuple[float, float]]]) -> list[dict[str, Any]]:
+    """Each reported metric's latest value, when, and how many points the plot has (the plot's legend as text)."""
+    return [
+        {
+            "name": name,
+            "last": series[name][-1][1],
+            "at": datetime.fromtimestamp(series[name][-1][0], UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            "points": len(series[name]),
+        }
+        for name in ordered(list(series))
+    ]
+
+
+def rollout_page(driver: RolloutDriver, who: Principal, name: str) -> dict[str, Any]:
+    """A rollout's status document (step, cohorts, devices per model, gates) as ``outpost rollout status`` has it."""
+    status = driver.status(who, name)
+    last = status.get("last") or {}
+    started = float(status.get("stepStarted") or 0.0)
+    return {
+        "rollout": status,
+        "gates": list(last.get("gates") or []),
+        "verdict": last.get("verdict", "not evaluated yet"),
+        "stepStarted": datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if started else "",
+        "failure": status.get("failure"),
     }

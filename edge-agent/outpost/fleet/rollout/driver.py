@@ -248,6 +248,16 @@ class RolloutDriver:
             "devicesPerModel": models,
         }
 
+    def latencies(self, who: Principal, name: str) -> tuple[list[float], list[float]]:
+        """Per-device inference latency (ms) of the treatment and control samples in the current step's
+        window: what the latency gate compares (the console plots them)."""
+        rollout = self.rollout(who, name)
+        reports = self._reports(rollout)
+        cohorts = split(rollout.name, [r.device_id for r in reports], rollout.percent)
+        treatment, control, _, _ = samples(rollout, reports, cohorts)
+        return ([s.latency_ms for s in treatment if s.latency_ms is not None],
+                [s.latency_ms for s in control if s.latency_ms is not None])  # fmt: skip
+
     # -- the driver -------------------------------------------------------------------------
 
     def _reports(self, rollout: Rollout) -> list[DeviceReport]:
