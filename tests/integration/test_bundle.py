@@ -162,6 +162,12 @@ def test_bundle_down_on_an_engine_without_the_images(docker_engine, images, tmp_
             assert "refused" in result_.stderr, case
             assert reasons[case] in result_.stderr.replace("\n", ""), (case, result_.stderr)
         assert device.running() == running
+        # The last refusal is in the agent's status document too; what runs is still reported as running.
+        status = json.loads((tmp_path / "state" / "status.json").read_text())
+        assert status["lastDesiredStatus"]["code"] == 400
+        assert "truncated" in status["lastDesiredStatus"]["description"]
+        assert status["outpost"]["refusal"]["source"] == f"bundle {short}"
+        assert status["outpost"]["deploymentId"] == result["deployment"]
     finally:
         device.cleanup()
 

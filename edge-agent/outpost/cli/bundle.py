@@ -19,7 +19,7 @@ from outpost.agent.reconciler import ApplyResult
 from outpost.agent.state import StateDir
 from outpost.bundle.adapters.docker_images import DockerImages
 from outpost.bundle.adapters.fetch import open_source
-from outpost.bundle.apply import apply_bundle, check_bundle
+from outpost.bundle.apply import apply_bundle, check_bundle, record_refusal
 from outpost.bundle.blobs import BlobDir
 from outpost.bundle.create import create_bundle
 from outpost.bundle.layout import Progress as ProgressFn
@@ -220,8 +220,10 @@ def apply(
                 progress=bar,
             )
     except ManifestError as exc:
+        _record(state_path, bundle, "; ".join(f"content.json: {p.pointer or '/'}: {p.message}" for p in exc.problems))
         raise _problems(f"{bundle}:content.json", exc) from exc
     except InputError as exc:
+        _record(state_path, bundle, str(exc))
         err.print("[red]refused[/]; nothing on the device was changed")
         raise _fail(str(exc)) from exc
     result = applied.result
@@ -242,6 +244,14 @@ def apply(
     else:
         err.print(f"[red]failed[/]: {escape(result.description)}")
     raise typer.Exit(0 if result.converged else 1)
+
+
+def _record(state_path: Path, bundle: Path, reason: str) -> None:
+    """The refusal in status.json too (the fleet and `outpost agent list` read it), not only on stderr."""
+    try:
+        record_refusal(StateDir(state_path), bundle, reason)
+    except (OSError, OutpostError) as exc:
+        err.print(f"[yellow]note:[/] could not write the refusal to the agent's status: {escape(str(exc))}")
 
 
 def _warn(text: str) -> None:
