@@ -246,3 +246,62 @@ def test_arm64_bundle_built_on_amd64_carries_arm64_images(docker_engine, tmp_pat
         with contextlib.suppress(docker.errors.ImageNotFound):
             docker_engine.images.remove(tag, force=True)
         shutil.rmtree(ctx, ignore_errors=True)
+
+
+def test_bundle_of_a_signed_fleet_deployment(docker_engine, images, tmp_path):
+    """`bundle create --deployment NAME --fleet URL`: the base deployment's content with the signature
+    made at `deploy push --sign-key`, applied on a device that trusts the operator; a layered
+    deployment is not a whole manifest and is refused."""
+    from integration.fleet_harness import FleetProcess
+
+    app, hub = images()
+    doc = manifest({"app": module(image=app)}, hub=module(order=0, image=hub), window=1.0)
+    (tmp_path / "site.json").write_text(json.dumps(doc))
+    layer = {"modulesContent": {"$edgeAgent": {"properties.desired.modules.more": module(order=2, image=app)}}}
+    (tmp_path / "layer.json").write_text(json.dumps(layer))
+    for name in ("operator", "packer"):
+        assert outpost("keys", "generate", "-o", str(tmp_path / name), cwd=tmp_path).returncode == 0
+    fleet = FleetProcess(tmp_path / "fleet").start()
+    bundle = tmp_path / "site.tar"
+    try:
+        conn = ["--fleet", fleet.url, "--token", fleet.token]
+        for name, extra in (("site", []), ("layer", ["--layered"])):
+            pushed = outpost("deploy", "push", str(tmp_path / f"{name}.json"), "--name", name, "--target", "*",
+                             "--sign-key", str(tmp_path / "operator.key"), *extra, *conn, cwd=tmp_path)  # fmt: skip
+            assert pushed.returncode == 0, pushed.stderr
+        with fleet.client() as operator:
+            pushed_signatures = operator.get("/api/v1/deployments/site").json()["signatures"]
+        refused = outpost(
+            "bundle", "create", "--deployment", "layer", *conn, "-o", str(tmp_path / "l.tar"), cwd=tmp_path
+        )
+        assert refused.returncode == 1
+        assert "layered deployment" in refused.stderr
+        # the bundle's index is signed by whoever packs it (here another key); the content keeps the push's signature
+        made = outpost("bundle", "create", "--deployment", "site", *conn, "-o", str(bundle), "--json",
+                       "--sign-key", str(tmp_path / "packer.key"), cwd=tmp_path)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)["deployment"] == "site"
+    finally:
+        fleet.stop()
+    with tarfile.open(bundle) as tar:
+        content = json.load(tar.extractfile("content.json"))  # type: ignore[arg-type]
+    assert pushed_signatures[0] in content["outpost"]["signatures"]
+    for tag in (app, hub):
+        docker_engine.images.remove(tag, force=True)
+    state = ["--state-dir", str(tmp_path / "state")]
+    for name in ("operator", "packer"):
+        assert outpost("agent", "trust", "add", str(tmp_path / f"{name}.pub"), *state, cwd=tmp_path).returncode == 0
+    ns = f"f{uuid.uuid4().hex[:6]}"
+    device = Device("docker", tmp_path, ns)
+    try:
+        done = outpost("bundle", "apply", str(bundle), *state, "--namespace", ns, "--json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["converged"] is True
+        assert {result["signer"], result["contentSigner"]} == {
+            pushed_signatures[0]["keyId"],
+            outpost("keys", "id", str(tmp_path / "packer.pub"), cwd=tmp_path).stdout.strip(),
+        }
+        assert set(device.running()) == {"app", "edgeHub"}
+    finally:
+        device.cleanup()

@@ -35,6 +35,7 @@ from outpost.cli.agent import (
     default_state_dir,
     open_agent,
 )
+from outpost.cli.fleet import CaOpt, FleetOpt, TokenOpt, connect
 from outpost.cli.output import err, print_json
 from outpost.errors import InputError, ManifestError, OutpostError
 from outpost.files import write_atomic
@@ -50,6 +51,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+FLEET_URL = "http://127.0.0.1:9700"
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
@@ -88,15 +90,24 @@ def _problems(where: str, exc: ManifestError) -> typer.Exit:
 def create(
     output: Annotated[Path, typer.Option("-o", "--output", help="Bundle file to write (a tar).", dir_okay=False)],
     manifest: Annotated[
-        Path, typer.Option("--manifest", help="Deployment manifest (JSON).", exists=True, dir_okay=False)
-    ],
+        Path | None, typer.Option("--manifest", help="Deployment manifest (JSON).", exists=True, dir_okay=False)
+    ] = None,
+    deployment: Annotated[
+        str | None,
+        typer.Option("--deployment", help="A base deployment on the fleet (--fleet): its content, as signed at push."),
+    ] = None,
     platform: Annotated[
         str | None, typer.Option("--platform", help="Device platform, e.g. linux/arm64 [default: this engine's].")
     ] = None,
     sign_key: Annotated[
         Path | None, typer.Option("--sign-key", help="Operator private key: signs the content and the bundle.")
     ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Deployment name [default: manifest file stem].")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Deployment name [default: --deployment, or the manifest file stem].")
+    ] = None,
+    fleet: FleetOpt = FLEET_URL,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     json_out: Json = False,
 ) -> None:
     """Pack a deployment for a site with no network: content, images for the platform, twins' model files.
@@ -105,8 +116,15 @@ def create(
     stored once. Model files that module twins point to (a path, file:// or a loopback URL)
     are packed and checked against their sha256. The bundle lists the sha256 of every file
     and, with --sign-key, is signed (and so is its content).
+
+    --deployment NAME packs a base deployment from the fleet instead of a file, with the
+    signatures the operator made at `outpost deploy push --sign-key`.
     """
-    document = _read_manifest(manifest)
+    if (manifest is None) == (deployment is None):
+        err.print("[red]error:[/] give one of --manifest FILE or --deployment NAME (with --fleet URL)")
+        raise typer.Exit(2)
+    document = _read_manifest(manifest) if manifest is not None else _fleet_content(fleet, token, ca, str(deployment))
+    where = str(manifest) if manifest is not None else f"{fleet} deployment {deployment}"
     try:
         key = read_private(sign_key) if sign_key else None
         engine = DockerImages()
@@ -118,11 +136,11 @@ def create(
                 engine=engine,
                 opener=open_source,
                 sign_key=key,
-                name=name or manifest.stem,
+                name=name or deployment or (manifest.stem if manifest else "bundle"),
                 progress=progress,
             )
     except ManifestError as exc:
-        raise _problems(str(manifest), exc) from exc
+        raise _problems(where, exc) from exc
     except InputError as exc:
         raise _fail(str(exc)) from exc
     index = created.index
@@ -140,6 +158,21 @@ def create(
         f"{len(index.images)} image(s), {len(layers)} distinct layer(s), {len(index.models)} model file(s), "
         f"{len(index.twins)} module twin(s); " + ("signed" if key else "[yellow]unsigned[/]")
     )
+
+
+def _fleet_content(url: str, token: str | None, ca: Path | None, name: str) -> dict[str, Any]:
+    """A base deployment's content from the fleet as a manifest, carrying the operator's signatures
+    over it (``trust.parts``: a base deployment's signed part is a signed manifest)."""
+    with connect(url, token, ca) as client:
+        record = client.deployment(name)
+    if record.get("layered"):
+        hint = "bundle its base deployment, or compose one with `outpost manifest show --layer` and use --manifest"
+        err.print(f"[red]error:[/] {escape(name)} is a layered deployment, not a whole manifest: {hint}")
+        raise typer.Exit(1)
+    document: dict[str, Any] = {"modulesContent": record["content"]["modulesContent"]}
+    if record.get("signatures"):
+        document["outpost"] = {"signatures": list(record["signatures"])}
+    return document
 
 
 def _trusted(state_dir: Path | None) -> tuple[TrustStore, dict[str, Any]]:
