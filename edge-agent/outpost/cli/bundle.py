@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
@@ -374,13 +375,21 @@ def import_upstream_cmd(
         Path | None,
         typer.Option("--sign-key", help="Operator key: signs the receipt (devices with a trust root need it)."),
     ] = None,
+    fleet: Annotated[
+        str | None,
+        typer.Option("--fleet", help="Also deliver the reported properties to this fleet (device key registered)."),
+    ] = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     json_out: Json = False,
 ) -> None:
     """Deliver an export through the hub's upstream sink (e.g. Kafka), duplicates dropped by message id.
 
     Writes a receipt naming every message now at the far end; take it back to the device
     (`outpost bundle receipt`). Importing the same export twice delivers nothing twice.
-    Reported properties are written beside the receipt (delivery to a fleet comes with the fleet).
+    Reported properties are written beside the receipt; with --fleet they are delivered to the
+    fleet too, which checks the export's signature against the key registered for the device
+    (`outpost device signing-key`) and drops an export it has imported already.
     """
     document = _read_manifest(manifest)
     try:
@@ -416,6 +425,8 @@ def import_upstream_cmd(
         "notDelivered": len(imported.pending),
         "failure": imported.failure or None,
     }
+    if fleet is not None:
+        summary["fleet"] = _import_reported(fleet, token, ca, str(imported.receipt["deviceId"]), imported.proof)
     if json_out:
         print_json(summary)
     else:
@@ -426,6 +437,18 @@ def import_upstream_cmd(
         if imported.failure:
             err.print(f"[yellow]sink:[/] {escape(imported.failure)}; import again when it is back")
     raise typer.Exit(0 if not imported.pending else 1)
+
+
+def _import_reported(url: str, token: str | None, ca: Path | None, device: str, proof: dict[str, Any]) -> Any:
+    """The export's reported properties to the fleet (it checks the device's signature itself)."""
+    err.print(f"receipt written; delivering the reported properties of {escape(device)} to {escape(url)}")
+    with connect(url, token, ca) as client:
+        result = client.json("POST", f"/api/v1/devices/{quote(device, safe='')}/upstream-imports", json=proof)
+    if not result.get("applied"):
+        err.print(f"[yellow]fleet:[/] reported properties not applied: {escape(str(result.get('reason')))}")
+    else:
+        err.print(f"fleet: reported properties of {len(result.get('modules', []))} module(s) delivered")
+    return result
 
 
 @app.command("receipt")

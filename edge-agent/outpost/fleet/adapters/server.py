@@ -21,8 +21,11 @@ from outpost.files import write_atomic
 from outpost.fleet.adapters.api import DEFAULT_MAX_BODY, create_app
 from outpost.fleet.adapters.console import add_console
 from outpost.fleet.adapters.database import SqlStore, redact
+from outpost.fleet.adapters.device_keys import SqlDeviceKeyStore
+from outpost.fleet.adapters.import_api import add_import_routes
 from outpost.fleet.adapters.rollout_api import add_rollout_routes
 from outpost.fleet.adapters.rollouts import SqlRolloutStore
+from outpost.fleet.imports import UpstreamImports
 from outpost.fleet.metrics import FleetMetrics
 from outpost.fleet.rollout.driver import RolloutDriver
 from outpost.fleet.rollout.metrics import RolloutMetrics
@@ -80,6 +83,8 @@ def serve(settings: ServeSettings) -> None:
     # devices fetch models at this URL; behind a load balancer or on 0.0.0.0 say where they reach it
     models_url = os.environ.get("OUTPOST_FLEET_PUBLIC_URL") or f"{scheme}://{settings.host}:{settings.port}"
     stop = _drive_rollouts(service, app, models_url, settings.rollout_interval, metrics)
+    if isinstance(service.store, SqlStore):
+        add_import_routes(app, UpstreamImports(service, SqlDeviceKeyStore(service.store.engine)))
     print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (console at /, OpenAPI at /openapi.json)",
           file=sys.stderr)  # fmt: skip
     config = uvicorn.Config(
