@@ -10,9 +10,11 @@ import hashlib
 import io
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import pytest
 from integration.agent_harness import IMAGE, Device, manifest, module
 
 OUTPOST = str(Path(sys.executable).parent / "outpost")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def outpost(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -305,3 +308,86 @@ def test_bundle_of_a_signed_fleet_deployment(docker_engine, images, tmp_path):
         assert set(device.running()) == {"app", "edgeHub"}
     finally:
         device.cleanup()
+
+
+@pytest.fixture
+def open_registry(docker_engine, tmp_path):
+    """Debian's docker-registry on 127.0.0.1 (no auth: only this test's engine reaches loopback)."""
+    setup = subprocess.run(["bash", str(ROOT / "scripts/services/registry.sh")], capture_output=True, text=True,
+                           check=False)  # fmt: skip
+    assert setup.returncode == 0, setup.stderr
+    root = tmp_path / "registry"
+    root.mkdir()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (root / "config.yml").write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    log = (root / "registry.log").open("w")
+    server = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log)
+    try:
+        yield f"127.0.0.1:{port}", server
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=10)
+        log.close()
+
+
+def test_digest_pinned_images_resolve_after_apply_on_an_engine_without_them(docker_engine, images, open_registry,
+                                                                             tmp_path):  # fmt: skip
+    """Docker 20.10 drops repository digests on `docker load`: the bundle loads a digest-pinned image under
+    NAME:sha256-HEX, pins the digest to the image id its signed index names, and the agent runs that image;
+    the device requires digests and no registry is reachable at apply time."""
+    address, server = open_registry
+    app, hub = images()
+    pinned = {}
+    for name, tag in (("app", app), ("hub", hub)):
+        repo = f"{address}/outpost-test/pin-{name}-{uuid.uuid4().hex[:6]}"
+        docker_engine.images.get(tag).tag(repo, "1")
+        deadline = time.monotonic() + 30
+        while True:
+            pushed = docker_engine.images.push(repo, "1")
+            if '"error"' not in pushed or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)  # the registry is still starting
+        assert '"error"' not in pushed, pushed
+        digests = docker_engine.images.get(f"{repo}:1").attrs["RepoDigests"]
+        pinned[name] = next(d for d in digests if d.startswith(repo + "@"))
+    doc = manifest({"app": module(image=pinned["app"])}, hub=module(order=0, image=pinned["hub"]), window=1.0)
+    (tmp_path / "site.json").write_text(json.dumps(doc))
+    assert outpost("keys", "generate", "-o", str(tmp_path / "operator"), cwd=tmp_path).returncode == 0
+    bundle = tmp_path / "site.tar"
+    made = outpost("bundle", "create", "--manifest", str(tmp_path / "site.json"), "-o", str(bundle), "--json",
+                   "--sign-key", str(tmp_path / "operator.key"), cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    index = json.loads(made.stdout)
+    assert sorted(i["ref"] for i in index["images"]) == sorted(pinned.values())
+    ids = {i["ref"]: i["id"] for i in index["images"]}
+
+    server.terminate()  # the site has no registry
+    server.wait(timeout=10)
+    for ref in pinned.values():
+        docker_engine.images.remove(ids[ref], force=True)  # every tag and digest of it: the engine has none
+    for ref in pinned.values():
+        with pytest.raises(docker.errors.ImageNotFound):
+            docker_engine.images.get(ref)
+    state = ["--state-dir", str(tmp_path / "state")]
+    assert outpost("agent", "trust", "add", str(tmp_path / "operator.pub"), *state, cwd=tmp_path).returncode == 0
+    assert outpost("agent", "trust", "policy", "--require-digests", *state, cwd=tmp_path).returncode == 0
+    ns = f"p{uuid.uuid4().hex[:6]}"
+    device = Device("docker", tmp_path, ns)
+    try:
+        done = outpost("bundle", "apply", str(bundle), *state, "--namespace", ns, "--json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["converged"] is True
+        assert json.loads((tmp_path / "state" / "image-pins.json").read_text()) == ids
+        for name, container in (("app", f"{ns}-app"), ("hub", f"{ns}-edgeHub")):
+            assert docker_engine.containers.get(container).image.id == ids[pinned[name]]
+        assert set(device.running()) == {"app", "edgeHub"}
+    finally:
+        device.cleanup()
+        for ref in pinned.values():
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_engine.images.remove(ids[ref], force=True)

@@ -28,7 +28,7 @@ from outpost.agent.status import StatusCode
 from outpost.bundle.archive import join
 from outpost.bundle.blobs import BlobDir
 from outpost.bundle.engine import ImageEngine
-from outpost.bundle.layout import BundleError, Index, ModelEntry, Progress, no_progress
+from outpost.bundle.layout import BundleError, Index, ModelEntry, Progress, load_tag, no_progress
 from outpost.bundle.models import file_refs
 from outpost.bundle.verify import Verified, verify_bundle
 from outpost.trust.admission import Admitted
@@ -122,6 +122,7 @@ def apply_bundle(
     deploy: Deploy,
     models_dir: Path,
     work_dir: Path,
+    pin: Callable[[dict[str, str]], None] = lambda _pins: None,
     progress: Progress = no_progress,
 ) -> Applied:
     """Verify, then load, install and deploy; ``BundleError``/``ManifestError`` before any change."""
@@ -143,12 +144,17 @@ def apply_bundle(
             progress("loading images", 0, 1)
             engine.load(archive)
             progress("loading images", 1, 1)
+            pins: dict[str, str] = {}
             for image in index.images:
-                info = engine.inspect(image.ref)
+                tag = load_tag(image.ref)
+                info = engine.inspect(tag)
                 if info is None or info.id != image.id:
                     got = info.id if info else "nothing"
-                    raise BundleError(f"after loading, {image.ref} names {got}, not {image.id} as signed")
+                    raise BundleError(f"after loading, {tag} names {got}, not {image.id} as signed")
+                if tag != image.ref:
+                    pins[image.ref] = image.id  # the signed index says which image this digest is
                 applied.images.append(image.ref)
+            pin(pins)
         for model in index.models:
             target = _model_target(model, models_dir)
             _install(staging.path(model.sha256), target)

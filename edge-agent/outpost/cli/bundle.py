@@ -251,6 +251,7 @@ def apply(
                 deploy=deploy,
                 models_dir=models_dir or state.path.parent / "models",
                 work_dir=state.path / "bundles",
+                pin=state.pin_images,
                 progress=bar,
             )
     except ManifestError as exc:
