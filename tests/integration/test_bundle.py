@@ -10,9 +10,11 @@ import hashlib
 import io
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import pytest
 from integration.agent_harness import IMAGE, Device, manifest, module
 
 OUTPOST = str(Path(sys.executable).parent / "outpost")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def outpost(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -162,6 +165,12 @@ def test_bundle_down_on_an_engine_without_the_images(docker_engine, images, tmp_
             assert "refused" in result_.stderr, case
             assert reasons[case] in result_.stderr.replace("\n", ""), (case, result_.stderr)
         assert device.running() == running
+        # The last refusal is in the agent's status document too; what runs is still reported as running.
+        status = json.loads((tmp_path / "state" / "status.json").read_text())
+        assert status["lastDesiredStatus"]["code"] == 400
+        assert "truncated" in status["lastDesiredStatus"]["description"]
+        assert status["outpost"]["refusal"]["source"] == f"bundle {short}"
+        assert status["outpost"]["deploymentId"] == result["deployment"]
     finally:
         device.cleanup()
 
@@ -240,3 +249,145 @@ def test_arm64_bundle_built_on_amd64_carries_arm64_images(docker_engine, tmp_pat
         with contextlib.suppress(docker.errors.ImageNotFound):
             docker_engine.images.remove(tag, force=True)
         shutil.rmtree(ctx, ignore_errors=True)
+
+
+def test_bundle_of_a_signed_fleet_deployment(docker_engine, images, tmp_path):
+    """`bundle create --deployment NAME --fleet URL`: the base deployment's content with the signature
+    made at `deploy push --sign-key`, applied on a device that trusts the operator; a layered
+    deployment is not a whole manifest and is refused."""
+    from integration.fleet_harness import FleetProcess
+
+    app, hub = images()
+    doc = manifest({"app": module(image=app)}, hub=module(order=0, image=hub), window=1.0)
+    (tmp_path / "site.json").write_text(json.dumps(doc))
+    layer = {"modulesContent": {"$edgeAgent": {"properties.desired.modules.more": module(order=2, image=app)}}}
+    (tmp_path / "layer.json").write_text(json.dumps(layer))
+    for name in ("operator", "packer"):
+        assert outpost("keys", "generate", "-o", str(tmp_path / name), cwd=tmp_path).returncode == 0
+    fleet = FleetProcess(tmp_path / "fleet").start()
+    bundle = tmp_path / "site.tar"
+    try:
+        conn = ["--fleet", fleet.url, "--token", fleet.token]
+        for name, extra in (("site", []), ("layer", ["--layered"])):
+            pushed = outpost("deploy", "push", str(tmp_path / f"{name}.json"), "--name", name, "--target", "*",
+                             "--sign-key", str(tmp_path / "operator.key"), *extra, *conn, cwd=tmp_path)  # fmt: skip
+            assert pushed.returncode == 0, pushed.stderr
+        with fleet.client() as operator:
+            pushed_signatures = operator.get("/api/v1/deployments/site").json()["signatures"]
+        refused = outpost(
+            "bundle", "create", "--deployment", "layer", *conn, "-o", str(tmp_path / "l.tar"), cwd=tmp_path
+        )
+        assert refused.returncode == 1
+        assert "layered deployment" in refused.stderr
+        # the bundle's index is signed by whoever packs it (here another key); the content keeps the push's signature
+        made = outpost("bundle", "create", "--deployment", "site", *conn, "-o", str(bundle), "--json",
+                       "--sign-key", str(tmp_path / "packer.key"), cwd=tmp_path)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)["deployment"] == "site"
+    finally:
+        fleet.stop()
+    with tarfile.open(bundle) as tar:
+        content = json.load(tar.extractfile("content.json"))  # type: ignore[arg-type]
+    assert pushed_signatures[0] in content["outpost"]["signatures"]
+    for tag in (app, hub):
+        docker_engine.images.remove(tag, force=True)
+    state = ["--state-dir", str(tmp_path / "state")]
+    for name in ("operator", "packer"):
+        assert outpost("agent", "trust", "add", str(tmp_path / f"{name}.pub"), *state, cwd=tmp_path).returncode == 0
+    ns = f"f{uuid.uuid4().hex[:6]}"
+    device = Device("docker", tmp_path, ns)
+    try:
+        done = outpost("bundle", "apply", str(bundle), *state, "--namespace", ns, "--json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["converged"] is True
+        assert {result["signer"], result["contentSigner"]} == {
+            pushed_signatures[0]["keyId"],
+            outpost("keys", "id", str(tmp_path / "packer.pub"), cwd=tmp_path).stdout.strip(),
+        }
+        assert set(device.running()) == {"app", "edgeHub"}
+    finally:
+        device.cleanup()
+
+
+@pytest.fixture
+def open_registry(docker_engine, tmp_path):
+    """Debian's docker-registry on 127.0.0.1 (no auth: only this test's engine reaches loopback)."""
+    setup = subprocess.run(["bash", str(ROOT / "scripts/services/registry.sh")], capture_output=True, text=True,
+                           check=False)  # fmt: skip
+    assert setup.returncode == 0, setup.stderr
+    root = tmp_path / "registry"
+    root.mkdir()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (root / "config.yml").write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    log = (root / "registry.log").open("w")
+    server = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log)
+    try:
+        yield f"127.0.0.1:{port}", server
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=10)
+        log.close()
+
+
+def test_digest_pinned_images_resolve_after_apply_on_an_engine_without_them(docker_engine, images, open_registry,
+                                                                             tmp_path):  # fmt: skip
+    """Docker 20.10 drops repository digests on `docker load`: the bundle loads a digest-pinned image under
+    NAME:sha256-HEX, pins the digest to the image id its signed index names, and the agent runs that image;
+    the device requires digests and no registry is reachable at apply time."""
+    address, server = open_registry
+    app, hub = images()
+    pinned = {}
+    for name, tag in (("app", app), ("hub", hub)):
+        repo = f"{address}/outpost-test/pin-{name}-{uuid.uuid4().hex[:6]}"
+        docker_engine.images.get(tag).tag(repo, "1")
+        deadline = time.monotonic() + 30
+        while True:
+            pushed = docker_engine.images.push(repo, "1")
+            if '"error"' not in pushed or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)  # the registry is still starting
+        assert '"error"' not in pushed, pushed
+        digests = docker_engine.images.get(f"{repo}:1").attrs["RepoDigests"]
+        pinned[name] = next(d for d in digests if d.startswith(repo + "@"))
+    doc = manifest({"app": module(image=pinned["app"])}, hub=module(order=0, image=pinned["hub"]), window=1.0)
+    (tmp_path / "site.json").write_text(json.dumps(doc))
+    assert outpost("keys", "generate", "-o", str(tmp_path / "operator"), cwd=tmp_path).returncode == 0
+    bundle = tmp_path / "site.tar"
+    made = outpost("bundle", "create", "--manifest", str(tmp_path / "site.json"), "-o", str(bundle), "--json",
+                   "--sign-key", str(tmp_path / "operator.key"), cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    index = json.loads(made.stdout)
+    assert sorted(i["ref"] for i in index["images"]) == sorted(pinned.values())
+    ids = {i["ref"]: i["id"] for i in index["images"]}
+
+    server.terminate()  # the site has no registry
+    server.wait(timeout=10)
+    for ref in pinned.values():
+        docker_engine.images.remove(ids[ref], force=True)  # every tag and digest of it: the engine has none
+    for ref in pinned.values():
+        with pytest.raises(docker.errors.ImageNotFound):
+            docker_engine.images.get(ref)
+    state = ["--state-dir", str(tmp_path / "state")]
+    assert outpost("agent", "trust", "add", str(tmp_path / "operator.pub"), *state, cwd=tmp_path).returncode == 0
+    assert outpost("agent", "trust", "policy", "--require-digests", *state, cwd=tmp_path).returncode == 0
+    ns = f"p{uuid.uuid4().hex[:6]}"
+    device = Device("docker", tmp_path, ns)
+    try:
+        done = outpost("bundle", "apply", str(bundle), *state, "--namespace", ns, "--json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["converged"] is True
+        assert json.loads((tmp_path / "state" / "image-pins.json").read_text()) == ids
+        for name, container in (("app", f"{ns}-app"), ("hub", f"{ns}-edgeHub")):
+            assert docker_engine.containers.get(container).image.id == ids[pinned[name]]
+        assert set(device.running()) == {"app", "edgeHub"}
+    finally:
+        device.cleanup()
+        for ref in pinned.values():
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_engine.images.remove(ids[ref], force=True)

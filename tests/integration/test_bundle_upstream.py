@@ -120,3 +120,62 @@ def test_receipt_releases_exactly_what_it_names(hub_factory, module_factory, tmp
     assert sorted(queued_ids(tmp_path / "hub")) == sorted(set(sent) - set(half))
     again = outpost("bundle", "receipt", str(tmp_path / "half.json"), *device, "--json", cwd=tmp_path)
     assert json.loads(again.stdout) == {"released": 0, "alreadyGone": 20}
+
+
+def test_reported_properties_reach_the_fleet_only_with_the_registered_device_key(
+    hub_factory, module_factory, kafka, tmp_path
+):
+    """`import-upstream --fleet`: the fleet takes the export's reported properties only when the export
+    is signed by the key an operator registered for that device; a second import is dropped."""
+    from integration.fleet_harness import FleetProcess
+
+    site(tmp_path, hub_factory, module_factory, count=5)
+    twins = tmp_path / "hub" / "twins"
+    twins.mkdir(parents=True, exist_ok=True)
+    (twins / "reported-alpha.json").write_text(json.dumps({"model": {"version": "7"}, "rpm": 1480}))
+    state = tmp_path / "state"
+    device = ["--state-dir", str(state), "--hub-state", str(tmp_path / "hub"), "--device-id", DEVICE]
+    export = tmp_path / "out.tar"
+    assert outpost("bundle", "export-upstream", "-o", str(export), *device, cwd=tmp_path).returncode == 0
+    sink = {"sink": "kafka", "kafka": {"bootstrapServers": kafka, "topic": f"r-{uuid.uuid4().hex[:8]}"}}
+    up = hub_manifest({}, hub_ext={"upstream": sink})
+    (tmp_path / "up.json").write_text(json.dumps(up))
+    fleet = FleetProcess(tmp_path / "fleet").start()
+    try:
+        conn = ["--fleet", fleet.url, "--token", fleet.token]
+        importer = ["--manifest", str(tmp_path / "up.json"), "--ledger", str(tmp_path / "ledger"), *conn]
+        assert outpost("device", "add", DEVICE, *conn, cwd=tmp_path).returncode == 0
+
+        # another device's key registered for this device: refused, nothing reported
+        assert outpost("keys", "generate", "-o", str(tmp_path / "other"), cwd=tmp_path).returncode == 0
+        assert (
+            outpost("device", "signing-key", DEVICE, str(tmp_path / "other.pub"), *conn, cwd=tmp_path).returncode == 0
+        )
+        wrong = outpost(
+            "bundle", "import-upstream", str(export), *importer, "-r", str(tmp_path / "r0.json"), cwd=tmp_path
+        )
+        assert wrong.returncode == 1
+        assert "key registered for" in wrong.stderr.replace("\n", " ")
+
+        shown = outpost("agent", "trust", "device-key", "-o", str(tmp_path / "device.pub"), "--state-dir", str(state),
+                        cwd=tmp_path)  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert (
+            outpost("device", "signing-key", DEVICE, str(tmp_path / "device.pub"), *conn, cwd=tmp_path).returncode == 0
+        )
+        first = outpost("bundle", "import-upstream", str(export), *importer, "-r", str(tmp_path / "r1.json"), "--json",
+                        cwd=tmp_path)  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        result = json.loads(first.stdout)["fleet"]
+        assert result["applied"] is True
+        assert "alpha" in result["modules"]
+        again = outpost("bundle", "import-upstream", str(export), *importer, "-r", str(tmp_path / "r2.json"), "--json",
+                        cwd=tmp_path)  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["fleet"]["duplicate"] is True
+        with fleet.client() as operator:
+            twin = operator.get(f"/api/v1/devices/{DEVICE}")  # the device twin with its module twins
+            assert twin.status_code == 200, twin.text
+        assert '"rpm": 1480' in json.dumps(twin.json())
+    finally:
+        fleet.stop()

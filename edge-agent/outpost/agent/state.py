@@ -149,6 +149,18 @@ class StateDir:
         if history != self.image_history():
             self.write("images.json", history)
 
+    def image_pins(self) -> dict[str, str]:
+        """Digest references (``name@sha256:…``) this engine cannot resolve by itself, mapped to the local
+        image id they name: Docker 20.10 drops repository digests on ``docker load``, so ``outpost bundle
+        apply`` records here which loaded image each digest of the signed bundle is (the Docker runtime
+        then runs that image id). Read on every observe; tiny."""
+        data = self.read("image-pins.json") or {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def pin_images(self, pins: dict[str, str]) -> None:
+        if pins and {**self.image_pins(), **pins} != self.image_pins():
+            self.write("image-pins.json", {**self.image_pins(), **pins})
+
     def failures(self) -> dict[str, Any]:
         """Failed commands waiting to run again (``failures.Failures`` as JSON)."""
         data = self.read("failures.json")

@@ -16,24 +16,31 @@ import tempfile
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from outpost.agent.reconciler import ApplyResult
+from outpost.agent.state import StateDir
+from outpost.agent.status import StatusCode
 from outpost.bundle.archive import join
 from outpost.bundle.blobs import BlobDir
 from outpost.bundle.engine import ImageEngine
-from outpost.bundle.layout import BundleError, Index, ModelEntry, Progress, no_progress
+from outpost.bundle.layout import BundleError, Index, ModelEntry, Progress, load_tag, no_progress
 from outpost.bundle.models import file_refs
 from outpost.bundle.verify import Verified, verify_bundle
 from outpost.trust.admission import Admitted
 
-__all__ = ["Applied", "apply_bundle", "check_bundle"]
+__all__ = ["Applied", "apply_bundle", "check_bundle", "record_refusal"]
 
 Deploy = Callable[[dict[str, Any], str], ApplyResult]
 Admit = Callable[[dict[str, Any]], Admitted]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -61,6 +68,18 @@ def check_bundle(
 ) -> Verified:
     """Verification alone (``outpost bundle verify``), any platform."""
     return verify_bundle(path, trusted=trusted, staging=staging, progress=progress)
+
+
+def record_refusal(state: StateDir, bundle: Path, reason: str, *, now: Callable[[], datetime] = _utcnow) -> None:
+    """A refused bundle in the agent's status document (``status.json``), as a refused manifest is:
+    ``lastDesiredStatus`` 400 with the reason, plus ``outpost.refusal`` naming the bundle. What runs
+    (``outpost.deploymentId``) is left as it is: nothing was applied."""
+    document = state.status() or {}
+    document["lastDesiredStatus"] = {"code": int(StatusCode.BAD_CONFIG), "description": f"bundle refused: {reason}"}
+    at = now().isoformat(timespec="seconds")
+    document["outpost"] = {**document.get("outpost", {}), "refusal": {"source": f"bundle {bundle}", "reason": reason,
+                                                                      "atUtc": at}}  # fmt: skip
+    state.set_status(document)
 
 
 def _model_target(entry: ModelEntry, models_dir: Path) -> Path:
@@ -103,6 +122,7 @@ def apply_bundle(
     deploy: Deploy,
     models_dir: Path,
     work_dir: Path,
+    pin: Callable[[dict[str, str]], None] = lambda _pins: None,
     progress: Progress = no_progress,
 ) -> Applied:
     """Verify, then load, install and deploy; ``BundleError``/``ManifestError`` before any change."""
@@ -124,12 +144,17 @@ def apply_bundle(
             progress("loading images", 0, 1)
             engine.load(archive)
             progress("loading images", 1, 1)
+            pins: dict[str, str] = {}
             for image in index.images:
-                info = engine.inspect(image.ref)
+                tag = load_tag(image.ref)
+                info = engine.inspect(tag)
                 if info is None or info.id != image.id:
                     got = info.id if info else "nothing"
-                    raise BundleError(f"after loading, {image.ref} names {got}, not {image.id} as signed")
+                    raise BundleError(f"after loading, {tag} names {got}, not {image.id} as signed")
+                if tag != image.ref:
+                    pins[image.ref] = image.id  # the signed index says which image this digest is
                 applied.images.append(image.ref)
+            pin(pins)
         for model in index.models:
             target = _model_target(model, models_dir)
             _install(staging.path(model.sha256), target)

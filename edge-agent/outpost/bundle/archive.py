@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from outpost.bundle.blobs import BlobDir
-from outpost.bundle.layout import BundleError, ImageEntry, Progress, no_progress, offset
+from outpost.bundle.layout import BundleError, ImageEntry, Progress, load_tag, no_progress, offset
 
 __all__ = ["join", "platform_of", "split"]
 
@@ -97,9 +97,13 @@ def split(
 
 
 def join(images: list[ImageEntry], blobs: BlobDir, out: IO[bytes]) -> None:
-    """Write a ``docker load`` archive of ``images`` (tags = their refs), each blob once."""
+    """Write a ``docker load`` archive of ``images`` (tagged by ``load_tag``), each blob once."""
     manifest = [
-        {"Config": f"{i.config}.json", "RepoTags": [i.ref], "Layers": [f"{layer}/layer.tar" for layer in i.layers]}
+        {
+            "Config": f"{i.config}.json",
+            "RepoTags": [load_tag(i.ref)],
+            "Layers": [f"{layer}/layer.tar" for layer in i.layers],
+        }
         for i in images
     ]
     written: set[str] = set()

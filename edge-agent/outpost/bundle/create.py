@@ -63,11 +63,6 @@ def _images(document: dict[str, Any], platform: str, engine: ImageEngine, warnin
     for ref in image_refs(document):
         if ref.image in refs:
             continue
-        if is_pinned(ref.image):
-            raise BundleError(
-                f"{ref.pointer}: {ref.image} is pinned by a registry digest, which an engine cannot resolve after "
-                "`docker load` (it keeps tags only); name it by tag: the bundle pins each tag to its image id"
-            )
         info = engine.inspect(ref.image)
         if info is None:
             raise BundleError(f"{ref.pointer}: image {ref.image} is not in this engine; build it for {platform} first")
@@ -76,7 +71,8 @@ def _images(document: dict[str, Any], platform: str, engine: ImageEngine, warnin
                 f"{ref.pointer}: image {ref.image} is {info.platform}, not {platform}; build it for {platform} "
                 f"(e.g. DOCKER_BUILDKIT=1 /usr/bin/docker build --platform {platform} ...) and create the bundle again"
             )
-        warnings.append(f"{ref.pointer}: {ref.image} is named by tag; the bundle pins it to {info.id}")
+        if not is_pinned(ref.image):
+            warnings.append(f"{ref.pointer}: {ref.image} is named by tag; the bundle pins it to {info.id}")
         refs.append(ref.image)
     return refs
 

@@ -35,6 +35,7 @@ __all__ = [
     "ModelEntry",
     "Progress",
     "blob_name",
+    "load_tag",
     "no_progress",
     "offset",
 ]
@@ -67,6 +68,23 @@ def no_progress(what: str, done: int, total: int) -> None:
 def offset(progress: Progress, base: int) -> Progress:
     """``progress`` for a part that starts ``base`` bytes into a larger step."""
     return lambda what, done, total: progress(what, base + done, total)
+
+
+_PINNED = re.compile(r"^(?P<repo>[^@]+)@sha256:(?P<hex>[0-9a-f]{64})$")
+
+
+def load_tag(ref: str) -> str:
+    """The tag an image is loaded under: its own for a tag reference; for a digest reference
+    (``name@sha256:HEX``, which ``docker load`` cannot restore) ``name:sha256-HEX``, so the loaded image
+    is named, never dangling, and the agent's pins map the digest to it."""
+    match = _PINNED.match(ref)
+    if match is None:
+        return ref
+    repo = match["repo"]
+    last = repo.rsplit("/", 1)[-1]
+    if ":" in last:  # name:tag@sha256:… — the digest decides, the tag goes
+        repo = repo[: len(repo) - len(last)] + last.split(":", 1)[0]
+    return f"{repo}:sha256-{match['hex']}"
 
 
 @dataclass(frozen=True)

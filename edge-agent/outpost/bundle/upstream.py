@@ -144,6 +144,8 @@ class _Export:
     index_bytes: bytes
     messages: list[Message]
     reported: dict[str, Any]
+    signatures: list[Signature]
+    reported_bytes: bytes
 
 
 def _read_export(path: Path, device_keys: Sequence[str]) -> _Export:
@@ -185,7 +187,7 @@ def _read_export(path: Path, device_keys: Sequence[str]) -> _Export:
     messages = [_from_json(json.loads(line), n) for n, line in enumerate(data[MESSAGES].splitlines(), start=1)]
     if len(messages) != index["messages"]["count"]:
         raise BundleError(f"{path}: {len(messages)} messages, the index says {index['messages']['count']}")
-    return _Export(index, data[INDEX], messages, json.loads(data[REPORTED]))
+    return _Export(index, data[INDEX], messages, json.loads(data[REPORTED]), signatures, data[REPORTED])
 
 
 @dataclass
@@ -196,6 +198,7 @@ class Imported:
     pending: list[str] = field(default_factory=list)  # not delivered (sink down or refused): not in the receipt
     reported: dict[str, Any] = field(default_factory=dict)
     failure: str = ""
+    proof: dict[str, Any] = field(default_factory=dict)  # index, signatures and reported.json, for a fleet to check
 
 
 def import_upstream(
@@ -241,6 +244,11 @@ def import_upstream(
     dead = set(ids) - set(result.delivered) - set(result.duplicates) - set(result.pending)
     result.pending += sorted(dead)  # dead-lettered by the sink: never reached the far end
     result.reported = export.reported
+    result.proof = {
+        "index": base64.b64encode(export.index_bytes).decode(),
+        "signatures": [s.to_json() for s in export.signatures],
+        "reported": base64.b64encode(export.reported_bytes).decode(),
+    }
     receipt: dict[str, Any] = {
         "format": RECEIPT_FORMAT,
         "deviceId": export.index["deviceId"],

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
@@ -19,7 +20,7 @@ from outpost.agent.reconciler import ApplyResult
 from outpost.agent.state import StateDir
 from outpost.bundle.adapters.docker_images import DockerImages
 from outpost.bundle.adapters.fetch import open_source
-from outpost.bundle.apply import apply_bundle, check_bundle
+from outpost.bundle.apply import apply_bundle, check_bundle, record_refusal
 from outpost.bundle.blobs import BlobDir
 from outpost.bundle.create import create_bundle
 from outpost.bundle.layout import Progress as ProgressFn
@@ -35,6 +36,7 @@ from outpost.cli.agent import (
     default_state_dir,
     open_agent,
 )
+from outpost.cli.fleet import CaOpt, FleetOpt, TokenOpt, connect
 from outpost.cli.output import err, print_json
 from outpost.errors import InputError, ManifestError, OutpostError
 from outpost.files import write_atomic
@@ -50,6 +52,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+FLEET_URL = "http://127.0.0.1:9700"
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
@@ -88,15 +91,24 @@ def _problems(where: str, exc: ManifestError) -> typer.Exit:
 def create(
     output: Annotated[Path, typer.Option("-o", "--output", help="Bundle file to write (a tar).", dir_okay=False)],
     manifest: Annotated[
-        Path, typer.Option("--manifest", help="Deployment manifest (JSON).", exists=True, dir_okay=False)
-    ],
+        Path | None, typer.Option("--manifest", help="Deployment manifest (JSON).", exists=True, dir_okay=False)
+    ] = None,
+    deployment: Annotated[
+        str | None,
+        typer.Option("--deployment", help="A base deployment on the fleet (--fleet): its content, as signed at push."),
+    ] = None,
     platform: Annotated[
         str | None, typer.Option("--platform", help="Device platform, e.g. linux/arm64 [default: this engine's].")
     ] = None,
     sign_key: Annotated[
         Path | None, typer.Option("--sign-key", help="Operator private key: signs the content and the bundle.")
     ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Deployment name [default: manifest file stem].")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Deployment name [default: --deployment, or the manifest file stem].")
+    ] = None,
+    fleet: FleetOpt = FLEET_URL,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     json_out: Json = False,
 ) -> None:
     """Pack a deployment for a site with no network: content, images for the platform, twins' model files.
@@ -105,8 +117,15 @@ def create(
     stored once. Model files that module twins point to (a path, file:// or a loopback URL)
     are packed and checked against their sha256. The bundle lists the sha256 of every file
     and, with --sign-key, is signed (and so is its content).
+
+    --deployment NAME packs a base deployment from the fleet instead of a file, with the
+    signatures the operator made at `outpost deploy push --sign-key`.
     """
-    document = _read_manifest(manifest)
+    if (manifest is None) == (deployment is None):
+        err.print("[red]error:[/] give one of --manifest FILE or --deployment NAME (with --fleet URL)")
+        raise typer.Exit(2)
+    document = _read_manifest(manifest) if manifest is not None else _fleet_content(fleet, token, ca, str(deployment))
+    where = str(manifest) if manifest is not None else f"{fleet} deployment {deployment}"
     try:
         key = read_private(sign_key) if sign_key else None
         engine = DockerImages()
@@ -118,11 +137,11 @@ def create(
                 engine=engine,
                 opener=open_source,
                 sign_key=key,
-                name=name or manifest.stem,
+                name=name or deployment or (manifest.stem if manifest else "bundle"),
                 progress=progress,
             )
     except ManifestError as exc:
-        raise _problems(str(manifest), exc) from exc
+        raise _problems(where, exc) from exc
     except InputError as exc:
         raise _fail(str(exc)) from exc
     index = created.index
@@ -140,6 +159,21 @@ def create(
         f"{len(index.images)} image(s), {len(layers)} distinct layer(s), {len(index.models)} model file(s), "
         f"{len(index.twins)} module twin(s); " + ("signed" if key else "[yellow]unsigned[/]")
     )
+
+
+def _fleet_content(url: str, token: str | None, ca: Path | None, name: str) -> dict[str, Any]:
+    """A base deployment's content from the fleet as a manifest, carrying the operator's signatures
+    over it (``trust.parts``: a base deployment's signed part is a signed manifest)."""
+    with connect(url, token, ca) as client:
+        record = client.deployment(name)
+    if record.get("layered"):
+        hint = "bundle its base deployment, or compose one with `outpost manifest show --layer` and use --manifest"
+        err.print(f"[red]error:[/] {escape(name)} is a layered deployment, not a whole manifest: {hint}")
+        raise typer.Exit(1)
+    document: dict[str, Any] = {"modulesContent": record["content"]["modulesContent"]}
+    if record.get("signatures"):
+        document["outpost"] = {"signatures": list(record["signatures"])}
+    return document
 
 
 def _trusted(state_dir: Path | None) -> tuple[TrustStore, dict[str, Any]]:
@@ -217,11 +251,14 @@ def apply(
                 deploy=deploy,
                 models_dir=models_dir or state.path.parent / "models",
                 work_dir=state.path / "bundles",
+                pin=state.pin_images,
                 progress=bar,
             )
     except ManifestError as exc:
+        _record(state_path, bundle, "; ".join(f"content.json: {p.pointer or '/'}: {p.message}" for p in exc.problems))
         raise _problems(f"{bundle}:content.json", exc) from exc
     except InputError as exc:
+        _record(state_path, bundle, str(exc))
         err.print("[red]refused[/]; nothing on the device was changed")
         raise _fail(str(exc)) from exc
     result = applied.result
@@ -242,6 +279,14 @@ def apply(
     else:
         err.print(f"[red]failed[/]: {escape(result.description)}")
     raise typer.Exit(0 if result.converged else 1)
+
+
+def _record(state_path: Path, bundle: Path, reason: str) -> None:
+    """The refusal in status.json too (the fleet and `outpost agent list` read it), not only on stderr."""
+    try:
+        record_refusal(StateDir(state_path), bundle, reason)
+    except (OSError, OutpostError) as exc:
+        err.print(f"[yellow]note:[/] could not write the refusal to the agent's status: {escape(str(exc))}")
 
 
 def _warn(text: str) -> None:
@@ -331,13 +376,21 @@ def import_upstream_cmd(
         Path | None,
         typer.Option("--sign-key", help="Operator key: signs the receipt (devices with a trust root need it)."),
     ] = None,
+    fleet: Annotated[
+        str | None,
+        typer.Option("--fleet", help="Also deliver the reported properties to this fleet (device key registered)."),
+    ] = None,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
     json_out: Json = False,
 ) -> None:
     """Deliver an export through the hub's upstream sink (e.g. Kafka), duplicates dropped by message id.
 
     Writes a receipt naming every message now at the far end; take it back to the device
     (`outpost bundle receipt`). Importing the same export twice delivers nothing twice.
-    Reported properties are written beside the receipt (delivery to a fleet comes with the fleet).
+    Reported properties are written beside the receipt; with --fleet they are delivered to the
+    fleet too, which checks the export's signature against the key registered for the device
+    (`outpost device signing-key`) and drops an export it has imported already.
     """
     document = _read_manifest(manifest)
     try:
@@ -373,6 +426,8 @@ def import_upstream_cmd(
         "notDelivered": len(imported.pending),
         "failure": imported.failure or None,
     }
+    if fleet is not None:
+        summary["fleet"] = _import_reported(fleet, token, ca, str(imported.receipt["deviceId"]), imported.proof)
     if json_out:
         print_json(summary)
     else:
@@ -383,6 +438,18 @@ def import_upstream_cmd(
         if imported.failure:
             err.print(f"[yellow]sink:[/] {escape(imported.failure)}; import again when it is back")
     raise typer.Exit(0 if not imported.pending else 1)
+
+
+def _import_reported(url: str, token: str | None, ca: Path | None, device: str, proof: dict[str, Any]) -> Any:
+    """The export's reported properties to the fleet (it checks the device's signature itself)."""
+    err.print(f"receipt written; delivering the reported properties of {escape(device)} to {escape(url)}")
+    with connect(url, token, ca) as client:
+        result = client.json("POST", f"/api/v1/devices/{quote(device, safe='')}/upstream-imports", json=proof)
+    if not result.get("applied"):
+        err.print(f"[yellow]fleet:[/] reported properties not applied: {escape(str(result.get('reason')))}")
+    else:
+        err.print(f"fleet: reported properties of {len(result.get('modules', []))} module(s) delivered")
+    return result
 
 
 @app.command("receipt")

@@ -18,6 +18,9 @@ from rich.table import Table
 
 from outpost.cli.fleet import CaOpt, FleetOpt, JsonOpt, TokenOpt, connect
 from outpost.cli.output import err, out, parse_assignments, print_json
+from outpost.errors import InputError
+from outpost.trust.keys import read_private
+from outpost.trust.parts import sign_content
 
 app = typer.Typer(help="Push deployments to device groups and watch them converge.", no_args_is_help=True)
 
@@ -46,17 +49,39 @@ def push(
         bool, typer.Option("--layered", help="A layered deployment, applied on top of the base.")
     ] = False,
     label: Annotated[list[str] | None, typer.Option("--label", help="Label KEY=VALUE (repeatable).")] = None,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option("--sign-key", help="Operator private key: sign the content (devices with a trust root need it)."),
+    ] = None,
     fleet: FleetOpt = URL,
     token: TokenOpt = None,
     ca: CaOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Push a deployment to the devices its target condition selects."""
+    """Push a deployment to the devices its target condition selects.
+
+    With --sign-key the operator signs the deployment's content; the fleet hands devices the
+    signed deployments their manifest is composed from, and a device with a trust root runs
+    it only if every part verifies and they compose to exactly that manifest.
+    """
     try:
         document = json.loads(file.read_bytes())
     except ValueError as exc:
         err.print(f"[red]error:[/] {file}: not JSON ({exc}); nothing was pushed")
         raise typer.Exit(1) from exc
+    signatures: list[dict[str, str]] = []
+    if sign_key is not None:
+        content = document.get("modulesContent") if isinstance(document, dict) else None
+        if content is None and isinstance(document, dict) and isinstance(document.get("content"), dict):
+            content = document["content"].get("modulesContent")
+        if not isinstance(content, dict):
+            err.print(f"[red]error:[/] {file}: no modulesContent to sign; nothing was pushed")
+            raise typer.Exit(1)
+        try:
+            signatures.append(sign_content(content, read_private(sign_key)).to_json())
+        except InputError as exc:
+            err.print(f"[red]error:[/] {escape(str(exc))}; nothing was pushed")
+            raise typer.Exit(1) from exc
     body = {
         "document": document,
         "name": name,
@@ -64,14 +89,16 @@ def push(
         "priority": priority,
         "layered": layered,
         "labels": _labels(label),
+        **({"signatures": signatures} if signatures else {}),
     }
     with connect(fleet, token, ca) as client:
         record = client.push(body)
     if json_out:
         print_json({k: v for k, v in record.items() if k != "content"})
         return
-    err.print(f"pushed [bold]{escape(record['id'])}[/] (priority {record['priority']}"
-              f"{', layered' if record['layered'] else ''}) to {escape(record['targetCondition'])}; "
+    kind = (", layered" if record["layered"] else "") + (", signed" if record.get("signatures") else "")
+    err.print(f"pushed [bold]{escape(record['id'])}[/] (priority {record['priority']}{kind}) "
+              f"to {escape(record['targetCondition'])}; "
               f"watch it with `outpost deploy status {escape(record['id'])}`")  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
@@ -216,3 +217,37 @@ def twin(
                   f"(known: {', '.join(modules) or 'none'})")  # fmt: skip
         raise typer.Exit(1)
     print_json(modules[module])
+
+
+@app.command("signing-key")
+def signing_key(
+    device_id: DeviceArg,
+    public_key: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The device's public key (`outpost agent trust device-key` on it); omit to show it.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    fleet: FleetOpt = URL,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Register the key a device signs its upstream exports with (or show the registered one).
+
+    `outpost bundle import-upstream --fleet` delivers an export's reported properties only when
+    the export is signed by the key registered here for the device it names.
+    """  # fmt: skip
+    with connect(fleet, token, ca) as client:
+        path = f"/api/v1/devices/{quote(device_id, safe='')}/signing-key"
+        if public_key is None:
+            record = client.json("GET", path)
+        else:
+            record = client.json("PUT", path, json={"publicKey": public_key.read_text(encoding="utf-8")})
+    if json_out:
+        print_json(record)
+        return
+    err.print(f"{escape(device_id)}: signing key [bold]{escape(record['keyId'])}[/] (added {record['added']} "
+              f"by {escape(record['addedBy'])})")  # fmt: skip

@@ -12,7 +12,7 @@ from rich.table import Table
 from outpost.cli.agent import StateOpt, default_state_dir
 from outpost.cli.output import err, out, print_json
 from outpost.errors import InputError
-from outpost.trust.keys import key_id, read_public
+from outpost.trust.keys import device_key, key_id, public_pem, read_public
 from outpost.trust.store import TrustStore
 
 app = typer.Typer(
@@ -99,3 +99,28 @@ def policy(
     except InputError as exc:
         raise _fail(str(exc)) from exc
     err.print("images must be pinned by digest" if require_digests else "tag-only images are accepted with a warning")
+
+
+@app.command("device-key")
+def device_key_cmd(
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the public key here [default: print it].")
+    ] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """This device's own public key (made on first use), which signs what it sends home.
+
+    Register it at the fleet (`outpost device signing-key DEVICE device.pub`) so that the fleet
+    accepts the reported properties of this device's `bundle export-upstream` files.
+    """
+    try:
+        public = device_key(state_dir or default_state_dir()).public_key()
+    except (InputError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    pem = public_pem(public)
+    if output is None:
+        typer.echo(pem.decode(), nl=False)
+    else:
+        output.write_bytes(pem)
+        err.print(f"wrote [bold]{escape(str(output))}[/]")
+    err.print(f"device key {key_id(public)}")

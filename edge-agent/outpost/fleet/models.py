@@ -72,6 +72,7 @@ class DeploymentRecord:
     created_by: str = ""
     seq: int = 0
     content_hash: str = ""
+    signatures: list[dict[str, str]] = field(default_factory=list)  # the operator's, over the content (trust.parts)
 
     def summary(self) -> dict[str, Any]:
         """Azure's configuration shape without the content (``deploy list``)."""
@@ -89,7 +90,8 @@ class DeploymentRecord:
 
     def document(self) -> dict[str, Any]:
         """Azure's whole configuration document (``deploy show``)."""
-        return {**self.summary(), "content": {"modulesContent": self.content}}
+        signed = {"signatures": list(self.signatures)} if self.signatures else {}
+        return {**self.summary(), "content": {"modulesContent": self.content}, **signed}
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from outpost.fleet.models import DeploymentRecord
 from outpost.lang import TargetCondition, compile_target
 from outpost.manifest import Deployment, compose, select_stack
 from outpost.manifest.deployment import DESIRED
+from outpost.trust.parts import Part, with_parts
+from outpost.trust.signing import Signature
 from outpost.wire.patch import merge_patch
 
 __all__ = ["Assignment", "Resolver", "etag_of", "target"]
@@ -94,6 +96,7 @@ class Resolver:
         self._composed: dict[tuple[str, ...], dict[str, Any] | ManifestError] = {}
         self._json: dict[tuple[str, ...], str] = {}
         self._etags: dict[tuple[str, ...], str] = {}
+        self._signed: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def stack(self, twin: Mapping[str, Any]) -> tuple[str, ...]:
         """Ids of the deployments applied to this twin, in laying-down order; empty if no base targets it."""
@@ -117,6 +120,20 @@ class Resolver:
             raise cached
         return cached
 
+    def signed(self, stack: tuple[str, ...]) -> dict[str, Any]:
+        """What a device gets for a stack: its manifest and, when any deployment in it is signed, the
+        signed parts it was composed from (``/outpost/parts``, see :mod:`outpost.trust.parts`), so a
+        device with a trust root can check that it runs exactly what its operator signed."""
+        document = self.compose(stack)
+        records = [self.records[i] for i in stack]
+        if not any(r.signatures for r in records):
+            return document
+        cached = self._signed.get(stack)
+        if cached is None:
+            parts = [Part(r.id, r.content, _signatures(r.signatures)) for r in records]
+            cached = self._signed[stack] = with_parts(document, parts)
+        return cached
+
     def assign(self, device_id: str, twin: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> Assignment:
         """What the device gets: the stack's manifest with operator-set module desired properties merged in."""
         stack = self.stack(twin)
@@ -127,7 +144,7 @@ class Resolver:
         if not stack:
             return Assignment(device_id, etag, stack, None)
         try:
-            document = self.compose(stack)
+            document = self.signed(stack)
         except ManifestError as exc:
             return Assignment(device_id, etag, stack, None, list(exc.problems))
         if overrides:
@@ -136,6 +153,17 @@ class Resolver:
         if text is None:
             text = self._json[stack] = json.dumps(document, separators=(",", ":"))
         return Assignment(device_id, etag, stack, document, document_json=text)
+
+
+def _signatures(entries: Sequence[Any]) -> tuple[Signature, ...]:
+    """Stored signatures; a damaged entry is passed on as it is for the device to refuse, never fixed here."""
+    found = []
+    for entry in entries:
+        try:
+            found.append(Signature.from_json(entry))
+        except ValueError:
+            found.append(Signature(str(entry.get("keyId", "?")) if isinstance(entry, dict) else "?", b""))
+    return tuple(found)
 
 
 def _with_overrides(document: dict[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -44,6 +44,8 @@ from outpost.fleet.status import DeviceView, deployment_status
 from outpost.fleet.store import FleetStore
 from outpost.fleet.twins import device_twin, module_twin, twin_with_modules
 from outpost.manifest import check_document
+from outpost.trust.parts import carried_signatures
+from outpost.trust.signing import Signature
 from outpost.wire.patch import merge_patch
 
 __all__ = ["DEPLOYMENT_ID", "SYSTEM_MODULES", "FleetService", "PushRequest"]
@@ -94,6 +96,25 @@ def _check_labels(labels: Any, pointer: str) -> dict[str, str]:
     return dict(labels)
 
 
+def _check_signatures(given: Any, document: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The push's signatures (well-formed; the fleet holds no operator keys, devices verify them) plus
+    those a plain signed manifest file carries, one per key."""
+    if given is None:
+        given = []
+    if not isinstance(given, list):
+        raise InvalidError("signatures must be a list", [Problem("/signatures", "expected a list of signatures")])
+    found: dict[str, dict[str, str]] = {}
+    for index, entry in enumerate(given):
+        try:
+            signature = Signature.from_json(entry)
+        except ValueError as exc:
+            raise InvalidError("a signature is malformed", [Problem(f"/signatures/{index}", str(exc))]) from exc
+        found.setdefault(signature.key_id, signature.to_json())
+    for signature in carried_signatures(document):
+        found.setdefault(signature.key_id, signature.to_json())
+    return list(found.values())
+
+
 class PushRequest:
     """A push: the user's document unchanged plus what the command line set (which wins)."""
 
@@ -106,8 +127,10 @@ class PushRequest:
         priority: int | None = None,
         layered: bool = False,
         labels: Mapping[str, str] | None = None,
+        signatures: Any = None,
     ) -> None:
         self.document = document
+        self.signatures = signatures  # the operator's over the content (``deploy push --sign-key``)
         self.name = name
         self.target = target
         self.priority = priority
@@ -385,6 +408,7 @@ class FleetService:
         queries = _check_queries(metrics_doc.get("queries", {}) if isinstance(metrics_doc, Mapping) else None,
                                  "/metrics/queries")  # fmt: skip
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        signatures = _check_signatures(request.signatures, doc)
         at = now_utc()
         return DeploymentRecord(
             id=name,
@@ -397,6 +421,7 @@ class FleetService:
             created=at,
             created_by=who.name,
             content_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+            signatures=signatures,
         )
 
     def deployments(self, who: Principal) -> list[DeploymentRecord]:

@@ -21,6 +21,7 @@ from typing import Any
 from outpost.errors import ManifestError, Problem
 from outpost.trust.content import SIGNATURES_POINTER, payload, signatures
 from outpost.trust.images import image_refs, is_pinned
+from outpost.trust.parts import check_parts, has_parts
 from outpost.trust.signing import Context, VerdictKind, check
 from outpost.trust.store import TrustStore
 
@@ -58,7 +59,15 @@ class Admission:
         problems: list[Problem] = []
         warnings: list[str] = []
         signer = ""
-        if trusted:
+        if trusted and has_parts(document) and not signatures(document):
+            parts = check_parts(document, trusted)  # a fleet's composition of signed deployments
+            if parts.failed is not None:
+                first = parts.problems[0]
+                problems.append(Problem(first.pointer, _reason(parts.failed.kind, first.message, sorted(trusted))))
+            else:
+                problems.extend(parts.problems)
+            signer = ",".join(sorted(set(parts.signers.values())))
+        elif trusted:
             verdict = check(Context.DEPLOYMENT, payload(document), signatures(document), trusted)
             if verdict.ok:
                 signer = verdict.key_id
@@ -84,7 +93,8 @@ def _reason(kind: VerdictKind, detail: str, trusted: list[str]) -> str:
     keys = ", ".join(trusted)
     match kind:
         case VerdictKind.UNSIGNED:
-            return f"unsigned content refused: this device trusts key(s) {keys}; sign it with `--sign-key`"
+            what = f" ({detail})" if detail.startswith("deployment ") else ""
+            return f"unsigned content refused{what}: this device trusts key(s) {keys}; sign it with `--sign-key`"
         case VerdictKind.UNKNOWN_KEY:
             return f"refused: {detail}; it trusts {keys} (`outpost agent trust list`)"
     return f"refused: {detail}"

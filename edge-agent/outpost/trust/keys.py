@@ -27,6 +27,7 @@ __all__ = [
     "device_key",
     "generate",
     "key_id",
+    "public_from_pem",
     "public_from_raw",
     "public_pem",
     "raw_public",
@@ -99,6 +100,17 @@ def read_private(path: Path) -> Ed25519PrivateKey:
         raise KeyFileError(f"{path}: not an unencrypted PEM private key ({hint})") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: not an Ed25519 key (make one with `outpost keys generate`)")
+    return key
+
+
+def public_from_pem(data: bytes, where: str = "the key") -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM bytes (a ``.pub`` file's content)."""
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise KeyFileError(f"{where}: not a PEM public key (use the .pub file `outpost keys generate` wrote)") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyFileError(f"{where}: not an Ed25519 public key")
     return key
 
 

@@ -18,7 +18,7 @@ from outpost.bundle.archive import join, split
 from outpost.bundle.blobs import BlobDir
 from outpost.bundle.create import create_bundle
 from outpost.bundle.engine import ImageInfo
-from outpost.bundle.layout import BundleError, Index
+from outpost.bundle.layout import BundleError, Index, load_tag
 from outpost.bundle.models import file_refs
 from outpost.bundle.verify import verify_bundle
 from outpost.trust.keys import generate, read_private, read_public
@@ -225,14 +225,14 @@ def test_verify_refusals(made):
         verify_bundle(tmp_path / "junk.tar", trusted=keys, staging=BlobDir(tmp_path / "s-j"))
 
 
-def test_create_refuses_missing_foreign_platform_and_registry_digests(tmp_path):
+def test_create_refuses_missing_and_foreign_platform_images(tmp_path):
     engine = FakeEngine({"arm:1": saved_image([b"a"], arch="arm64")})
     common = {"output": tmp_path / "o.tar", "engine": engine, "opener": open_source}
     with pytest.raises(BundleError, match="is linux/arm64, not linux/amd64"):
         create_bundle(manifest({"hub": "arm:1", "app": "arm:1"}), platform="linux/amd64", **common)
     with pytest.raises(BundleError, match="not in this engine"):
         create_bundle(manifest({"hub": "arm:1", "app": "nope:1"}), platform="linux/arm64", **common)
-    with pytest.raises(BundleError, match="registry digest"):
+    with pytest.raises(BundleError, match="not in this engine"):  # a digest is packed when the engine has it
         create_bundle(manifest({"hub": "arm:1", "app": "x@sha256:" + "a" * 64}), platform="linux/arm64", **common)
     assert not (tmp_path / "o.tar").exists()
 
@@ -296,3 +296,10 @@ def test_apply_refuses_a_model_target_the_content_does_not_name(tmp_path):
         apply_bundle(tmp_path / "evil.tar", engine=engine, trusted={}, admit=lambda _doc: Admitted(),
                      deploy=deploy, models_dir=tmp_path / "models", work_dir=tmp_path / "work")  # fmt: skip
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_digest_reference_is_loaded_under_a_tag_of_its_own():
+    hex_ = "ab" * 32
+    assert load_tag("app:1") == "app:1"
+    assert load_tag(f"127.0.0.1:5000/team/app@sha256:{hex_}") == f"127.0.0.1:5000/team/app:sha256-{hex_}"
+    assert load_tag(f"127.0.0.1:5000/app:1.2@sha256:{hex_}") == f"127.0.0.1:5000/app:sha256-{hex_}"

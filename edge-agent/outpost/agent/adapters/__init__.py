@@ -32,8 +32,9 @@ def make_runtime(
         kind = "docker" if docker_available() else "process"
     if kind == "docker":
         from outpost.agent.adapters.docker_runtime import DockerRuntime
+        from outpost.agent.state import StateDir
 
-        return DockerRuntime(namespace)
+        return DockerRuntime(namespace, pins=StateDir(state_dir).image_pins)
     if kind == "process":
         from outpost.agent.adapters.process_runtime import ProcessRuntime
 

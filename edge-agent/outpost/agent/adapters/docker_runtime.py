@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -78,8 +78,16 @@ class DockerRuntime:
 
     kind = "docker"
 
-    def __init__(self, namespace: str = "default", *, base_url: str | None = None, timeout: float = 120) -> None:
+    def __init__(
+        self,
+        namespace: str = "default",
+        *,
+        base_url: str | None = None,
+        timeout: float = 120,
+        pins: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
         self.namespace = namespace
+        self._pins = pins or dict  # digest reference -> local image id (StateDir.image_pins)
         try:
             self.client = (
                 docker.DockerClient(base_url=base_url, timeout=int(timeout)) if base_url else docker.from_env()
@@ -128,6 +136,9 @@ class DockerRuntime:
         tags = {_image_key(tag) for image in images for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"}
         # repo@sha256:... references (digest-pinned deployments) are known by their RepoDigests.
         tags |= {ref for image in images for ref in image.get("RepoDigests") or [] if "@" in ref}
+        # ... or, after `docker load` (which drops them), by the pins `outpost bundle apply` recorded.
+        ids = {image.get("Id") for image in images}
+        tags |= {ref for ref, image_id in self._pins().items() if image_id in ids}
         return Observed(modules=modules, images=frozenset(tags), boot_time=self._boot)
 
     def _details(self, summary: dict[str, Any]) -> dict[str, Any]:
@@ -200,7 +211,7 @@ class DockerRuntime:
 
     def _config(self, spec: ModuleSpec, deployment_id: str) -> dict[str, Any]:
         config: dict[str, Any] = copy.deepcopy(dict(spec.create_options))
-        config["Image"] = spec.image
+        config["Image"] = self._pins().get(spec.image, spec.image)  # a pinned digest runs its loaded image id
         env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
         env.update(spec.env)
         config["Env"] = [f"{key}={value}" for key, value in env.items()]

@@ -72,6 +72,9 @@ class Push(BaseModel):
     priority: int | None = None
     layered: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
+    signatures: list[dict[str, Any]] = Field(
+        default_factory=list, description="Operator signatures over {modulesContent} (outpost deploy push --sign-key)"
+    )
 
 
 def _error(status: int, message: str, problems: list[dict[str, str]] | None = None) -> JSONResponse:
@@ -354,6 +357,7 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
             priority=body.priority,
             layered=body.layered,
             labels=body.labels,
+            signatures=body.signatures,
         )
         return service.push(who, request).document()
 

@@ -78,6 +78,7 @@ deployments = sa.Table(
     sa.Column("metrics", sa.JSON),
     sa.Column("created", sa.String),
     sa.Column("created_by", sa.String),
+    sa.Column("signatures", sa.JSON),
 )
 history = sa.Table(
     "history",
@@ -176,6 +177,7 @@ def _deployment(row: Any) -> DeploymentRecord:
         created_by=row.created_by,
         seq=row.seq,
         content_hash=row.content_hash,
+        signatures=row.signatures or [],
     )
 
 
@@ -404,6 +406,7 @@ class SqlStore:
                         metrics=record.metrics,
                         created=record.created,
                         created_by=record.created_by,
+                        signatures=record.signatures or None,
                     )
                 )
                 self._log(c, entry)

@@ -22,9 +22,12 @@ from outpost.fleet.adapters.api import DEFAULT_MAX_BODY, create_app
 from outpost.fleet.adapters.console import add_console
 from outpost.fleet.adapters.console_store import SqlConsoleStore
 from outpost.fleet.adapters.database import SqlStore, redact
+from outpost.fleet.adapters.device_keys import SqlDeviceKeyStore
+from outpost.fleet.adapters.import_api import add_import_routes
 from outpost.fleet.adapters.rollout_api import add_rollout_routes
 from outpost.fleet.adapters.rollouts import SqlRolloutStore
 from outpost.fleet.console.session import IDLE_SECONDS, SESSION_SECONDS
+from outpost.fleet.imports import UpstreamImports
 from outpost.fleet.metrics import FleetMetrics
 from outpost.fleet.rollout.driver import RolloutDriver
 from outpost.fleet.rollout.metrics import RolloutMetrics
@@ -92,6 +95,7 @@ def serve(settings: ServeSettings) -> None:
     add_console(app, service, sessions=console_store, series=console_store, index=console_store, rollouts=driver,
                 secure=settings.certfile is not None, max_age=settings.session_max_age,
                 idle=settings.session_idle)  # fmt: skip
+    add_import_routes(app, UpstreamImports(service, SqlDeviceKeyStore(service.store.engine)))
     print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (console at /, OpenAPI at /openapi.json)",
           file=sys.stderr)  # fmt: skip
     config = uvicorn.Config(

@@ -1,0 +1,134 @@
+"""Signed parts: the fleet composes signed deployments, the device checks the parts and the composition."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from outpost.fleet.errors import InvalidError
+from outpost.fleet.models import DeploymentRecord
+from outpost.fleet.resolution import Resolver
+from outpost.fleet.service import _check_signatures
+from outpost.manifest import load_manifest
+from outpost.trust.admission import Admission, ContentRefusedError
+from outpost.trust.content import sign_document
+from outpost.trust.keys import generate, read_private, read_public
+from outpost.trust.parts import PARTS_POINTER, carried_signatures, sign_content
+from outpost.trust.store import TrustStore
+
+ROOT = Path(__file__).resolve().parents[3]
+DIGEST = "sha256:" + "cd" * 32
+
+
+def _contents() -> tuple[dict[str, Any], dict[str, Any]]:
+    base = json.loads((ROOT / "manifests" / "motor-monitor.json").read_text())["modulesContent"]
+    desired = base["$edgeAgent"]["properties.desired"]
+    for spec in [desired["systemModules"]["edgeHub"], *desired["modules"].values()]:
+        spec["settings"]["image"] = f"outpost-test/behave@{DIGEST}"
+    layer = json.loads((ROOT / "manifests" / "layers" / "monitoring.json").read_text())["content"]["modulesContent"]
+    for key, value in layer["$edgeAgent"].items():
+        if key.startswith("properties.desired.modules."):
+            value["settings"]["image"] = f"outpost-test/behave@{DIGEST}"
+    return base, layer
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, Path]:
+    for name in ("operator", "stranger"):
+        generate(tmp_path / name)
+    return {name: tmp_path / name for name in ("operator", "stranger")}
+
+
+def _record(name: str, content: dict[str, Any], priority: int, seq: int, *sigs: dict[str, str]) -> DeploymentRecord:
+    layered = name == "layer"
+    # stored as the fleet stores it: through JSON
+    stored = json.loads(json.dumps(content, sort_keys=True))
+    return DeploymentRecord(name, stored, "*", priority, layered, seq=seq, created=f"2026-01-0{seq}",
+                            signatures=list(sigs))  # fmt: skip
+
+
+def _device(tmp_path: Path, *trusted: Path) -> Admission:
+    store = TrustStore(tmp_path / "device" / "trust")
+    for prefix in trusted:
+        store.add(read_public(prefix.with_suffix(".pub")), prefix.name)
+    return Admission(store, on_warning=lambda _: None)
+
+
+def _sign(content: dict[str, Any], prefix: Path) -> dict[str, str]:
+    return sign_content(content, read_private(prefix.with_suffix(".key"))).to_json()
+
+
+def test_a_composition_of_signed_deployments_is_admitted(tmp_path: Path, keys: dict[str, Path]) -> None:
+    base, layer = _contents()
+    op = keys["operator"]
+    resolver = Resolver(
+        [_record("base", base, 10, 1, _sign(base, op)), _record("layer", layer, 20, 2, _sign(layer, op))]
+    )
+    assignment = resolver.assign("d1", {"deviceId": "d1", "tags": {}}, {})
+    document = assignment.document
+    assert document is not None
+    assert [p["id"] for p in document["outpost"]["parts"]] == ["base", "layer"]
+    admitted = _device(tmp_path, op)(json.loads(assignment.as_json())["manifest"])  # as it travels
+    assert admitted.key_id
+    # a device without a trust root just runs it: the parts are an extension Azure ignores
+    assert _device(tmp_path / "untrusting")(document).key_id == ""
+    load_manifest(document)
+
+
+def test_the_device_refuses_an_unsigned_part_an_unknown_key_and_content_changed_after_signing(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    base, layer = _contents()
+    op, stranger = keys["operator"], keys["stranger"]
+    device = _device(tmp_path, op)
+
+    unsigned_layer = Resolver([_record("base", base, 10, 1, _sign(base, op)), _record("layer", layer, 20, 2)])
+    with pytest.raises(ContentRefusedError) as caught:
+        device(unsigned_layer.assign("d1", {"tags": {}}, {}).document or {})
+    assert caught.value.problems[0].pointer == f"{PARTS_POINTER}/1/signatures"
+    assert "unsigned content refused (deployment 'layer'" in caught.value.problems[0].message
+
+    strangers = Resolver([_record("base", base, 10, 1, _sign(base, stranger))])
+    with pytest.raises(ContentRefusedError, match="does not trust"):
+        device(strangers.assign("d1", {"tags": {}}, {}).document or {})
+
+    # a fleet database row changed after the push: its signature no longer matches
+    tampered = copy.deepcopy(base)
+    tampered["$edgeAgent"]["properties.desired"]["modules"]["fft-filter"]["settings"]["image"] = "evil:latest"
+    changed = Resolver([_record("base", tampered, 10, 1, _sign(base, op))])
+    with pytest.raises(ContentRefusedError, match="changed after signing"):
+        device(changed.assign("d1", {"tags": {}}, {}).document or {})
+
+    # the effective manifest changed, parts intact: the composition does not match
+    good = Resolver([_record("base", base, 10, 1, _sign(base, op))]).assign("d1", {"tags": {}}, {}).document or {}
+    edited = copy.deepcopy(good)
+    edited["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]["evil"] = "FROM /messages/* INTO $upstream"
+    with pytest.raises(ContentRefusedError) as caught:
+        device(edited)
+    assert caught.value.problems[0].pointer == "/modulesContent/$edgeHub/properties.desired/routes/evil"
+
+    # operator-set module desired properties are merged by the fleet but signed by nobody
+    overridden = Resolver([_record("base", base, 10, 1, _sign(base, op))]).assign(
+        "d1", {"tags": {}}, {"fft-filter": {"threshold": 9}}
+    )
+    with pytest.raises(ContentRefusedError, match="twin --set"):
+        device(overridden.document or {})
+
+
+def test_push_signatures_are_checked_for_shape_and_a_signed_file_carries_its_own(keys: dict[str, Path]) -> None:
+    base, _ = _contents()
+    signed_file = sign_document({"modulesContent": base}, read_private(keys["operator"].with_suffix(".key")))
+    carried = carried_signatures(signed_file)
+    assert len(carried) == 1
+    # the file's own signature covers exactly what the fleet stores: it is the part's signature
+    assert carried[0].to_json() == _sign(base, keys["operator"])
+    assert _check_signatures(None, signed_file) == [carried[0].to_json()]
+    # an Azure configuration document's own signature would cover more than the content: not carried
+    assert carried_signatures({**signed_file, "id": "x"}) == []
+    with pytest.raises(InvalidError) as caught:
+        _check_signatures([{"keyId": "k", "alg": "RSA", "sig": ""}], {})
+    assert caught.value.problems[0].pointer == "/signatures/0"
