@@ -8,9 +8,10 @@ from outpost.agent.spec import ModuleSpec
 
 
 def runtime() -> DockerRuntime:
-    # _config only reads the namespace: skip __init__, which connects to the engine.
+    # _config only reads the namespace and the digest pins: skip __init__, which connects to the engine.
     docker_runtime = DockerRuntime.__new__(DockerRuntime)
     docker_runtime.namespace = "default"
+    docker_runtime._pins = dict
     return docker_runtime
 
 

@@ -34,7 +34,10 @@ def make_runtime(
         from outpost.agent.adapters.docker_runtime import DockerRuntime
         from outpost.agent.state import StateDir
 
-        return DockerRuntime(namespace, pins=StateDir(state_dir).image_pins)
+        def pins() -> dict[str, str]:  # read lazily: `outpost check` must not create the state dir
+            return StateDir(state_dir).image_pins() if state_dir.is_dir() else {}
+
+        return DockerRuntime(namespace, pins=pins)
     if kind == "process":
         from outpost.agent.adapters.process_runtime import ProcessRuntime
 
