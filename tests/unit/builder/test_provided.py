@@ -71,3 +71,34 @@ def test_select_resolves_against_what_the_base_provides_and_copies_no_wheel_of_i
     _wheel(house, "needs_new", "1.0", ["numpy>=2"])
     with pytest.raises(BuildError, match="numpy"):  # the base's numpy is too old for this requirement
         PipWheels().select(armv7, ("needs_new==1.0",), "3.11", house, other, provided={"numpy": "1.24.2"})
+
+
+def test_precompiled_wheel_is_imported_from_its_bytecode(tmp_path):
+    import base64
+    import hashlib
+    import subprocess
+    import sys
+
+    from outpost.builder.adapters.pip_wheels import precompile_wheel
+
+    wheel = tmp_path / "tool-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as whl:
+        whl.writestr("tool/__init__.py", "ANSWER = 1\n")
+        whl.writestr("tool-1.0.dist-info/RECORD", "tool/__init__.py,,\ntool-1.0.dist-info/RECORD,,\n")
+    assert precompile_wheel(wheel)
+    assert not precompile_wheel(wheel)  # once
+    with zipfile.ZipFile(wheel) as whl:
+        pyc = whl.read("tool/__init__.pyc")
+        record = whl.read("tool-1.0.dist-info/RECORD").decode()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(pyc).digest()).rstrip(b"=").decode()
+    assert f"tool/__init__.pyc,sha256={digest},{len(pyc)}" in record
+
+    # The same wheel with other sources but the old bytecode: zipimport runs the bytecode.
+    changed = tmp_path / "changed.whl"
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(changed, "w") as out:
+        for info in src.infolist():
+            data = b"ANSWER = 2\n" if info.filename == "tool/__init__.py" else src.read(info)
+            out.writestr(info, data)
+    code = f"import sys; sys.path.insert(0, {str(changed)!r}); import tool; print(tool.ANSWER)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "1"
