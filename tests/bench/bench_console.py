@@ -1,7 +1,7 @@
 """Console benchmark: page latency of the fleet console, and what its live updates cost the device API.
 
 Run: ``scripts/bench console`` (or ``PYTHONPATH=tests .venv/bin/python tests/bench/bench_console.py
---devices 10000 --deployments 50 [--only pages|live]``). One ``outpost fleet serve`` on SQLite and
+--devices 10000 --deployments 50 [--only pages|live|series]``). One ``outpost fleet serve`` on SQLite and
 127.0.0.1; N devices written straight into its database (what N activations leave, as bench_fleet
 does), D deployments pushed through the API.
 
@@ -15,6 +15,8 @@ does), D deployments pushed through the API.
   new deployment as soon as it has it. Rounds alternate without watchers, with W signed-in
   ``/console/events`` streams (W open browser tabs), without again: p50/p99 of the reports, the
   time until all N have the push, and the convergence events the watchers received.
+- **series**: what keeping the reported metrics costs the report path, in process (see
+  :func:`series_cost`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ import httpx
 from bench_fleet import SITES, Conn, content, provision
 
 from integration.fleet_harness import FleetProcess
+from outpost.fleet.adapters.console_store import SqlConsoleStore
+from outpost.fleet.adapters.database import SqlStore
+from outpost.fleet.credentials import Kind, Principal
+from outpost.fleet.series import Recorder
+from outpost.fleet.service import FleetService
 
 
 def timings(client: httpx.Client, path: str, rounds: int) -> dict[str, float]:
@@ -229,6 +236,66 @@ def live(n: int, deployments: int, watchers: int, seconds: float) -> list[dict[s
             fleet.stop()
 
 
+# -- what keeping the reported metrics costs, in process ---------------------------------------
+
+
+def series_cost(n: int, seconds: int = 30) -> dict[str, float]:
+    """The report path with and without the series hook, and the batch writer's work per second.
+
+    On one SQLite fleet database with N devices: ``report_modules`` of a detector report (its baseline:
+    the same call with the hook a no-op), ``Recorder.record`` alone, and ``Recorder.flush`` of one
+    second of N/30 reports (5 numbers each), ``seconds`` times, so the table holds that many points.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/fleet.db"
+        ids = list(provision(url, n))
+        store = SqlStore.open(url)
+        recorder = Recorder(SqlConsoleStore(store.engine))
+        service = FleetService(store)
+
+        def patch(i: int) -> dict[str, Any]:
+            return {"anomaly-detector": {"inference": {"count": i, "latencyMsP50": 4.2, "latencyMsP99": 6.0},
+                                         "alerts": {"count": i // 7}, "lastInference": {"score": 0.37}}}  # fmt: skip
+
+        def reports(count: int) -> float:
+            started = time.perf_counter()
+            for i in range(count):
+                device = ids[i % len(ids)]
+                service.report_modules(Principal(Kind.DEVICE, device), device, patch(i))
+            return (time.perf_counter() - started) / count
+
+        reports(1000)  # warm-up: every measured report updates an existing module twin
+        runs: dict[bool, list[float]] = {False: [], True: []}
+        for hooked in [False, True] * 4:  # alternated, so the machine's load falls on both alike
+            service.on_report = recorder.record if hooked else (lambda _device, _patches: None)
+            runs[hooked].append(reports(1000))
+            recorder.flush()
+        without, with_hook = statistics.median(runs[False]), statistics.median(runs[True])
+        started = time.perf_counter()
+        for i in range(10_000):
+            recorder.record(ids[i % len(ids)], patch(i))
+        record_s = (time.perf_counter() - started) / 10_000
+        recorder.flush()
+        per_second = len(ids) // 30
+        flushes = []
+        for second in range(seconds):
+            for i in range(per_second):
+                recorder.record(ids[(second * per_second + i) % len(ids)], patch(i))
+            started = time.perf_counter()
+            recorder.flush()
+            flushes.append(time.perf_counter() - started)
+        store.close()
+    flushes.sort()
+    return {
+        "report_ms": 1000 * without,
+        "report_with_hook_ms": 1000 * with_hook,
+        "record_us": 1e6 * record_s,
+        "reports_per_s": per_second,
+        "flush_ms_p50": 1000 * flushes[len(flushes) // 2],
+        "flush_ms_max": 1000 * flushes[-1],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", type=int, default=10_000)
@@ -236,12 +303,28 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--watchers", type=int, default=5, help="live feeds open in the rounds with watchers")
     parser.add_argument("--seconds", type=float, default=40.0, help="report load per live round")
-    parser.add_argument("--only", choices=["pages", "live"])
+    parser.add_argument("--only", choices=["pages", "live", "series"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if args.only != "pages":
+    if args.only in {None, "series"}:
+        load = os.getloadavg()
+        cost = series_cost(args.devices)
+        print(f"reported metric series, in process, {args.devices} devices on SQLite; {os.cpu_count()} cores, load "
+              f"average {load[0]:.1f} before, {os.getloadavg()[0]:.1f} after")  # fmt: skip
+        print("| measure | value |")
+        print("|---|---|")
+        print(f"| report_modules of a detector report (5 numbers), hook off (baseline), median of 4 x 1000 | "
+              f"{cost['report_ms']:.3f} ms |")  # fmt: skip
+        print(f"| the same, hook on (numbers buffered), alternated with the above | "
+              f"{cost['report_with_hook_ms']:.3f} ms |")  # fmt: skip
+        print(f"| Recorder.record alone | {cost['record_us']:.1f} µs |")
+        print(f"| one flush of a second of {cost['reports_per_s']} reports ({5 * cost['reports_per_s']} points), "
+              f"p50 / max of 30 | {cost['flush_ms_p50']:.1f} / {cost['flush_ms_max']:.1f} ms |")  # fmt: skip
+    if args.only == "series":
+        return
+    if args.only in {None, "live"}:
         load = os.getloadavg()
         rounds = live(args.devices, args.deployments, args.watchers, args.seconds)
         if args.json:

@@ -234,7 +234,7 @@ def add_console(  # noqa: PLR0915 (the routes are declared together)
                 bars = json.loads(await snapshot(signed.who, PAGE_MAX_AGE))
 
         def build(who: Principal) -> tuple[str, dict[str, Any]]:
-            listed = [rollouts.status(who, r.name) for r in rollouts.rollouts(who)] if rollouts is not None else []
+            listed = rollouts.rollouts(who) if rollouts is not None else []  # stored state only: one query
             return "overview.html", {**views.overview(service, who, bars), "rollouts": listed}
 
         return await run_in_threadpool(show, request, build)
@@ -343,6 +343,15 @@ def add_console(  # noqa: PLR0915 (the routes are declared together)
     def delete(deployment_id: str, who: Action, _body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
         service.delete(who, deployment_id)
         return {"deleted": deployment_id}
+
+    @app.post("/console/rollouts/{name}/{verb}", include_in_schema=False)
+    def control_rollout(name: str, verb: str, who: Action, _body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        """Pause, resume, abort or approve: the same driver calls as ``outpost rollout ACTION``."""
+        controls = {"pause": driver().pause, "resume": driver().resume, "abort": driver().abort,
+                    "approve": driver().approve}  # fmt: skip
+        if verb not in controls:
+            raise NotFoundError(f"no rollout action {verb!r}: pause, resume, abort or approve")
+        return {"state": str(controls[verb](who, name).state)}
 
     # -- live convergence -----------------------------------------------------------------
 
