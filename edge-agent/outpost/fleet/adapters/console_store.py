@@ -50,6 +50,7 @@ def _where(query: DeviceQuery) -> list[Any]:
         clauses.append(devices.c.last_activity < query.online_since)
     return clauses
 
+
 meta = sa.MetaData()
 sessions = sa.Table(
     "console_sessions",
