@@ -21,7 +21,7 @@ from outpost.agent.restarts import RestartRecord
 from outpost.errors import InputError
 from outpost.files import write_atomic
 
-__all__ = ["DEFAULT_STATE_DIR", "RuntimeRecord", "StateDir", "StoredDeployment", "deployment_hash"]
+__all__ = ["DEFAULT_STATE_DIR", "RuntimeRecord", "StateDir", "StoredDeployment", "deployment_hash", "image_pins"]
 
 DEFAULT_STATE_DIR = Path(os.environ.get("OUTPOST_STATE_DIR", "/var/lib/outpost/agent"))
 
@@ -84,6 +84,15 @@ class RuntimeRecord:
             workdir=Path(data["workdir"]) if data.get("workdir") else None, device_id=str(data.get("deviceId") or ""),
             hub=hub,
         )  # fmt: skip
+
+
+def image_pins(state_dir: Path) -> dict[str, str]:
+    """``StateDir.image_pins`` without creating the state dir (the Docker runtime reads it on every observe)."""
+    try:
+        data = json.loads((state_dir / "image-pins.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 class StateDir:
@@ -154,8 +163,7 @@ class StateDir:
         image id they name: Docker 20.10 drops repository digests on ``docker load``, so ``outpost bundle
         apply`` records here which loaded image each digest of the signed bundle is (the Docker runtime
         then runs that image id). Read on every observe; tiny."""
-        data = self.read("image-pins.json") or {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        return image_pins(self.path)
 
     def pin_images(self, pins: dict[str, str]) -> None:
         if pins and {**self.image_pins(), **pins} != self.image_pins():

@@ -226,7 +226,6 @@ def signing_key(
         Path | None,
         typer.Argument(
             help="The device's public key (`outpost agent trust device-key` on it); omit to show it.",
-            exists=True,
             dir_okay=False,
         ),
     ] = None,
@@ -240,12 +239,14 @@ def signing_key(
     `outpost bundle import-upstream --fleet` delivers an export's reported properties only when
     the export is signed by the key registered here for the device it names.
     """  # fmt: skip
+    try:
+        pem = public_key.read_text(encoding="utf-8") if public_key is not None else None
+    except (OSError, UnicodeError) as exc:
+        err.print(f"[red]error:[/] {escape(str(public_key))}: cannot read the key ({escape(str(exc))})")
+        raise typer.Exit(1) from exc
     with connect(fleet, token, ca) as client:
         path = f"/api/v1/devices/{quote(device_id, safe='')}/signing-key"
-        if public_key is None:
-            record = client.json("GET", path)
-        else:
-            record = client.json("PUT", path, json={"publicKey": public_key.read_text(encoding="utf-8")})
+        record = client.json("GET", path) if pem is None else client.json("PUT", path, json={"publicKey": pem})
     if json_out:
         print_json(record)
         return

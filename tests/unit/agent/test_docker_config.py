@@ -8,7 +8,7 @@ from outpost.agent.spec import ModuleSpec
 
 
 def runtime() -> DockerRuntime:
-    # _config only reads the namespace and the digest pins: skip __init__, which connects to the engine.
+    # _config only reads the namespace and the image pins: skip __init__, which connects to the engine.
     docker_runtime = DockerRuntime.__new__(DockerRuntime)
     docker_runtime.namespace = "default"
     docker_runtime._pins = dict
@@ -50,3 +50,13 @@ def test_create_options_of_the_spec_are_not_mutated():
     module = spec("edgeHub", binds=["a:/a"])
     runtime()._config(module, "d1")
     assert module.create_options["HostConfig"]["Binds"] == ["a:/a"]
+
+
+def test_a_pinned_digest_runs_the_image_id_bundle_apply_recorded():
+    from dataclasses import replace
+
+    digest = "127.0.0.1:5000/app@sha256:" + "ab" * 32
+    docker_runtime = runtime()
+    docker_runtime._pins = lambda: {digest: "sha256:" + "cd" * 32}
+    assert docker_runtime._config(replace(spec("app"), image=digest), "d1")["Image"] == "sha256:" + "cd" * 32
+    assert docker_runtime._config(spec("app"), "d1")["Image"] == "outpost/app:0.1.0"  # others as named

@@ -32,12 +32,9 @@ def make_runtime(
         kind = "docker" if docker_available() else "process"
     if kind == "docker":
         from outpost.agent.adapters.docker_runtime import DockerRuntime
-        from outpost.agent.state import StateDir
+        from outpost.agent.state import image_pins
 
-        def pins() -> dict[str, str]:  # read lazily: `outpost check` must not create the state dir
-            return StateDir(state_dir).image_pins() if state_dir.is_dir() else {}
-
-        return DockerRuntime(namespace, pins=pins)
+        return DockerRuntime(namespace, pins=lambda: image_pins(state_dir))  # read lazily: creates no state dir
     if kind == "process":
         from outpost.agent.adapters.process_runtime import ProcessRuntime
 
