@@ -123,6 +123,8 @@ class FleetService:
         self._resolver: tuple[int, Resolver] | None = None
         self._lock = threading.Lock()
         self._on_change = on_change or (lambda: None)
+        self.served: Callable[[Assignment], Assignment] = lambda assignment: assignment
+        """The assignment as its device receives it (rollouts stamp model download tokens into it)."""
 
     # -- identities -------------------------------------------------------------------------
 

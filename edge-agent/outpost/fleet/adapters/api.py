@@ -341,7 +341,8 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
         headers = {"ETag": f'"{assignment.etag}"'}
         if assignment.etag == known:
             return Response(status_code=304, headers=headers)
-        return Response(assignment.as_json(), media_type="application/json", headers=headers)
+        served = assignment if who.is_operator else await run_in_threadpool(service.served, assignment)
+        return Response(served.as_json(), media_type="application/json", headers=headers)
 
     # -- deployments --------------------------------------------------------------------
 

@@ -20,7 +20,9 @@ from pydantic import BaseModel, Field
 from outpost.errors import Problem
 from outpost.fleet.credentials import Principal
 from outpost.fleet.errors import FleetError, InvalidError
+from outpost.fleet.rollout.access import ModelAccess
 from outpost.fleet.rollout.driver import RolloutDriver, StartRequest
+from outpost.fleet.rollout.store import ModelRecord
 from outpost.fleet.service import FleetService
 
 __all__ = ["add_rollout_routes"]
@@ -51,7 +53,7 @@ class RangeError(FleetError):
     status = 416
 
 
-def add_rollout_routes(app: FastAPI, service: FleetService, driver: RolloutDriver) -> None:
+def add_rollout_routes(app: FastAPI, service: FleetService, driver: RolloutDriver, access: ModelAccess) -> None:
     bearer = HTTPBearer(auto_error=False, description="Operator token or device credential")
 
     def principal(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
@@ -81,18 +83,11 @@ def add_rollout_routes(app: FastAPI, service: FleetService, driver: RolloutDrive
     def show_model(name: str, version: str, who: Who) -> dict[str, Any]:
         return registry.model(who, name, version).as_dict()
 
-    @app.get(
-        "/api/v1/models/{name}/{version}/content",
-        response_class=Response,
-        summary="Download a model (operator or device); honours Range: bytes=START-[END]",
-    )
-    async def model_content(
-        name: str, version: str, who: Who, range_header: Annotated[str | None, Header(alias="Range")] = None
-    ) -> Response:
-        record = await run_in_threadpool(registry.model, who, name, version)
+    async def ranged(record: ModelRecord, range_header: str | None) -> Response:
         headers = {"Accept-Ranges": "bytes", "ETag": f'"{record.sha256}"', "X-Model-Sha256": record.sha256}
+        name, version = record.name, record.version
         if range_header is None:
-            data = await run_in_threadpool(registry.content, who, name, version)
+            data = await run_in_threadpool(registry.store.model_content, name, version)
             return Response(data, media_type="application/octet-stream", headers=headers)
         match = _RANGE.fullmatch(range_header.strip())
         if match is None or int(match.group(1)) >= record.size:
@@ -101,9 +96,36 @@ def add_rollout_routes(app: FastAPI, service: FleetService, driver: RolloutDrive
         end = min(int(match.group(2)) if match.group(2) else record.size - 1, record.size - 1)
         if end < start:
             raise RangeError(f"range {range_header!r} is empty")
-        data = await run_in_threadpool(registry.content, who, name, version, start, end)
+        data = await run_in_threadpool(registry.store.model_content, name, version, start, end)
         headers["Content-Range"] = f"bytes {start}-{end}/{record.size}"
         return Response(data, status_code=206, media_type="application/octet-stream", headers=headers)
+
+    @app.get(
+        "/api/v1/models/{name}/{version}/content",
+        response_class=Response,
+        summary="Download a model (operator or device); honours Range: bytes=START-[END]",
+    )
+    async def model_content(
+        name: str, version: str, who: Who, range_header: Annotated[str | None, Header(alias="Range")] = None
+    ) -> Response:
+        return await ranged(await run_in_threadpool(registry.model, who, name, version), range_header)
+
+    @app.get(
+        "/api/v1/devices/{device_id}/models/{name}/{version}/content",
+        response_class=Response,
+        summary="Download a model the device's deployment names (its credential, its model token, or an operator); "
+        "honours Range",
+    )
+    async def device_model_content(
+        device_id: str,
+        name: str,
+        version: str,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        range_header: Annotated[str | None, Header(alias="Range")] = None,
+    ) -> Response:
+        presented = credentials.credentials if credentials else None
+        record = await run_in_threadpool(access.authorize, presented, device_id, name, version)
+        return await ranged(record, range_header)
 
     @app.post("/api/v1/rollouts", status_code=201, summary="Start a rollout (operator)")
     def start_rollout(body: RolloutStart, who: Operator) -> dict[str, Any]:

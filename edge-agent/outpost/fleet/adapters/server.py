@@ -24,6 +24,7 @@ from outpost.fleet.adapters.database import SqlStore, redact
 from outpost.fleet.adapters.rollout_api import add_rollout_routes
 from outpost.fleet.adapters.rollouts import SqlRolloutStore
 from outpost.fleet.metrics import FleetMetrics
+from outpost.fleet.rollout.access import ModelAccess
 from outpost.fleet.rollout.driver import RolloutDriver
 from outpost.fleet.rollout.metrics import RolloutMetrics
 from outpost.fleet.service import FleetService
@@ -111,7 +112,9 @@ def _drive_rollouts(
     holder = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     driver = RolloutDriver(service, SqlRolloutStore(service.store.engine), models_url=url, holder=holder)
     driver.on_round = RolloutMetrics(metrics.registry).observe
-    add_rollout_routes(app, service, driver)
+    access = ModelAccess(service, driver.registry, url)
+    service.served = access.stamp
+    add_rollout_routes(app, service, driver, access)
     stop = threading.Event()
 
     def loop() -> None:
