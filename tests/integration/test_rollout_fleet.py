@@ -358,3 +358,56 @@ def test_the_cli_pushes_a_model_and_starts_watches_and_aborts_a_rollout(fleet: F
     )
     assert bad.returncode == 1
     assert "unknown gate" in bad.stderr
+
+
+def test_a_model_of_several_mib_streams_up_with_its_sha256_checked(fleet_db: str | None, tmp_path: Path) -> None:
+    server = FleetProcess(tmp_path / "fleet", fleet_db, extra=["--max-model", str(8 << 20)]).start()
+    try:
+        operator = server.client()
+        big = np.random.default_rng(7).integers(0, 256, 6 << 20, dtype=np.uint8).tobytes()
+        model = tmp_path / "motor-big.tflite"
+        model.write_bytes(big)
+        metadata = tmp_path / "motor-big.json"
+        metadata.write_text(json.dumps({"report": {"auc": 0.99}, "notes": "x" * 2000}))
+        env = {**os.environ, "OUTPOST_FLEET_URL": server.url, "OUTPOST_FLEET_TOKEN": server.token}
+        pushed = subprocess.run(
+            [OUTPOST, "model", "push", str(model), "--name", "big", "--version", "1", "--metadata", str(metadata),
+             "--json"],
+            capture_output=True, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+        assert pushed.returncode == 0, pushed.stderr
+        record = json.loads(pushed.stdout)
+        assert (record["size"], record["sha256"]) == (len(big), hashlib.sha256(big).hexdigest())
+        assert record["metadata"]["report"] == {"auc": 0.99}
+        assert operator.get("/api/v1/models/big/1/content").content == big
+        tail = operator.get("/api/v1/models/big/1/content", headers={"Range": f"bytes={5 << 20}-"})
+        assert (tail.status_code, tail.content) == (206, big[5 << 20 :])
+
+        def put(version: str, body: bytes, sha: str, **headers: str) -> httpx.Response:
+            return operator.put(
+                f"/api/v1/models/big/{version}",
+                content=body,
+                headers={"Content-Type": "application/octet-stream", "X-Model-Sha256": sha, **headers},
+            )
+
+        wrong = put("2", big, "0" * 64)
+        assert wrong.status_code == 400
+        assert wrong.json()["problems"][0]["pointer"] == "X-Model-Sha256"
+        assert operator.get("/api/v1/models/big/2").status_code == 404  # nothing stored
+        huge = big + big[: 3 << 20]
+        assert put("3", huge, hashlib.sha256(huge).hexdigest()).status_code == 413
+        sha = hashlib.sha256(big).hexdigest()
+        assert put("4", big, sha, **{"Content-Type": "application/json"}).status_code == 415
+        assert put("5", big, sha, **{"X-Model-Metadata": "!!"}).status_code == 400
+        assert put("1", big, sha).status_code == 409  # versions are immutable
+        old_way = {"name": "big", "version": "6", "content": base64.b64encode(big).decode()}
+        assert operator.post("/api/v1/models", json=old_way).status_code == 413  # JSON stays under --max-body
+        device = server.client(add_device(operator, "gw-up", **TAGS))
+        refused = device.put(
+            "/api/v1/models/big/7", content=b"x", headers={"Content-Type": "application/octet-stream",
+                                                              "X-Model-Sha256": hashlib.sha256(b"x").hexdigest()}
+        )  # fmt: skip
+        assert refused.status_code == 403
+        assert [m["version"] for m in operator.get("/api/v1/models").json()] == ["1"]
+    finally:
+        server.stop()

@@ -123,6 +123,9 @@ def serve(
     ] = None,
     key: Annotated[Path | None, typer.Option("--key", help="TLS private key (PEM) for --cert.", exists=True)] = None,
     max_body: Annotated[int, typer.Option("--max-body", help="Largest request body accepted, in bytes.")] = 1 << 20,
+    max_model: Annotated[
+        int, typer.Option("--max-model", help="Largest model file `outpost model push` may upload, in bytes.")
+    ] = 64 << 20,
 ) -> None:
     """Serve the fleet API (OpenAPI at /openapi.json, Prometheus metrics at /metrics).
 
@@ -145,6 +148,7 @@ def serve(
         certfile=cert,
         keyfile=key,
         max_body=max_body,
+        max_model=max_model,
     )
     try:
         run(settings)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Table
 
 from outpost.cli.fleet import CaOpt, FleetOpt, JsonOpt, TokenOpt, connect
@@ -32,7 +33,10 @@ def push(
     ca: CaOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Store a model version with its sha256, size and metadata; a version, once pushed, never changes."""
+    """Store a model version with its sha256, size and metadata; a version, once pushed, never changes.
+
+    The file is streamed (the fleet checks its sha256 and takes up to its --max-model, 64 MiB by default).
+    """
     meta: Any = {}
     if metadata is not None:
         try:
@@ -43,9 +47,16 @@ def push(
         if not isinstance(meta, dict):
             err.print(f"[red]error:[/] {escape(str(metadata))}: expected a JSON object")
             raise typer.Exit(2)
-    body = {"name": name, "version": version, "content": base64.b64encode(file.read_bytes()).decode(), "metadata": meta}
-    with connect(fleet, token, ca) as client:
-        record = client.json("POST", "/api/v1/models", json=body)
+    digest = hashlib.sha256()
+    with file.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    size = file.stat().st_size
+    with connect(fleet, token, ca) as client, Progress(transient=True, console=err, disable=json_out) as bar:
+        task = bar.add_task(f"uploading {name}@{version}", total=size)
+        record = client.upload_model(
+            name, version, file, sha256=digest.hexdigest(), metadata=meta, progress=lambda n: bar.advance(task, n)
+        )
     if json_out:
         print_json(record)
         return

@@ -21,7 +21,7 @@ from outpost.files import write_atomic
 from outpost.fleet.adapters.api import DEFAULT_MAX_BODY, create_app
 from outpost.fleet.adapters.console import add_console
 from outpost.fleet.adapters.database import SqlStore, redact
-from outpost.fleet.adapters.rollout_api import add_rollout_routes
+from outpost.fleet.adapters.rollout_api import DEFAULT_MAX_MODEL, add_rollout_routes
 from outpost.fleet.adapters.rollouts import SqlRolloutStore
 from outpost.fleet.metrics import FleetMetrics
 from outpost.fleet.rollout.access import ModelAccess
@@ -45,6 +45,7 @@ class ServeSettings:
     max_body: int = DEFAULT_MAX_BODY
     log_level: str = "warning"
     rollout_interval: float = 2.0
+    max_model: int = DEFAULT_MAX_MODEL
 
 
 def default_db_url(state_dir: Path) -> str:
@@ -80,7 +81,7 @@ def serve(settings: ServeSettings) -> None:
     scheme = "https" if settings.certfile else "http"
     # devices fetch models at this URL; behind a load balancer or on 0.0.0.0 say where they reach it
     models_url = os.environ.get("OUTPOST_FLEET_PUBLIC_URL") or f"{scheme}://{settings.host}:{settings.port}"
-    stop = _drive_rollouts(service, app, models_url, settings.rollout_interval, metrics)
+    stop = _drive_rollouts(service, app, models_url, settings, metrics)
     print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (console at /, OpenAPI at /openapi.json)",
           file=sys.stderr)  # fmt: skip
     config = uvicorn.Config(
@@ -104,7 +105,7 @@ def serve(settings: ServeSettings) -> None:
 
 
 def _drive_rollouts(
-    service: FleetService, app: FastAPI, url: str, interval: float, metrics: FleetMetrics
+    service: FleetService, app: FastAPI, url: str, settings: ServeSettings, metrics: FleetMetrics
 ) -> threading.Event:
     """Add the rollout and model routes and run the rollout driver in a thread (one acts per database)."""
     if not isinstance(service.store, SqlStore):
@@ -114,11 +115,11 @@ def _drive_rollouts(
     driver.on_round = RolloutMetrics(metrics.registry).observe
     access = ModelAccess(service, driver.registry, url)
     service.served = access.stamp
-    add_rollout_routes(app, service, driver, access)
+    add_rollout_routes(app, service, driver, access, max_model=settings.max_model)
     stop = threading.Event()
 
     def loop() -> None:
-        while not stop.wait(interval):
+        while not stop.wait(settings.rollout_interval):
             driver.tick_safely()
 
     threading.Thread(target=loop, name="rollout-driver", daemon=True).start()
