@@ -73,7 +73,13 @@ def start(
         ),
     ] = None,
     approve_each_step: Annotated[
-        bool, typer.Option("--approve-each-step", help="Wait for `outpost rollout approve` after each step.")
+        bool,
+        typer.Option(
+            "--approve-each-step", help="Wait for `outpost rollout approve` after each passed step, promotion included."
+        ),
+    ] = False,
+    approve_promotion: Annotated[
+        bool, typer.Option("--approve-promotion", help="Wait for `outpost rollout approve` before promoting only.")
     ] = False,
     fleet: FleetOpt = URL,
     token: TokenOpt = None,
@@ -91,6 +97,7 @@ def start(
         "minDevices": min_devices,
         "gates": gate or [],
         "approveEachStep": approve_each_step,
+        "approvePromotion": approve_promotion,
     }
     with connect(fleet, token, ca) as client:
         status = client.json("POST", "/api/v1/rollouts", json=body)
@@ -158,5 +165,5 @@ def abort(name: NameArg, fleet: FleetOpt = URL, token: TokenOpt = None, ca: CaOp
 
 @app.command()
 def approve(name: NameArg, fleet: FleetOpt = URL, token: TokenOpt = None, ca: CaOpt = None) -> None:
-    """Move a step that passed its gates on (with --approve-each-step)."""
+    """Move a step that passed its gates on, or promote (with --approve-each-step or --approve-promotion)."""
     _control("approve", name, fleet, token, ca)

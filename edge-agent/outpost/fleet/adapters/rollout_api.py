@@ -50,6 +50,7 @@ class RolloutStart(BaseModel):
     minDevices: int | None = None  # noqa: N815 (the wire's field name)
     gates: list[str] = Field(default_factory=list)
     approveEachStep: bool = False  # noqa: N815 (the wire's field name)
+    approvePromotion: bool = False  # noqa: N815 (the wire's field name)
 
 
 class RangeError(FleetError):
@@ -208,6 +209,7 @@ def add_rollout_routes(  # noqa: PLR0915 (the routes are declared together)
             min_devices=body.minDevices,
             gates=body.gates,
             approve_each_step=body.approveEachStep,
+            approve_promotion=body.approvePromotion,
         )
         driver.start(who, request)
         return driver.status(who, body.name)
