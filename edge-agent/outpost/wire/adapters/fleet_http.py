@@ -12,7 +12,7 @@ import json
 import ssl
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -119,6 +119,19 @@ class FleetClient:
             raise _refusal(response)
         result: dict[str, Any] = response.json()
         return result
+
+    def download_model(self, name: str, version: str, into: BinaryIO, progress: Callable[[int], None]) -> None:
+        """Stream a model's bytes from the registry into ``into``."""
+        try:
+            with self._http.stream("GET", f"/api/v1/models/{_q(name)}/{_q(version)}/content") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _refusal(response)
+                for chunk in response.iter_bytes(256 * 1024):
+                    into.write(chunk)
+                    progress(len(chunk))
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach the fleet at {self.url}: {exc or type(exc).__name__}") from exc
 
     # device side ------------------------------------------------------------------------
 
