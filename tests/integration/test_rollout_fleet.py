@@ -208,7 +208,9 @@ def test_an_unloadable_candidate_is_rolled_back_by_the_failure_gate(fleet: Fleet
     assert status["failure"]["gates"][0]["figures"]["treatment"][0] >= 3  # devices that could not load it
     failed = [d for d in group if d.errors]
     assert failed
-    assert all("not a loadable TFLite model" in e for d in failed for e in d.errors)
+    # (a device that fetched its deployment just before the rollback may find the model no longer its own: 403)
+    assert any("not a loadable TFLite model" in e for d in failed for e in d.errors)
+    assert all("not a loadable TFLite model" in e or "HTTP 403" in e for d in failed for e in d.errors)
     assert {d.round() for d in group} == {"1"}
     assert not any(d.detector.reported()["modelError"] for d in group)
 
