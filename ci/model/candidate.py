@@ -56,7 +56,8 @@ class RefusedError(Exception):
 
 def outpost(*args: str, fleet: str | None) -> Any:
     """Run ``outpost ARGS --json`` and return its JSON output; RefusedError with its error otherwise."""
-    binary = os.environ.get("OUTPOST") or shutil.which("outpost") or str(Path(sys.executable).with_name("outpost"))
+    beside = Path(sys.executable).with_name("outpost")  # the outpost of this script's own environment first
+    binary = os.environ.get("OUTPOST") or (str(beside) if beside.exists() else shutil.which("outpost") or "outpost")
     command = [binary, *args, "--json"]
     if fleet:
         command += ["--fleet", fleet]
