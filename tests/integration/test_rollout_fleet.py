@@ -269,10 +269,11 @@ def test_refusals(fleet: FleetProcess, group: list[Device]) -> None:
     operator = fleet.client()
     try:
         assert anonymous.get("/api/v1/models/motor/2/content").status_code == 401
-        assert device.get("/api/v1/models/motor/2/content").content == CANDIDATE
+        assert device.get("/api/v1/models/motor/2/content").status_code == 403  # its deployment names motor@1
+        assert device.get("/api/v1/models/motor/1/content").content == MODEL
         assert device.post("/api/v1/rollouts", json={}).status_code == 403
         assert device.get("/api/v1/rollouts").status_code == 403
-        assert device.get("/api/v1/models/motor/2/content", headers={"Range": "bytes=999999-"}).status_code == 416
+        assert device.get("/api/v1/models/motor/1/content", headers={"Range": "bytes=999999-"}).status_code == 416
         again = operator.post("/api/v1/models", json={"name": "motor", "version": "2", "content": "AAAA"})
         assert again.status_code == 409
         bad = operator.post("/api/v1/models", json={"name": "motor", "version": "4", "content": "!!"})

@@ -173,12 +173,14 @@ def add_rollout_routes(  # noqa: PLR0915 (the routes are declared together)
     @app.get(
         "/api/v1/models/{name}/{version}/content",
         response_class=Response,
-        summary="Download a model (operator or device); honours Range: bytes=START-[END]",
+        summary="Download a model (operator, or a device whose deployment names it); honours Range: bytes=START-[END]",
     )
     async def model_content(
         name: str, version: str, who: Who, range_header: Annotated[str | None, Header(alias="Range")] = None
     ) -> Response:
-        return await ranged(await run_in_threadpool(registry.model, who, name, version), range_header)
+        record = await run_in_threadpool(registry.model, who, name, version)
+        await run_in_threadpool(access.require_named, who, record)
+        return await ranged(record, range_header)
 
     @app.get(
         "/api/v1/devices/{device_id}/models/{name}/{version}/content",

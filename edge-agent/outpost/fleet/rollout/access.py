@@ -2,9 +2,10 @@
 
 ``GET /api/v1/devices/{id}/models/{name}/{version}/content`` serves a device the models its own
 deployment names, to the device's credential (its agent) or to the model token the fleet stamped
-into that deployment (its module; see :mod:`outpost.fleet.rollout.tokens`), and to operators.
-Used by the HTTP adapter (:mod:`outpost.fleet.adapters.rollout_api`) and the long-poll route,
-which serves every assignment through :meth:`ModelAccess.stamp`.
+into that deployment (its module; see :mod:`outpost.fleet.rollout.tokens`), and to operators. The
+registry's own route serves a device credential the same models only. Used by the HTTP adapter
+(:mod:`outpost.fleet.adapters.rollout_api`) and the long-poll route, which serves every assignment
+through :meth:`ModelAccess.stamp`.
 """
 
 from __future__ import annotations
@@ -84,8 +85,13 @@ class ModelAccess:
             who = self.service.authenticate(presented)
             who.require_device(device_id)
             record = self.registry.model(who, name, version)
-        if not who.is_operator:
-            assignment = self.service.assignment(who, device_id)
-            if not _names(assignment.document, self.base_url, record):
-                raise ForbiddenError(f"device {device_id!r}'s deployment does not name model {name}@{version}")
+        self.require_named(who, record)
         return record
+
+    def require_named(self, who: Principal, record: ModelRecord) -> None:
+        """A device reads only the models its current deployment names (operators read all)."""
+        if who.is_operator:
+            return
+        assignment = self.service.assignment(who, who.name)
+        if not _names(assignment.document, self.base_url, record):
+            raise ForbiddenError(f"device {who.name!r}'s deployment does not name model {record.ref}")
