@@ -51,6 +51,10 @@ def _show(status: dict[str, Any]) -> None:
     if status.get("failure"):
         failed = ", ".join(g["gate"] for g in status["failure"].get("gates", [])) or "aborted by an operator"
         out.print(f"[red]stopped:[/] {escape(failed)}")
+    if state == "awaiting-approval":
+        following = status["step"] + 1
+        what = "promote it" if following >= len(status["steps"]) or status["steps"][following] >= 100 else "go on"
+        err.print(f"the step passed its gates: `outpost rollout approve {escape(status['name'])}` to {what}")
 
 
 @app.command()
