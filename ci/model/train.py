@@ -138,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 (one linear pip
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the episode counts (quick runs: 0.2)")
     parser.add_argument("--version", default="1")
     parser.add_argument("--dry-run", action="store_true", help="train and report, write nothing into the repo")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write only the candidate, DIR/candidate.tflite and DIR/candidate.json (and report.md), nothing into "
+        "the repository: ci/model/candidate.py evaluates, registers and rolls it out",
+    )
     args = parser.parse_args(argv)
 
     import keras
@@ -267,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 (one linear pip
     )
     print(report)
     if args.dry_run:
+        return 0
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "candidate.tflite").write_bytes(int8)
+        (args.out / "candidate.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        (args.out / "report.md").write_text(report)
+        print(f"wrote the candidate {args.out / 'candidate.tflite'} ({len(int8)} bytes)", file=sys.stderr)
         return 0
 
     MODELS.mkdir(parents=True, exist_ok=True)

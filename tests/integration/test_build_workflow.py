@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,32 @@ def test_the_check_itself_catches_a_missing_option():
         _check("t", ["build", "--no-such-option"])
     with pytest.raises(AssertionError, match="does not exist"):
         _check("t", ["no-such-command"])
+
+
+def _pipeline_scripts() -> list[tuple[str, list[str]]]:
+    """Every `python ci/...py ...` invocation (the model pipeline's scripts), expressions replaced by a word."""
+    found = []
+    for where, script in _run_blocks():
+        text = re.sub(r"\$\{\{[^}]*\}\}", "EXPR", script).replace("\\\n", " ")
+        for line in text.splitlines():
+            words = shlex.split(line, comments=True)
+            if len(words) > 1 and Path(words[0]).name.startswith("python") and words[1].startswith("ci/"):
+                found.append((where, words[1:]))
+    return found
+
+
+def test_the_workflow_runs_the_model_pipeline():
+    assert {words[0] for _, words in _pipeline_scripts()} >= {"ci/model/train.py", "ci/model/candidate.py"}
+
+
+@pytest.mark.parametrize("invocation", _pipeline_scripts(), ids=lambda c: c[1][0])
+def test_every_pipeline_script_exists_with_its_options(invocation):
+    where, (script, *args) = invocation
+    assert (REPO / script).is_file(), f"{where}: {script} does not exist"
+    shown = subprocess.run(
+        [sys.executable, str(REPO / script), "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert shown.returncode == 0, f"{where}: {script} --help failed: {shown.stderr}"
+    for word in args:
+        if word.startswith("--"):
+            assert re.search(rf"(^|\s){re.escape(word)}\b", shown.stdout), f"{where}: {script} has no option {word}"

@@ -130,6 +130,9 @@ def serve(
         float,
         typer.Option("--session-idle-minutes", min=0.01, help="A console session unused this many minutes ends."),
     ] = 60.0,
+    max_model: Annotated[
+        int, typer.Option("--max-model", help="Largest model file `outpost model push` may upload, in bytes.")
+    ] = 64 << 20,
 ) -> None:
     """Serve the fleet API (OpenAPI at /openapi.json, Prometheus metrics at /metrics).
 
@@ -164,6 +167,7 @@ def serve(
         max_body=max_body,
         session_max_age=session_hours * 3600,
         session_idle=session_idle_minutes * 60,
+        max_model=max_model,
     )
     try:
         run(settings)

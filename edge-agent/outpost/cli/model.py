@@ -1,14 +1,16 @@
-"""``outpost model push|list|show``: the fleet's model registry (immutable versions with sha256)."""
+"""``outpost model push|list|show|pull``: the fleet's model registry (immutable versions with sha256)."""
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Table
 
 from outpost.cli.fleet import CaOpt, FleetOpt, JsonOpt, TokenOpt, connect
@@ -32,7 +34,10 @@ def push(
     ca: CaOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Store a model version with its sha256, size and metadata; a version, once pushed, never changes."""
+    """Store a model version with its sha256, size and metadata; a version, once pushed, never changes.
+
+    The file is streamed (the fleet checks its sha256 and takes up to its --max-model, 64 MiB by default).
+    """
     meta: Any = {}
     if metadata is not None:
         try:
@@ -43,9 +48,16 @@ def push(
         if not isinstance(meta, dict):
             err.print(f"[red]error:[/] {escape(str(metadata))}: expected a JSON object")
             raise typer.Exit(2)
-    body = {"name": name, "version": version, "content": base64.b64encode(file.read_bytes()).decode(), "metadata": meta}
-    with connect(fleet, token, ca) as client:
-        record = client.json("POST", "/api/v1/models", json=body)
+    digest = hashlib.sha256()
+    with file.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    size = file.stat().st_size
+    with connect(fleet, token, ca) as client, Progress(transient=True, console=err, disable=json_out) as bar:
+        task = bar.add_task(f"uploading {name}@{version}", total=size)
+        record = client.upload_model(
+            name, version, file, sha256=digest.hexdigest(), metadata=meta, progress=lambda n: bar.advance(task, n)
+        )
     if json_out:
         print_json(record)
         return
@@ -85,3 +97,35 @@ def show(
         raise typer.Exit(2)
     with connect(fleet, token, ca) as client:
         print_json(client.json("GET", f"/api/v1/models/{name}/{version}"))
+
+
+@app.command()
+def pull(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION, e.g. motor@2.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the model file.", dir_okay=False)],
+    fleet: FleetOpt = URL,
+    token: TokenOpt = None,
+    ca: CaOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Download a model version into a file, verified against its sha256 (the record goes to stdout with --json)."""
+    name, sep, version = ref.partition("@")
+    if not sep:
+        err.print(f"[red]error:[/] expected NAME@VERSION, got {escape(ref)!r}")
+        raise typer.Exit(2)
+    partial = output.with_name(f".{output.name}.part")
+    with connect(fleet, token, ca) as client:
+        record = client.json("GET", f"/api/v1/models/{quote(name, safe='')}/{quote(version, safe='')}")
+        with partial.open("wb") as handle, Progress(transient=True, console=err, disable=json_out) as bar:
+            task = bar.add_task(f"downloading {name}@{version}", total=record["size"])
+            client.download_model(name, version, handle, lambda n: bar.advance(task, n))
+    digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+    if digest != record["sha256"]:
+        partial.unlink(missing_ok=True)
+        err.print(f"[red]error:[/] the download has sha256 {digest}, the registry says {record['sha256']}; try again")
+        raise typer.Exit(1)
+    partial.replace(output)
+    if json_out:
+        print_json(record)
+        return
+    err.print(f"wrote {escape(str(output))} ({record['size']} bytes, sha256 {record['sha256'][:12]})")

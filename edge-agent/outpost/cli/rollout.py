@@ -51,6 +51,10 @@ def _show(status: dict[str, Any]) -> None:
     if status.get("failure"):
         failed = ", ".join(g["gate"] for g in status["failure"].get("gates", [])) or "aborted by an operator"
         out.print(f"[red]stopped:[/] {escape(failed)}")
+    if state == "awaiting-approval":
+        following = status["step"] + 1
+        what = "promote it" if following >= len(status["steps"]) or status["steps"][following] >= 100 else "go on"
+        err.print(f"the step passed its gates: `outpost rollout approve {escape(status['name'])}` to {what}")
 
 
 @app.command()
@@ -73,7 +77,13 @@ def start(
         ),
     ] = None,
     approve_each_step: Annotated[
-        bool, typer.Option("--approve-each-step", help="Wait for `outpost rollout approve` after each step.")
+        bool,
+        typer.Option(
+            "--approve-each-step", help="Wait for `outpost rollout approve` after each passed step, promotion included."
+        ),
+    ] = False,
+    approve_promotion: Annotated[
+        bool, typer.Option("--approve-promotion", help="Wait for `outpost rollout approve` before promoting only.")
     ] = False,
     fleet: FleetOpt = URL,
     token: TokenOpt = None,
@@ -91,6 +101,7 @@ def start(
         "minDevices": min_devices,
         "gates": gate or [],
         "approveEachStep": approve_each_step,
+        "approvePromotion": approve_promotion,
     }
     with connect(fleet, token, ca) as client:
         status = client.json("POST", "/api/v1/rollouts", json=body)
@@ -158,5 +169,5 @@ def abort(name: NameArg, fleet: FleetOpt = URL, token: TokenOpt = None, ca: CaOp
 
 @app.command()
 def approve(name: NameArg, fleet: FleetOpt = URL, token: TokenOpt = None, ca: CaOpt = None) -> None:
-    """Move a step that passed its gates on (with --approve-each-step)."""
+    """Move a step that passed its gates on, or promote (with --approve-each-step or --approve-promotion)."""
     _control("approve", name, fleet, token, ca)

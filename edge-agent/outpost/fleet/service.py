@@ -148,6 +148,8 @@ class FleetService:
         self._on_change = on_change or (lambda: None)
         self.on_report: Callable[[str, Mapping[str, Mapping[str, Any]]], None] = lambda _device, _patches: None
         """Called with every stored module report (the console's metric series; must not do I/O)."""
+        self.served: Callable[[Assignment], Assignment] = lambda assignment: assignment
+        """The assignment as its device receives it (rollouts stamp model download tokens into it)."""
 
     # -- identities -------------------------------------------------------------------------
 

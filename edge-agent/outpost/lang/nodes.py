@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -123,15 +123,18 @@ def steps_text(name: str, steps: tuple[Step, ...]) -> str:
     return name + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps)
 
 
-def build(text: str, tree: Tree[Token] | Token, resolve: Resolver) -> Node:
+def build(
+    text: str, tree: Tree[Token] | Token, resolve: Resolver, functions: Mapping[str, Function] = FUNCTIONS
+) -> Node:
     """Convert a parse tree into nodes; raise QueryError (with position) for semantic errors."""
-    return _Builder(text, resolve).node(tree, 0)
+    return _Builder(text, resolve, functions).node(tree, 0)
 
 
 class _Builder:
-    def __init__(self, text: str, resolve: Resolver) -> None:
+    def __init__(self, text: str, resolve: Resolver, functions: Mapping[str, Function]) -> None:
         self.text = text
         self.resolve = resolve
+        self.functions = functions
 
     def fail(self, token: Token | None, message: str) -> QueryError:
         offset = token.start_pos if token is not None and token.start_pos is not None else 0
@@ -212,9 +215,9 @@ class _Builder:
     def _call(self, tree: Tree[Token], depth: int) -> Node:
         name = _token(tree)
         upper = str(name.value).upper()
-        function = FUNCTIONS.get(upper)
+        function = self.functions.get(upper)
         if function is None:
-            known = ", ".join(sorted(FUNCTIONS))
+            known = ", ".join(sorted(self.functions))
             raise self.fail(name, f"unknown function {name.value!r}; known: {known}")
         args = tuple(self._children(tree, depth))
         if len(args) < function.min_args or (function.max_args is not None and len(args) > function.max_args):

@@ -9,6 +9,7 @@ twin's top-level fields so that a typo (``tag.x``) fails at deployment time.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -16,10 +17,34 @@ from lark import Token
 
 from outpost.errors import QueryError
 from outpost.lang.compiler import Evaluator, compile_node
+from outpost.lang.functions import FUNCTIONS, Function
 from outpost.lang.nodes import Node, Ref, RefKind, Step, build, steps_text
 from outpost.lang.parser import error_at, parse
+from outpost.lang.values import UNDEFINED
 
-__all__ = ["TWIN_FIELDS", "TargetCondition", "compile_target"]
+__all__ = ["TARGET_FUNCTIONS", "TWIN_FIELDS", "TargetCondition", "cohort_place", "compile_target"]
+
+
+def cohort_place(key: str, device_id: str) -> float:
+    """A device's stable place in [0, 100) for ``key`` (a rollout's name): sha256 of both, as a fraction."""
+    digest = hashlib.sha256(f"{key}\x00{device_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 * 100.0
+
+
+def _cohort(device_id: object, key: object) -> object:
+    if not isinstance(device_id, str) or not isinstance(key, str):
+        return UNDEFINED
+    return cohort_place(key, device_id)
+
+
+TARGET_FUNCTIONS: Final[Mapping[str, Function]] = {
+    **FUNCTIONS,
+    "OUTPOST_COHORT": Function("OUTPOST_COHORT", 2, 2, _cohort),
+}
+"""The query language's functions plus one Outpost extension, for target conditions only:
+``OUTPOST_COHORT(deviceId, 'key')`` is the device's stable place in [0, 100) for ``key``, so
+``OUTPOST_COHORT(deviceId, 'motor-v2') < 25`` selects a stable quarter of any group in constant
+space (rollouts use it). IoT Hub does not know it: a deployment using it stays with Outpost."""
 
 TWIN_FIELDS: Final = (
     "deviceId",
@@ -88,7 +113,7 @@ def compile_target(text: str) -> TargetCondition:
         paths[steps_text(ref.name, ref.steps)] = None
         return ref
 
-    node = build(text, tree.children[0], resolve)
+    node = build(text, tree.children[0], resolve, TARGET_FUNCTIONS)
     try:
         evaluate = compile_node(node)
     except Exception as exc:  # compile() limits: report, never leak SyntaxError/RecursionError

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -34,9 +35,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -52,11 +53,22 @@ FETCH_TIMEOUT_SECS = 30.0
 CACHE_KEEP = 3
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
-Fetcher = Callable[[str, int], bytes]
+DOWNLOAD_ATTEMPTS = 5
+CHUNK = 64 * 1024
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
-def fetch_url(url: str, max_bytes: int) -> bytes:
-    """The bytes at a ``file://``, ``http://`` or ``https://`` URL, at most ``max_bytes``."""
+class Fetcher(Protocol):
+    def __call__(self, url: str, max_bytes: int, *, token: str | None = None, partial: Path | None = None) -> bytes: ...
+
+
+def fetch_url(url: str, max_bytes: int, *, token: str | None = None, partial: Path | None = None) -> bytes:
+    """The bytes at a ``file://``, ``http://`` or ``https://`` URL, at most ``max_bytes``.
+
+    Over HTTP, ``token`` is sent as ``Authorization: Bearer`` (the fleet's model token, never logged)
+    and a broken link is resumed with ``Range: bytes=N-`` (a few attempts with backoff); what arrived
+    is kept in ``partial`` when given, so even a restarted module resumes. The caller verifies the
+    sha256 and removes ``partial``."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "file":
         path = Path(urllib.request.url2pathname(parts.path))
@@ -68,18 +80,80 @@ def fetch_url(url: str, max_bytes: int) -> bytes:
         except OSError as exc:
             raise ModelError(f"model.url: cannot read {url} ({exc.strerror or exc})") from None
     if parts.scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_SECS) as response:
-                body: bytes = response.read(max_bytes + 1)
-        except urllib.error.HTTPError as exc:
-            raise ModelError(f"model.url: {url} answered HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ModelError(f"model.url: cannot fetch {url} ({reason})") from None
-        if len(body) > max_bytes:
-            raise ModelError(f"model.url: {url} is over the {max_bytes}-byte limit")
-        return body
+        return _download(url, max_bytes, token, partial)
     raise ModelError(f"model.url: scheme {parts.scheme or '(none)'!r} is not supported (file, http, https)")
+
+
+def _kept(partial: Path | None, max_bytes: int) -> bytearray:
+    if partial is None:
+        return bytearray()
+    try:
+        data = partial.read_bytes()
+    except OSError:
+        return bytearray()
+    return bytearray(data) if len(data) <= max_bytes else bytearray()
+
+
+def _keep(partial: Path | None, data: bytes, *, append: bool) -> None:
+    if partial is None:
+        return
+    try:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        with partial.open("ab" if append else "wb") as handle:
+            handle.write(data)
+    except OSError as exc:  # resuming across restarts is a bonus; the download goes on in memory
+        log.warning("partial download %s not kept: %s", partial, exc)
+
+
+def _download(url: str, max_bytes: int, token: str | None, partial: Path | None) -> bytes:
+    have = _kept(partial, max_bytes)
+    failures = 0
+    while True:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if have:
+            headers["Range"] = f"bytes={len(have)}-"
+        request = urllib.request.Request(url, headers=headers)
+        total: int | None = None
+        try:
+            with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_SECS) as response:
+                ranged = response.status == 206
+                span = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+                if ranged and (span is None or int(span[1]) != len(have)):
+                    raise ModelError(f"model.url: {url} answered a range that does not continue the download")
+                if not ranged:  # the whole file (the server ignored or we did not send a range)
+                    have = bytearray()
+                    _keep(partial, b"", append=False)
+                if span is not None and span[3] != "*":
+                    total = int(span[3])
+                elif response.headers.get("Content-Length", "").isdigit():
+                    total = len(have) + int(response.headers["Content-Length"])
+                if total is not None and total > max_bytes:
+                    raise ModelError(f"model.url: {url} is {total} bytes, over the {max_bytes}-byte limit")
+                while chunk := response.read(CHUNK):
+                    have += chunk
+                    if len(have) > max_bytes:
+                        raise ModelError(f"model.url: {url} is over the {max_bytes}-byte limit")
+                    _keep(partial, chunk, append=True)
+            if total is not None and len(have) < total:
+                raise http.client.IncompleteRead(bytes(have), total - len(have))
+            return bytes(have)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 416 and have:  # what we kept is not a prefix of this file: start over
+                have = bytearray()
+                _keep(partial, b"", append=False)
+                continue
+            raise ModelError(f"model.url: {url} answered HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            failures += 1
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            if failures >= DOWNLOAD_ATTEMPTS:
+                raise ModelError(
+                    f"model.url: cannot fetch {url} ({reason}) after {failures} attempts; "
+                    f"{len(have)} bytes kept to resume"
+                ) from None
+            log.warning("model download from %s broke at %d bytes (%s); resuming", url, len(have), reason)
+            time.sleep(min(0.2 * 2**failures, 5.0))
 
 
 @dataclass(frozen=True)
@@ -92,6 +166,8 @@ class ModelSource:
     sha256: str | None = None
     metadata: Mapping[str, Any] | None = None
     metadata_url: str | None = None
+    token: str | None = field(default=None, repr=False)
+    """A download token for ``url`` (the fleet's model token): sent, never reported or logged."""
 
     @property
     def location(self) -> str:
@@ -101,7 +177,7 @@ class ModelSource:
     def from_desired(cls, value: Any) -> ModelSource:
         if not isinstance(value, Mapping):
             raise ModelError(f"model: expected an object with version and url or path, got {value!r}")
-        known = {"version", "url", "path", "sha256", "metadata", "metadataUrl"}
+        known = {"version", "url", "path", "sha256", "metadata", "metadataUrl", "token"}
         unknown = sorted(k for k in value if k not in known and not k.startswith("$"))
         if unknown:
             raise ModelError(f"model.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
@@ -119,6 +195,9 @@ class ModelSource:
             raise ModelError(f"model.sha256: expected 64 hex digits, got {sha!r}")
         if url is not None and sha is None:
             raise ModelError("model.sha256: required with model.url (the download is verified against it)")
+        token = value.get("token")
+        if token is not None and (not isinstance(token, str) or not token or url is None):
+            raise ModelError("model.token: expected a non-empty string, with model.url")
         metadata = value.get("metadata")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise ModelError("model.metadata: expected an object (features, normalization)")
@@ -129,6 +208,7 @@ class ModelSource:
             sha256=sha.lower() if isinstance(sha, str) else None,
             metadata=metadata,
             metadata_url=value.get("metadataUrl"),
+            token=token,
         )
 
 
@@ -261,7 +341,8 @@ class ModelManager:
             if cached is not None:
                 return cached
         if source.url is not None:
-            return self._fetch(source.url, self.max_bytes)
+            partial = self.cache_dir / f"{source.sha256}.part" if self.cache_dir and source.sha256 else None
+            return self._fetch(source.url, self.max_bytes, token=source.token, partial=partial)
         assert source.path is not None
         try:
             return Path(source.path).read_bytes()
@@ -289,6 +370,9 @@ class ModelManager:
         """Fetch, verify and load ``source`` into a new interpreter; raises ``ModelError``. Does not swap."""
         content = self._content(source)
         digest = hashlib.sha256(content).hexdigest()
+        if self.cache_dir is not None and source.sha256 is not None:  # verified or not, never resumed again
+            with contextlib.suppress(OSError):
+                (self.cache_dir / f"{source.sha256}.part").unlink(missing_ok=True)
         if source.sha256 is not None and digest != source.sha256:
             raise ModelError(f"model.sha256: {source.location} has sha256 {digest}, expected {source.sha256}; refused")
         metadata = self._metadata(source, digest)
@@ -332,6 +416,7 @@ class ModelManager:
     def apply(self, source: ModelSource) -> SwapResult:
         """Swap to ``source`` if it loads and validates; otherwise keep the current model."""
         if self.serves(source):
+            self.last_error = None  # the model asked for is served: an error about an earlier ask is history
             return SwapResult(ok=True, changed=False, version=source.version)
         started = time.monotonic()
         try:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from outpost.errors import QueryError
 from outpost.fleet.resolution import target
 from outpost.fleet.rollout.cohorts import in_treatment, place, split, treatment_condition
+from outpost.lang.condition import compile_condition
 
 DEVICES = [f"dev-{i:04d}" for i in range(2000)]
 
@@ -42,10 +45,21 @@ def test_growing_a_step_only_adds_devices(rollout: str, devices: list[str], step
     assert all(in_treatment(rollout, d, 100) for d in devices)
 
 
-def test_the_treatment_condition_selects_exactly_the_cohort_in_the_group() -> None:
-    cohorts = split("r", DEVICES[:50], 30)
-    condition = target(treatment_condition("tags.site = 'north'", cohorts.treatment))
-    for device in DEVICES[:50]:
-        assert condition({"deviceId": device, "tags": {"site": "north"}}) == (device in cohorts.treatment)
-        assert not condition({"deviceId": device, "tags": {"site": "south"}})
-    assert not target(treatment_condition("tags.site = 'north'", []))({"deviceId": "x", "tags": {"site": "north"}})
+def test_the_treatment_condition_selects_exactly_the_cohort_in_the_group_in_constant_space() -> None:
+    for percent in (0.5, 30.0, 100.0 / 3):
+        cohorts = split("r", DEVICES, percent)
+        text = treatment_condition("tags.site = 'north'", "r", percent)
+        assert len(text) < 80  # no device list, whatever the group's size
+        condition = target(text)
+        for device in DEVICES:
+            assert condition({"deviceId": device, "tags": {"site": "north"}}) == (device in cohorts.treatment)
+            assert not condition({"deviceId": device, "tags": {"site": "south"}})
+
+
+def test_outpost_cohort_is_a_target_extension_only_and_checks_its_arguments() -> None:
+    assert target("OUTPOST_COHORT(deviceId, 'r') >= 0")({"deviceId": "d"})
+    assert not target("OUTPOST_COHORT(tags.missing, 'r') >= 0")({"deviceId": "d", "tags": {}})  # undefined
+    with pytest.raises(QueryError, match="OUTPOST_COHORT takes 2 arguments"):
+        target("OUTPOST_COHORT(deviceId) < 5")
+    with pytest.raises(QueryError, match="unknown function 'OUTPOST_COHORT'"):
+        compile_condition("OUTPOST_COHORT($connectionDeviceId, 'r') < 5")  # routes stay edgeHub's language

@@ -228,3 +228,47 @@ def test_operator_controls_and_bad_input(fleet: Fleet) -> None:
     device = Principal(Kind.DEVICE, DEVICES[0])
     with pytest.raises(Exception, match="operator"):
         fleet.driver.pause(device, "motor-v2")
+
+
+def drive_until(fleet: Fleet, state: RolloutState, rounds: int = 8) -> None:
+    for _ in range(rounds):
+        fleet.report()
+        fleet.driver.tick()
+        if fleet.driver.rollout(OPERATOR, "motor-v2").state is state:
+            return
+    pytest.fail(f"not {state}: {fleet.driver.rollout(OPERATOR, 'motor-v2').last}")
+
+
+@pytest.mark.parametrize("option", ["approve_promotion", "approve_each_step"])
+def test_the_promotion_waits_for_approval(fleet: Fleet, option: str) -> None:
+    start(fleet, steps=[50, 100], **{option: True})
+    drive_until(fleet, RolloutState.AWAITING_APPROVAL)
+    assert "rollout-motor-v2" in [d.id for d in fleet.service.deployments(OPERATOR)]
+    fleet.driver.tick()
+    assert fleet.driver.rollout(OPERATOR, "motor-v2").state is RolloutState.AWAITING_APPROVAL  # it waits
+    assert 0 < models(fleet)["2"] < len(DEVICES)
+    assert fleet.driver.approve(OPERATOR, "motor-v2").state is RolloutState.PROMOTED
+    assert models(fleet) == {"2": len(DEVICES)}
+    assert f"{BASE}+motor-v2" in [d.id for d in fleet.service.deployments(OPERATOR)]
+
+
+def test_the_layer_targets_the_cohort_in_constant_space(fleet: Fleet) -> None:
+    start(fleet)
+    layer = fleet.service.deployment(OPERATOR, "rollout-motor-v2")
+    assert layer.target == "(tags.site = 'plant-a') AND OUTPOST_COHORT(deviceId, 'motor-v2') < 25.0"
+    for device in [f"late-{i}" for i in range(20)]:  # devices that join the group fall into their cohort
+        fleet.service.add_device(OPERATOR, device, {"site": "plant-a", "role": "motor-gateway"})
+    status = fleet.driver.status(OPERATOR, "motor-v2")
+    treated = sum(1 for d in [*DEVICES, *(f"late-{i}" for i in range(20))] if fleet.desired_model(d)["version"] == "2")
+    assert treated == status["cohorts"]["treatment"]
+
+
+def test_a_second_active_rollout_on_the_same_module_and_devices_is_refused(fleet: Fleet) -> None:
+    start(fleet)
+    with pytest.raises(ConflictError, match=r"rollout 'motor-v2' is running .* device\(s\) are in both groups"):
+        start(fleet, name="again", target="tags.role = 'motor-gateway'")
+    with pytest.raises(ConflictError, match="same base deployment"):
+        start(fleet, name="elsewhere", target="tags.site = 'plant-b'")
+    assert [r.name for r in fleet.driver.rollouts(OPERATOR)] == ["motor-v2"]
+    fleet.driver.abort(OPERATOR, "motor-v2")
+    start(fleet, name="again", target="tags.role = 'motor-gateway'")  # once it is over, the next may start

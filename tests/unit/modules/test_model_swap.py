@@ -87,7 +87,7 @@ def test_good_model_over_http_swaps_and_is_cached(
     assert offline.infer(FEATURES).version == "2"
 
 
-def _unreachable(url: str, limit: int) -> bytes:
+def _unreachable(url: str, limit: int, *, token: str | None = None, partial: Path | None = None) -> bytes:
     raise ModelError(f"model.url: cannot fetch {url} (offline)")
 
 
@@ -194,7 +194,7 @@ def test_swap_happens_between_inferences_and_no_message_is_dropped(manager: Mode
     release = threading.Event()
     content = float_model.read_bytes()
 
-    def slow_fetch(url: str, limit: int) -> bytes:
+    def slow_fetch(url: str, limit: int, **_: object) -> bytes:
         release.wait(5)
         return content
 
@@ -247,3 +247,90 @@ def test_loaded_model_validates_output_and_shape(bundled_model: Path) -> None:
     assert model.describe()["sha256"] == sha(bundled_model)
     with pytest.raises(ModelError, match="not a loadable TFLite model"):
         LoadedModel(b"", version="x", spec=spec, edgetpu="off")
+
+
+@pytest.fixture
+def flaky_server(float_model: Path) -> Iterator[tuple[str, list[str | None]]]:
+    """Serves the float model to ``Bearer tok`` only; the first whole-file answer breaks halfway."""
+    content = float_model.read_bytes()
+    ranges: list[str | None] = []
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.headers.get("Authorization") != "Bearer tok":
+                self.send_error(401)
+                return
+            wanted = self.headers.get("Range")
+            ranges.append(wanted)
+            if wanted is None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content[: len(content) // 2])  # and the link breaks
+                self.close_connection = True
+                return
+            start = int(wanted.removeprefix("bytes=").rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(content) - 1}/{len(content)}")
+            self.send_header("Content-Length", str(len(content) - start))
+            self.end_headers()
+            self.wfile.write(content[start:])
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/motor-v2.tflite", ranges
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_a_broken_download_resumes_with_a_range_and_the_token(
+    flaky_server: tuple[str, list[str | None]], float_model: Path, tmp_path: Path
+) -> None:
+    url, ranges = flaky_server
+    content = float_model.read_bytes()
+    assert fetch_url(url, 1 << 20, token="tok") == content
+    assert ranges == [None, f"bytes={len(content) // 2}-"]
+    with pytest.raises(ModelError, match="HTTP 401") as refused:
+        fetch_url(url, 1 << 20, token="other")
+    assert "other" not in str(refused.value)  # the token is never in an error (they are reported)
+
+
+def test_a_restarted_module_resumes_from_its_partial_file(
+    flaky_server: tuple[str, list[str | None]], float_model: Path, bundled_model: Path, tmp_path: Path
+) -> None:
+    url, ranges = flaky_server
+    content = float_model.read_bytes()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / f"{sha(float_model)}.part").write_bytes(content[:1000])  # what a module got before it restarted
+    manager = ModelManager(cache_dir=cache, edgetpu="off")
+    manager.load_file(bundled_model)
+    source = ModelSource.from_desired({"version": "2", "url": url, "sha256": sha(float_model), "token": "tok"})
+    assert "tok" not in repr(source)
+    assert manager.apply(source).ok
+    assert ranges == ["bytes=1000-"]
+    assert not (cache / f"{sha(float_model)}.part").exists()
+    assert (cache / f"{sha(float_model)}.tflite").read_bytes() == content
+    assert "tok" not in json.dumps(manager.current.describe() if manager.current else {})
+
+
+def test_a_kept_partial_that_is_not_the_model_is_refused_by_its_digest_and_dropped(
+    flaky_server: tuple[str, list[str | None]], float_model: Path, bundled_model: Path, tmp_path: Path
+) -> None:
+    url, _ = flaky_server
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / f"{sha(float_model)}.part").write_bytes(b"garbage" * 100)
+    manager = ModelManager(cache_dir=cache, edgetpu="off")
+    manager.load_file(bundled_model)
+    source = ModelSource(version="2", url=url, sha256=sha(float_model), token="tok")
+    error = assert_refused(manager, source, "sha256")
+    assert manager.infer(FEATURES).version == "1"
+    assert "tok" not in error
+    assert not (cache / f"{sha(float_model)}.part").exists()
+    assert manager.apply(source).ok  # the next attempt starts afresh

@@ -12,6 +12,7 @@ Built by :func:`create_app`; served by :mod:`outpost.fleet.adapters.server`.
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Annotated, Any, Literal
@@ -40,6 +41,8 @@ __all__ = ["DEFAULT_MAX_BODY", "create_app"]
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 1024 * 1024
 MAX_WAIT = 300.0
+STREAMED = re.compile(r"/api/v1/models/[^/]+/[^/]+")
+"""``PUT`` of a model's bytes: not buffered by :class:`BodyLimit`; the route streams and bounds it."""
 BATCH_FROM = 50  # waiting long-polls from which a push's wake-up resolves them all in one batch
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -91,6 +94,9 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["method"] == "PUT" and STREAMED.fullmatch(scope["path"]):
+            await self.app(scope, receive, send)  # the model upload streams and bounds its own body (--max-model)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
@@ -344,7 +350,8 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
         headers = {"ETag": f'"{assignment.etag}"'}
         if assignment.etag == known:
             return Response(status_code=304, headers=headers)
-        return Response(assignment.as_json(), media_type="application/json", headers=headers)
+        served = assignment if who.is_operator else await run_in_threadpool(service.served, assignment)
+        return Response(served.as_json(), media_type="application/json", headers=headers)
 
     # -- deployments --------------------------------------------------------------------
 

@@ -24,11 +24,12 @@ from outpost.fleet.adapters.console_store import SqlConsoleStore
 from outpost.fleet.adapters.database import SqlStore, redact
 from outpost.fleet.adapters.device_keys import SqlDeviceKeyStore
 from outpost.fleet.adapters.import_api import add_import_routes
-from outpost.fleet.adapters.rollout_api import add_rollout_routes
+from outpost.fleet.adapters.rollout_api import DEFAULT_MAX_MODEL, add_rollout_routes
 from outpost.fleet.adapters.rollouts import SqlRolloutStore
 from outpost.fleet.console.session import IDLE_SECONDS, SESSION_SECONDS
 from outpost.fleet.imports import UpstreamImports
 from outpost.fleet.metrics import FleetMetrics
+from outpost.fleet.rollout.access import ModelAccess
 from outpost.fleet.rollout.driver import RolloutDriver
 from outpost.fleet.rollout.metrics import RolloutMetrics
 from outpost.fleet.series import Recorder
@@ -52,6 +53,7 @@ class ServeSettings:
     rollout_interval: float = 2.0
     session_max_age: float = SESSION_SECONDS
     session_idle: float = IDLE_SECONDS
+    max_model: int = DEFAULT_MAX_MODEL
 
 
 def default_db_url(state_dir: Path) -> str:
@@ -86,7 +88,7 @@ def serve(settings: ServeSettings) -> None:
     scheme = "https" if settings.certfile else "http"
     # devices fetch models at this URL; behind a load balancer or on 0.0.0.0 say where they reach it
     models_url = os.environ.get("OUTPOST_FLEET_PUBLIC_URL") or f"{scheme}://{settings.host}:{settings.port}"
-    driver, stop = _drive_rollouts(service, app, models_url, settings.rollout_interval, metrics)
+    driver, stop = _drive_rollouts(service, app, models_url, settings, metrics)
     assert isinstance(service.store, SqlStore)  # _drive_rollouts refuses anything else
     console_store = SqlConsoleStore(service.store.engine)
     recorder = Recorder(console_store)
@@ -119,7 +121,7 @@ def serve(settings: ServeSettings) -> None:
 
 
 def _drive_rollouts(
-    service: FleetService, app: FastAPI, url: str, interval: float, metrics: FleetMetrics
+    service: FleetService, app: FastAPI, url: str, settings: ServeSettings, metrics: FleetMetrics
 ) -> tuple[RolloutDriver, threading.Event]:
     """Add the rollout and model routes and run the rollout driver in a thread (one acts per database)."""
     if not isinstance(service.store, SqlStore):
@@ -127,11 +129,13 @@ def _drive_rollouts(
     holder = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     driver = RolloutDriver(service, SqlRolloutStore(service.store.engine), models_url=url, holder=holder)
     driver.on_round = RolloutMetrics(metrics.registry).observe
-    add_rollout_routes(app, service, driver)
+    access = ModelAccess(service, driver.registry, url)
+    service.served = access.stamp
+    add_rollout_routes(app, service, driver, access, max_model=settings.max_model)
     stop = threading.Event()
 
     def loop() -> None:
-        while not stop.wait(interval):
+        while not stop.wait(settings.rollout_interval):
             driver.tick_safely()
 
     threading.Thread(target=loop, name="rollout-driver", daemon=True).start()

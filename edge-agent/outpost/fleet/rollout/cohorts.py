@@ -9,16 +9,16 @@ cohorts. The share of a small group is only close to P (each device is an indepe
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
+
+from outpost.lang.target import cohort_place
 
 __all__ = ["Cohorts", "in_treatment", "place", "split", "treatment_condition"]
 
 
 def place(rollout: str, device_id: str) -> float:
-    """The device's place in [0, 100) for this rollout."""
-    digest = hashlib.sha256(f"{rollout}\x00{device_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64 * 100.0
+    """The device's place in [0, 100) for this rollout (what the target function ``OUTPOST_COHORT`` computes)."""
+    return cohort_place(rollout, device_id)
 
 
 def in_treatment(rollout: str, device_id: str, percent: float) -> bool:
@@ -45,13 +45,11 @@ def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def treatment_condition(group: str, treatment: Iterable[str]) -> str:
-    """The layered deployment's target: the group and the treatment devices by id.
+def treatment_condition(group: str, rollout: str, percent: float) -> str:
+    """The layered deployment's target: the group and the devices whose place is below the step.
 
-    The device list is recomputed at every step (and for devices that join the group), so the
-    fleet's own resolution decides what each device runs.
+    Constant in size whatever the group's size (``OUTPOST_COHORT``, an Outpost extension of target
+    conditions, computes :func:`place`), changes only when the step does, and a device that joins
+    the group falls into its cohort with no help from the driver.
     """
-    ids = sorted(treatment)
-    if not ids:
-        return f"({group}) AND deviceId = '$none'"
-    return f"({group}) AND deviceId IN [{', '.join(_quote(i) for i in ids)}]"
+    return f"({group}) AND OUTPOST_COHORT(deviceId, {_quote(rollout)}) < {float(percent)!r}"

@@ -34,7 +34,7 @@ from outpost.fleet.models import DeploymentRecord, DeviceStatus
 from outpost.fleet.resolution import target
 from outpost.fleet.rollout.cohorts import split, treatment_condition
 from outpost.fleet.rollout.gates import parse_duration, parse_gates
-from outpost.fleet.rollout.plan import Decision, DeviceReport, Rollout, RolloutState, advance, decide, samples
+from outpost.fleet.rollout.plan import Decision, DeviceReport, Rollout, RolloutState, approved, decide, samples
 from outpost.fleet.rollout.registry import ModelRegistry, parse_ref
 from outpost.fleet.rollout.store import RolloutStore
 from outpost.fleet.service import DEPLOYMENT_ID, FleetService, PushRequest
@@ -59,6 +59,7 @@ class StartRequest:
     min_devices: int | None = None
     gates: Sequence[str] = field(default_factory=list)
     approve_each_step: bool = False
+    approve_promotion: bool = False
 
 
 def _epoch(text: str | None) -> float | None:
@@ -141,6 +142,7 @@ class RolloutDriver:
             )
         if self.service.store.deployment(layer_id) is not None or self.store.rollout(request.name) is not None:
             raise ConflictError(f"rollout {request.name!r} exists (or a deployment {layer_id!r}); choose another name")
+        self._refuse_overlap(request, base)
         candidate: dict[str, Any] = {
             "version": model.version,
             "url": f"{self.models_url}/api/v1/models/{model.name}/{model.version}/content",
@@ -158,12 +160,38 @@ class RolloutDriver:
             steps=steps,
             spec=spec,
             approve_each_step=request.approve_each_step,
+            approve_promotion=request.approve_promotion,
             step_started=self.clock(),
         )
         if not self.store.add_rollout(rollout.to_dict()):
             raise ConflictError(f"rollout {request.name!r} exists; choose another name")
         self._reconcile(rollout)
         return rollout
+
+    def _refuse_overlap(self, request: StartRequest, base: DeploymentRecord) -> None:
+        """One active rollout per module and devices: two would fight over the same desired model,
+        and a promotion replaces the base deployment that the other compares against."""
+        mine = target(request.target)
+        twins = [device_twin(d) for d in self.service.store.devices()]
+        for doc in self.store.rollouts():
+            other = Rollout.from_dict(doc)
+            if other.state.finished or other.module != request.module:
+                continue
+            theirs = target(other.group)
+            shared = sum(1 for t in twins if mine(t) and theirs(t))
+            why = (
+                f"{shared} device(s) are in both groups"
+                if shared
+                else "it promotes into the same base deployment" if other.base_deployment == base.id
+                else "the groups are the same" if other.group.strip() == request.target.strip()
+                else None
+            )  # fmt: skip
+            if why is not None:
+                raise ConflictError(
+                    f"rollout {other.name!r} is {other.state} on module {request.module!r} and {why}; "
+                    f"let it finish or `outpost rollout abort {other.name}` first",
+                    [Problem("--target", f"overlaps rollout {other.name!r}")],
+                )
 
     def _base(self, module: str, group: str) -> DeploymentRecord:
         """The base deployment that runs ``module``: highest priority, then newest."""
@@ -228,7 +256,7 @@ class RolloutDriver:
         def change(r: Rollout) -> Rollout:
             if r.state is not RolloutState.AWAITING_APPROVAL:
                 raise ConflictError(f"rollout {name!r} is {r.state}; only a step awaiting approval can be approved")
-            return advance(r, self.clock())
+            return approved(r, self.clock())
 
         return self._transition(who, name, change)
 
@@ -297,8 +325,7 @@ class RolloutDriver:
         store = self.service.store
         layer = store.deployment(rollout.layer_id)
         if rollout.state in {RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.AWAITING_APPROVAL}:
-            devices = [r.device_id for r in self._reports(rollout)]
-            condition = treatment_condition(rollout.group, split(rollout.name, devices, rollout.percent).treatment)
+            condition = treatment_condition(rollout.group, rollout.name, rollout.percent)
             if layer is None:
                 document = {"modulesContent": {rollout.module: {"properties.desired.model": rollout.model}}}
                 request = PushRequest(

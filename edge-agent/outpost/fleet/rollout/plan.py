@@ -12,7 +12,9 @@ never count for a step it missed. A treatment device that reports ``modelError``
 the candidate is a load failure.
 
 Steps: passing the gates of a step moves to the next; the step that reaches 100 % is promotion
-(there is no control cohort left to compare with), so ``5,25,50,100`` gates three times.
+(there is no control cohort left to compare with), so ``5,25,50,100`` gates three times. With
+``approve_each_step`` every passed step (the promotion too) waits for an operator's approval;
+with ``approve_promotion`` only the promotion does.
 """
 
 from __future__ import annotations
@@ -25,7 +27,18 @@ from typing import Any
 from outpost.fleet.rollout.cohorts import Cohorts, split
 from outpost.fleet.rollout.gates import DeviceSample, Evaluation, GateSpec, Verdict, evaluate
 
-__all__ = ["Action", "Decision", "DeviceReport", "Rollout", "RolloutState", "advance", "decide", "samples", "serves"]
+__all__ = [
+    "Action",
+    "Decision",
+    "DeviceReport",
+    "Rollout",
+    "RolloutState",
+    "advance",
+    "approved",
+    "decide",
+    "samples",
+    "serves",
+]
 
 
 class RolloutState(enum.StrEnum):
@@ -63,6 +76,9 @@ class Rollout:
     steps: list[float]
     spec: GateSpec = field(default_factory=GateSpec)
     approve_each_step: bool = False
+    """Every passed step, the promotion included, waits for ``outpost rollout approve``."""
+    approve_promotion: bool = False
+    """Only the promotion waits for ``outpost rollout approve``."""
     step: int = 0
     state: RolloutState = RolloutState.RUNNING
     step_started: float = 0.0
@@ -90,6 +106,7 @@ class Rollout:
             "steps": list(self.steps),
             "gates": self.spec.as_dict(),
             "approveEachStep": self.approve_each_step,
+            "approvePromotion": self.approve_promotion,
             "step": self.step,
             "state": str(self.state),
             "stepStarted": self.step_started,
@@ -111,6 +128,7 @@ class Rollout:
             steps=[float(s) for s in doc["steps"]],
             spec=GateSpec.from_dict(doc["gates"]),
             approve_each_step=bool(doc["approveEachStep"]),
+            approve_promotion=bool(doc.get("approvePromotion", False)),
             step=int(doc["step"]),
             state=RolloutState(doc["state"]),
             step_started=float(doc["stepStarted"]),
@@ -233,15 +251,26 @@ def decide(rollout: Rollout, reports: Sequence[DeviceReport], now: float) -> Dec
     return _passed(current, cohorts, evaluation, models, now)
 
 
-def _passed(rollout: Rollout, cohorts: Cohorts, evaluation: Evaluation, models: dict[str, int], now: float) -> Decision:
+def _promotes(rollout: Rollout) -> bool:
+    """Is the step after the current one the promotion (100 %, or no step left)?"""
     following = rollout.step + 1
-    if following >= len(rollout.steps) or rollout.steps[following] >= 100:
-        promoted = replace(rollout, state=RolloutState.PROMOTED, step=len(rollout.steps) - 1)
-        return Decision(Action.PROMOTE, promoted, cohorts, evaluation, models)
-    if rollout.approve_each_step:
+    return following >= len(rollout.steps) or rollout.steps[following] >= 100
+
+
+def _passed(rollout: Rollout, cohorts: Cohorts, evaluation: Evaluation, models: dict[str, int], now: float) -> Decision:
+    promotes = _promotes(rollout)
+    if rollout.approve_each_step or (promotes and rollout.approve_promotion):
         waiting = replace(rollout, state=RolloutState.AWAITING_APPROVAL)
         return Decision(Action.AWAIT_APPROVAL, waiting, cohorts, evaluation, models)
-    return Decision(Action.ADVANCE, advance(rollout, now), cohorts, evaluation, models)
+    following = approved(rollout, now)
+    return Decision(Action.PROMOTE if promotes else Action.ADVANCE, following, cohorts, evaluation, models)
+
+
+def approved(rollout: Rollout, now: float) -> Rollout:
+    """What a passed (or approved) step leads to: the next step, or the promotion."""
+    if _promotes(rollout):
+        return replace(rollout, state=RolloutState.PROMOTED, step=len(rollout.steps) - 1)
+    return advance(rollout, now)
 
 
 def advance(rollout: Rollout, now: float) -> Rollout:

@@ -7,10 +7,12 @@ long-poll by ETag) and the ``report_*`` calls; an operator everything else.
 
 from __future__ import annotations
 
+import base64
+import json
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -80,6 +82,56 @@ class FleetClient:
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.call(method, path, **kwargs)
         return response.json() if response.content else None
+
+    def upload_model(
+        self,
+        name: str,
+        version: str,
+        file: Path,
+        *,
+        sha256: str,
+        metadata: Mapping[str, Any],
+        progress: Callable[[int], None] = lambda _n: None,
+    ) -> dict[str, Any]:
+        """Stream a model file to the registry (``PUT``, octet-stream); ``progress`` gets each chunk's size."""
+
+        def chunks() -> Iterator[bytes]:
+            with file.open("rb") as handle:
+                while chunk := handle.read(256 * 1024):
+                    progress(len(chunk))
+                    yield chunk
+
+        encoded = base64.urlsafe_b64encode(json.dumps(dict(metadata)).encode()).decode().rstrip("=")
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(file.stat().st_size),
+            "X-Model-Sha256": sha256,
+        }
+        if metadata:
+            headers["X-Model-Metadata"] = encoded
+        try:
+            response = self._http.put(f"/api/v1/models/{_q(name)}/{_q(version)}", content=chunks(), headers=headers)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach the fleet at {self.url}: {exc or type(exc).__name__}") from exc
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            raise FleetCallError(f"cannot send the model to the fleet at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _refusal(response)
+        result: dict[str, Any] = response.json()
+        return result
+
+    def download_model(self, name: str, version: str, into: BinaryIO, progress: Callable[[int], None]) -> None:
+        """Stream a model's bytes from the registry into ``into``."""
+        try:
+            with self._http.stream("GET", f"/api/v1/models/{_q(name)}/{_q(version)}/content") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _refusal(response)
+                for chunk in response.iter_bytes(256 * 1024):
+                    into.write(chunk)
+                    progress(len(chunk))
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach the fleet at {self.url}: {exc or type(exc).__name__}") from exc
 
     # device side ------------------------------------------------------------------------
 
