@@ -214,6 +214,45 @@ def test_deactivated_device_is_refused_until_reactivated(fleet: FleetProcess) ->
         assert device.get("/api/v1/devices/gw/deployment").status_code == 401
 
 
+def test_a_deactivated_device_is_refused_at_once_by_every_instance(tmp_path: Path, fleet_db: str | None) -> None:
+    """Credentials are cached for a few seconds; deactivating still refuses the very next call, on both instances."""
+    first = FleetProcess(tmp_path / "one", fleet_db).start()
+    second = FleetProcess(tmp_path / "two", fleet_db or f"sqlite:///{tmp_path / 'one' / 'fleet.db'}").start()
+    try:
+        with first.client() as operator:
+            credential = add_device(operator, "gw", site="x")
+            report = {"$edgeAgent": {"lastDesiredStatus": {"code": 200}}}
+            for instance in (first, second):  # each instance has checked (and cached) the credential
+                device = instance.client(credential)
+                assert device.get("/api/v1/devices/gw/deployment").status_code == 200
+                assert device.patch("/api/v1/devices/gw/modules/reported", json=report).status_code == 200
+            assert operator.put("/api/v1/devices/gw/status", json={"status": "disabled"}).status_code == 200
+            for instance in (first, second):  # no wait: the very next calls
+                device = instance.client(credential)
+                for response in (
+                    device.patch("/api/v1/devices/gw/modules/reported", json=report),
+                    device.get("/api/v1/devices/gw/deployment"),
+                    device.get("/api/v1/devices/gw"),
+                    device.patch("/api/v1/devices/gw/twin/reported", json={"x": 1}),
+                ):
+                    assert response.status_code == 403, (instance.url, response.request.url, response.text)
+                    assert "deactivated" in response.json()["error"]
+            twin = operator.get("/api/v1/devices/gw").json()
+            assert twin["modules"]["$edgeAgent"]["properties"]["reported"]["$version"] == 2  # refused: nothing stored
+            assert operator.put("/api/v1/devices/gw/status", json={"status": "enabled"}).status_code == 200
+            assert (
+                second.client(credential).patch("/api/v1/devices/gw/modules/reported", json=report).status_code == 200
+            )
+            assert operator.delete("/api/v1/devices/gw").status_code == 204
+            for instance in (first, second):
+                assert instance.client(credential).get("/api/v1/devices/gw/deployment").status_code in (401, 404)
+                refused = instance.client(credential).patch("/api/v1/devices/gw/modules/reported", json=report)
+                assert refused.status_code in (401, 404)
+    finally:
+        second.stop()
+        first.stop()
+
+
 def _long_poll(fleet: FleetProcess, credential: str, device_id: str, etag: str, out: dict[str, Any]) -> None:
     with fleet.client(credential) as device:
         started = time.monotonic()

@@ -6,6 +6,7 @@ start created it; stderr says where it is, never what it is. Called by :mod:`out
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -95,6 +96,7 @@ def serve(settings: ServeSettings) -> None:
         limit_concurrency=None,
     )
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    gc.freeze()  # what start-up made lives as long as the process: full collections need not walk it
     try:
         uvicorn.Server(config).run()
     finally:
