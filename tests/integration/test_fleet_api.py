@@ -253,6 +253,44 @@ def test_a_deactivated_device_is_refused_at_once_by_every_instance(tmp_path: Pat
         first.stop()
 
 
+def test_worker_processes_serve_one_fleet(tmp_path: Path, fleet_db: str | None) -> None:
+    """``--workers 2``: two processes on one socket, each an instance over the database; any of them answers."""
+    fleet = FleetProcess(tmp_path / "fleet", fleet_db, extra=["--workers", "2"]).start()
+    try:
+        assert fleet.process is not None
+        with fleet.client() as operator:
+            credential = add_device(operator, "w1", site="x")
+            assert _push(operator, BASE, name="base", targetCondition="*", priority=1).status_code == 201
+            report = {"$edgeAgent": {"lastDesiredStatus": {"code": 200}}}
+            answers = []
+            for _ in range(6):  # a new connection each time: the kernel hands them to either worker
+                with fleet.client(credential) as device:
+                    answers.append(device.get("/api/v1/devices/w1/deployment").json()["deployments"])
+                    assert device.patch("/api/v1/devices/w1/modules/reported", json=report).status_code == 200
+            assert answers == [["base"]] * 6
+            twin = operator.get("/api/v1/devices/w1").json()
+            assert twin["modules"]["$edgeAgent"]["properties"]["reported"]["$version"] == 6
+            assert operator.put("/api/v1/devices/w1/status", json={"status": "disabled"}).status_code == 200
+            for _ in range(6):
+                with fleet.client(credential) as device:
+                    assert device.patch("/api/v1/devices/w1/modules/reported", json=report).status_code == 403
+        assert len(_children(fleet.process.pid)) >= 2
+    finally:
+        fleet.stop()
+    assert fleet.process.returncode is not None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if entry.read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                found.append(int(entry.parent.name))
+        except (OSError, IndexError):  # ended meanwhile
+            continue
+    return found
+
+
 def _long_poll(fleet: FleetProcess, credential: str, device_id: str, etag: str, out: dict[str, Any]) -> None:
     with fleet.client(credential) as device:
         started = time.monotonic()

@@ -123,6 +123,15 @@ def serve(
     ] = None,
     key: Annotated[Path | None, typer.Option("--key", help="TLS private key (PEM) for --cert.", exists=True)] = None,
     max_body: Annotated[int, typer.Option("--max-body", help="Largest request body accepted, in bytes.")] = 1 << 20,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes sharing the listening socket (instances of one stateless service; "
+            "/metrics shows the worker that answers).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the fleet API (OpenAPI at /openapi.json, Prometheus metrics at /metrics).
 
@@ -145,6 +154,7 @@ def serve(
         certfile=cert,
         keyfile=key,
         max_body=max_body,
+        workers=workers,
     )
     try:
         run(settings)
