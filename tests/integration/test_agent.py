@@ -108,6 +108,30 @@ def test_exits_that_are_not_restarted(device, policy, code, expected):
     assert result.code in (StatusCode.OK, StatusCode.FAILED)
 
 
+@pytest.mark.parametrize(("policy", "code"), [("never", 3), ("on-failure", 0)])
+def test_an_exit_at_start_that_is_not_restarted_settles_at_once(device, policy, code):
+    """A module that exits before it is ever seen running, and that its policy does not restart, is in its
+    final state: the apply ends there (failed with the exit code if it was non-zero), not at the timeout."""
+    env = {"BEHAVE_EXIT_AFTER": "0", "BEHAVE_EXIT_CODE": str(code)}
+    doc = manifest({"keep": module(), "once": module(policy=policy, env=env)}, window=0.5)
+    result = device.apply(doc, rollback=False, timeout=120)
+    status = device.state.status()
+    if code:
+        assert result.code is StatusCode.FAILED
+        # seen exited before it ran: "exited with code 3 and restartPolicy never does not restart it"; seen
+        # running first: the health window's "crashed with exit code 3". Never "did not converge within 120s".
+        assert "once: exited with code 3" in result.description or "once: crashed with exit code 3" in \
+            result.description, result.description  # fmt: skip
+        assert status["lastDesiredStatus"]["code"] == int(StatusCode.FAILED)
+        assert status["modules"]["once"]["runtimeStatus"] == "failed"
+    else:
+        assert result.converged, result.description
+        assert status["lastDesiredStatus"]["code"] == 200
+        assert status["modules"]["once"]["runtimeStatus"] == "stopped"
+    assert status["outpost"].get("converging") is not True
+    assert status["modules"]["keep"]["runtimeStatus"] == "running"
+
+
 def test_on_unhealthy_restarts_a_module_whose_probe_fails(device, tmp_path):
     health = tmp_path / "healthy"
     env = {"BEHAVE_HEALTH_FILE": str(health), "BEHAVE_UNHEALTHY_AFTER": "1.0"}

@@ -214,6 +214,83 @@ def test_deactivated_device_is_refused_until_reactivated(fleet: FleetProcess) ->
         assert device.get("/api/v1/devices/gw/deployment").status_code == 401
 
 
+def test_a_deactivated_device_is_refused_at_once_by_every_instance(tmp_path: Path, fleet_db: str | None) -> None:
+    """Credentials are cached for a few seconds; deactivating still refuses the very next call, on both instances."""
+    first = FleetProcess(tmp_path / "one", fleet_db).start()
+    second = FleetProcess(tmp_path / "two", fleet_db or f"sqlite:///{tmp_path / 'one' / 'fleet.db'}").start()
+    try:
+        with first.client() as operator:
+            credential = add_device(operator, "gw", site="x")
+            report = {"$edgeAgent": {"lastDesiredStatus": {"code": 200}}}
+            for instance in (first, second):  # each instance has checked (and cached) the credential
+                device = instance.client(credential)
+                assert device.get("/api/v1/devices/gw/deployment").status_code == 200
+                assert device.patch("/api/v1/devices/gw/modules/reported", json=report).status_code == 200
+            assert operator.put("/api/v1/devices/gw/status", json={"status": "disabled"}).status_code == 200
+            for instance in (first, second):  # no wait: the very next calls
+                device = instance.client(credential)
+                for response in (
+                    device.patch("/api/v1/devices/gw/modules/reported", json=report),
+                    device.get("/api/v1/devices/gw/deployment"),
+                    device.get("/api/v1/devices/gw"),
+                    device.patch("/api/v1/devices/gw/twin/reported", json={"x": 1}),
+                ):
+                    assert response.status_code == 403, (instance.url, response.request.url, response.text)
+                    assert "deactivated" in response.json()["error"]
+            twin = operator.get("/api/v1/devices/gw").json()
+            assert twin["modules"]["$edgeAgent"]["properties"]["reported"]["$version"] == 2  # refused: nothing stored
+            assert operator.put("/api/v1/devices/gw/status", json={"status": "enabled"}).status_code == 200
+            assert (
+                second.client(credential).patch("/api/v1/devices/gw/modules/reported", json=report).status_code == 200
+            )
+            assert operator.delete("/api/v1/devices/gw").status_code == 204
+            for instance in (first, second):
+                assert instance.client(credential).get("/api/v1/devices/gw/deployment").status_code in (401, 404)
+                refused = instance.client(credential).patch("/api/v1/devices/gw/modules/reported", json=report)
+                assert refused.status_code in (401, 404)
+    finally:
+        second.stop()
+        first.stop()
+
+
+def test_worker_processes_serve_one_fleet(tmp_path: Path, fleet_db: str | None) -> None:
+    """``--workers 2``: two processes on one socket, each an instance over the database; any of them answers."""
+    fleet = FleetProcess(tmp_path / "fleet", fleet_db, extra=["--workers", "2"]).start()
+    try:
+        assert fleet.process is not None
+        with fleet.client() as operator:
+            credential = add_device(operator, "w1", site="x")
+            assert _push(operator, BASE, name="base", targetCondition="*", priority=1).status_code == 201
+            report = {"$edgeAgent": {"lastDesiredStatus": {"code": 200}}}
+            answers = []
+            for _ in range(6):  # a new connection each time: the kernel hands them to either worker
+                with fleet.client(credential) as device:
+                    answers.append(device.get("/api/v1/devices/w1/deployment").json()["deployments"])
+                    assert device.patch("/api/v1/devices/w1/modules/reported", json=report).status_code == 200
+            assert answers == [["base"]] * 6
+            twin = operator.get("/api/v1/devices/w1").json()
+            assert twin["modules"]["$edgeAgent"]["properties"]["reported"]["$version"] == 6
+            assert operator.put("/api/v1/devices/w1/status", json={"status": "disabled"}).status_code == 200
+            for _ in range(6):
+                with fleet.client(credential) as device:
+                    assert device.patch("/api/v1/devices/w1/modules/reported", json=report).status_code == 403
+        assert len(_children(fleet.process.pid)) >= 2
+    finally:
+        fleet.stop()
+    assert fleet.process.returncode is not None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if entry.read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                found.append(int(entry.parent.name))
+        except (OSError, IndexError):  # ended meanwhile
+            continue
+    return found
+
+
 def _long_poll(fleet: FleetProcess, credential: str, device_id: str, etag: str, out: dict[str, Any]) -> None:
     with fleet.client(credential) as device:
         started = time.monotonic()

@@ -19,9 +19,9 @@ from typing import Any
 
 from outpost.agent.failures import COMMAND_BACKOFF, CommandFailure, Failures
 from outpost.agent.metrics import AgentMetrics
-from outpost.agent.observed import Observed, RunState
+from outpost.agent.observed import ModuleState, Observed, RunState
 from outpost.agent.planner import Plan, plan
-from outpost.agent.restarts import RestartRecord, settle
+from outpost.agent.restarts import Decision, RestartRecord, decide, settle
 from outpost.agent.runner import Outcome, Runner
 from outpost.agent.runtime import ContainerRuntime
 from outpost.agent.spec import Desired
@@ -197,13 +197,30 @@ class Reconciler:
 
     # -- converging ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _settled(desired: Desired, observed: Observed) -> bool:
-        """Every module that should run runs (and is not still starting its health check)."""
+    def _ended(self, desired: Desired, observed: Observed) -> dict[str, ModuleState]:
+        """Modules that should run but exited, and that their restart policy leaves exited (``never``,
+        or ``on-failure``/``on-unhealthy`` after exit code 0): that is their final state."""
+        ended: dict[str, ModuleState] = {}
+        now = self.clock()
+        for name, spec in desired.modules.items():
+            state = observed.modules.get(name)
+            if (
+                spec.status is ModuleStatus.RUNNING and state is not None and state.config_hash == spec.config_hash
+                and state.state in (RunState.EXITED, RunState.DEAD)
+                and decide(spec, state, RestartRecord(), now)[0] is Decision.NOTHING
+            ):  # fmt: skip
+                ended[name] = state
+        return ended
+
+    def _settled(self, desired: Desired, observed: Observed) -> bool:
+        """Every module that should run runs (and is not still starting its health check), or has ended."""
+        ended = self._ended(desired, observed)
         for name, spec in desired.modules.items():
             state = observed.modules.get(name)
             if state is None or state.config_hash != spec.config_hash:
                 return False
+            if name in ended:
+                continue
             if spec.status is ModuleStatus.RUNNING and (not state.running or state.health.value == "starting"):
                 return False
             if spec.status is ModuleStatus.STOPPED and state.running:
@@ -225,6 +242,14 @@ class Reconciler:
                 names = ", ".join(round_.plan.failed)
                 return False, f"gave up restarting {names}", dict.fromkeys(round_.plan.failed, "restart limit reached")
             if not round_.plan and self._settled(desired, round_.observed):
+                crashed = {
+                    name: f"exited with code {state.exit_code} and restartPolicy "
+                    f"{desired.modules[name].restart_policy} does not restart it"
+                    for name, state in self._ended(desired, round_.observed).items()
+                    if state.state is RunState.DEAD or (state.exit_code or 0) != 0
+                }
+                if crashed:  # as the health window would call it: no point waiting for the timeout
+                    return False, "; ".join(f"{m}: {f}" for m, f in sorted(crashed.items())), crashed
                 break
             if self._interrupted(desired.deployment_id):
                 return False, "interrupted", failures

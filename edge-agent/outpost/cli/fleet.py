@@ -133,6 +133,15 @@ def serve(
     max_model: Annotated[
         int, typer.Option("--max-model", help="Largest model file `outpost model push` may upload, in bytes.")
     ] = 64 << 20,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes sharing the listening socket (instances of one stateless service; "
+            "/metrics shows the worker that answers).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the fleet API (OpenAPI at /openapi.json, Prometheus metrics at /metrics).
 
@@ -168,6 +177,7 @@ def serve(
         session_max_age=session_hours * 3600,
         session_idle=session_idle_minutes * 60,
         max_model=max_model,
+        workers=workers,
     )
     try:
         run(settings)

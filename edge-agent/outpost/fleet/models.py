@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["DeploymentRecord", "DeviceRecord", "DeviceStatus", "HistoryEntry", "ModuleTwin", "now_utc"]
+__all__ = ["CountRow", "DeploymentRecord", "DeviceRecord", "DeviceStatus", "HistoryEntry", "ModuleTwin", "now_utc"]
 
 
 def now_utc() -> str:
@@ -114,3 +114,20 @@ class HistoryEntry:
             "deploymentId": self.deployment_id,
             "detail": dict(self.detail),
         }
+
+
+@dataclass(frozen=True)
+class CountRow:
+    """One device as one deployment's status counts it (stored only for targeted or applied devices).
+
+    ``state`` is ``success``, ``failed`` or ``pending`` (meaningful when ``applied``), with the
+    agent's code and reason. Computed by :func:`outpost.fleet.status.device_rows`.
+    """
+
+    deployment_id: str
+    device_id: str
+    targeted: bool
+    applied: bool
+    state: str = "pending"
+    code: int | None = None
+    reason: str = ""

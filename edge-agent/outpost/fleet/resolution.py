@@ -102,6 +102,10 @@ class Resolver:
         """Ids of the deployments applied to this twin, in laying-down order; empty if no base targets it."""
         return tuple(d.id for d in select_stack(self._deployments, twin))
 
+    def targets(self, twin: Mapping[str, Any]) -> list[str]:
+        """Ids of every deployment whose target condition selects this twin."""
+        return [d.id for d in self._deployments if d.target(twin)]
+
     def targeted(self, deployment_id: str, twin: Mapping[str, Any]) -> bool:
         record = self.records[deployment_id]
         return target(record.target)(twin)

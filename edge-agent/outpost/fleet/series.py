@@ -7,7 +7,7 @@ writes the buffer in one batch per second (:meth:`Recorder.run`), so a report ne
 series table. Retention: at most ``keep`` points per device and metric (a series is trimmed after
 every ``keep // 4`` new points) and none older than ``max_age_s`` (swept every few minutes). Points
 still buffered when a process dies are lost: they are plots, not the twin, which is stored first.
-Fed by :meth:`outpost.fleet.service.FleetService.report_modules` (``on_report``); wired by
+Fed by :meth:`outpost.fleet.service.FleetService.report_many` (``on_report``, after each commit); wired by
 :mod:`outpost.fleet.adapters.server`; read by the console's device page.
 """
 

@@ -1,9 +1,13 @@
 """The fleet's rules: who may do what, and what each call changes.
 
 Stateless over a :class:`~outpost.fleet.store.FleetStore`: any number of processes may serve
-one database. The only thing kept in memory is a :class:`~outpost.fleet.resolution.Resolver`
-for the deployments' current version (rebuilt when the stored version moves), which is
-derived data. Called by the HTTP adapter (:mod:`outpost.fleet.adapters.api`) and by tests.
+one database. What is kept in memory is derived and short-lived: a
+:class:`~outpost.fleet.resolution.Resolver` for the deployments' current version (the stored
+version is re-read at most every ``RESOLVER_TTL`` seconds, at once after a change made here or
+announced by the change feed) and the principals of recently checked credentials (``AUTH_TTL``,
+forgotten at once when this process or the change feed sees the device change). Neither can
+let a deactivated device in: every device call also reads or writes the device's row and
+refuses it there. Called by the HTTP adapter (:mod:`outpost.fleet.adapters.api`) and by tests.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable, Collection, Mapping
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -31,16 +36,25 @@ from outpost.fleet.credentials import (
 )
 from outpost.fleet.errors import (
     ConflictError,
+    FleetError,
     ForbiddenError,
     GoneError,
     InvalidError,
     NotFoundError,
     UnauthorizedError,
 )
-from outpost.fleet.models import DeploymentRecord, DeviceRecord, DeviceStatus, HistoryEntry, ModuleTwin, now_utc
+from outpost.fleet.models import (
+    CountRow,
+    DeploymentRecord,
+    DeviceRecord,
+    DeviceStatus,
+    HistoryEntry,
+    ModuleTwin,
+    now_utc,
+)
 from outpost.fleet.queries import compile_query
 from outpost.fleet.resolution import Assignment, Resolver, etag_of, target
-from outpost.fleet.status import DeviceView, deployment_status
+from outpost.fleet.status import DeviceView, custom_metrics, device_rows, status_document
 from outpost.fleet.store import FleetStore
 from outpost.fleet.twins import device_twin, module_twin, twin_with_modules
 from outpost.manifest import check_document
@@ -48,13 +62,20 @@ from outpost.trust.parts import carried_signatures
 from outpost.trust.signing import Signature
 from outpost.wire.patch import merge_patch
 
-__all__ = ["DEPLOYMENT_ID", "SYSTEM_MODULES", "FleetService", "PushRequest"]
+__all__ = ["AUTH_TTL", "DEPLOYMENT_ID", "RESOLVER_TTL", "SYSTEM_MODULES", "FleetService", "PushRequest", "Report"]
 
 DEPLOYMENT_ID = re.compile(r"[a-z0-9\-:+%_#*?!(),=@;$']{1,128}")
 """Azure's configuration id rule: lowercase letters, digits and a few symbols."""
 SYSTEM_MODULES = ("$edgeAgent", "$edgeHub")
 _RETRIES = 20
+AUTH_TTL = 5.0
+"""Seconds a checked credential is trusted without the database (deactivation and removal forget it at once)."""
+RESOLVER_TTL = 0.1
+"""Seconds between re-reads of the stored deployments' version (changes made here apply at once)."""
+_AUTH_CACHE_MAX = 200_000
 T = TypeVar("T")
+Report = tuple[str, Mapping[str, Mapping[str, Any]]]
+"""One device's module reports: ``(device id, {module id: reported patch})``."""
 
 
 def _problem(pointer: str, exc: QueryError) -> Problem:
@@ -115,6 +136,10 @@ def _check_signatures(given: Any, document: Mapping[str, Any]) -> list[dict[str,
     return list(found.values())
 
 
+def _deactivated(device_id: str) -> ForbiddenError:
+    return ForbiddenError(f"device {device_id!r} is deactivated; an operator can re-activate it")
+
+
 class PushRequest:
     """A push: the user's document unchanged plus what the command line set (which wins)."""
 
@@ -141,15 +166,62 @@ class PushRequest:
 class FleetService:
     """Devices, twins, deployments and each device's assignment."""
 
-    def __init__(self, store: FleetStore, *, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: FleetStore,
+        *,
+        on_change: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self._resolver: tuple[int, Resolver] | None = None
+        self._resolver_checked = -1.0e18
+        self._generation = 0  # bumped by deployments_changed: a check that raced a change does not count
         self._lock = threading.Lock()
         self._on_change = on_change or (lambda: None)
         self.on_report: Callable[[str, Mapping[str, Mapping[str, Any]]], None] = lambda _device, _patches: None
         """Called with every stored module report (the console's metric series; must not do I/O)."""
         self.served: Callable[[Assignment], Assignment] = lambda assignment: assignment
         """The assignment as its device receives it (rollouts stamp model download tokens into it)."""
+        self._clock = clock
+        self._principals: dict[str, tuple[Principal, float]] = {}  # sha256 of the presented credential
+        self._keys: dict[tuple[Kind, str], set[str]] = {}
+
+    # -- caches -------------------------------------------------------------------------------
+
+    def forget(self, device_ids: Iterable[str] | None = None) -> None:
+        """Drop cached credentials of these devices (None: of everyone); the change feed calls this too."""
+        with self._lock:
+            if device_ids is None:
+                self._principals.clear()
+                self._keys.clear()
+                return
+            for device_id in device_ids:
+                for key in self._keys.pop((Kind.DEVICE, device_id), ()):
+                    self._principals.pop(key, None)
+
+    def deployments_changed(self) -> None:
+        """Re-read the deployments' version on the next resolution (a change here or on another instance)."""
+        with self._lock:
+            self._generation += 1
+            self._resolver_checked = -1.0e18
+
+    def cached_principal(self, presented: str | None) -> Principal | None:
+        """The principal of a credential checked within ``AUTH_TTL`` and not forgotten since, else None."""
+        if not presented:
+            return None
+        hit = self._principals.get(hash_secret(presented))
+        return hit[0] if hit is not None and hit[1] > self._clock() else None
+
+    def _remember(self, presented: str, principal: Principal) -> Principal:
+        key = hash_secret(presented)
+        with self._lock:
+            if len(self._principals) >= _AUTH_CACHE_MAX:
+                self._principals.clear()
+                self._keys.clear()
+            self._principals[key] = (principal, self._clock() + AUTH_TTL)
+            self._keys.setdefault((principal.kind, principal.name), set()).add(key)
+        return principal
 
     # -- identities -------------------------------------------------------------------------
 
@@ -166,16 +238,19 @@ class FleetService:
         credential = parse_credential(presented)
         if credential is None:
             raise UnauthorizedError("the credential is malformed")
+        cached = self.cached_principal(presented)
+        if cached is not None:
+            return cached
         if credential.kind is Kind.OPERATOR:
             if secret_matches(credential.secret, self.store.operator_hash(credential.name)):
-                return Principal(Kind.OPERATOR, credential.name)
+                return self._remember(presented, Principal(Kind.OPERATOR, credential.name))
             raise UnauthorizedError("the operator token is not valid")
         secrets = self.store.device_secrets(credential.name)
         if secrets is None or not secret_matches(credential.secret, secrets.credential_hash):
             raise UnauthorizedError("the device credential is not valid")
         if secrets.status is DeviceStatus.DISABLED:
-            raise ForbiddenError(f"device {credential.name!r} is deactivated; an operator can re-activate it")
-        return Principal(Kind.DEVICE, credential.name)
+            raise _deactivated(credential.name)
+        return self._remember(presented, Principal(Kind.DEVICE, credential.name))
 
     # -- devices ----------------------------------------------------------------------------
 
@@ -209,20 +284,25 @@ class FleetService:
 
     def set_status(self, who: Principal, device_id: str, status: DeviceStatus) -> dict[str, Any]:
         who.require_operator()
+        self.forget([device_id])
         if not self.store.set_status(device_id, status):
             raise NotFoundError(f"no device {device_id!r}")
+        self.forget([device_id])  # and whatever a request checked meanwhile
         self._on_change()
         return self.twin(who, device_id)
 
-    def _device(self, device_id: str) -> DeviceRecord:
+    def _device(self, device_id: str, who: Principal | None = None) -> DeviceRecord:
+        """The device's row; refused if ``who`` is that device and it is deactivated (the cache cannot let it in)."""
         device = self.store.device(device_id)
         if device is None:
             raise NotFoundError(f"no device {device_id!r}")
+        if who is not None and who.kind is Kind.DEVICE and device.status is DeviceStatus.DISABLED:
+            raise _deactivated(device_id)
         return device
 
     def twin(self, who: Principal, device_id: str) -> dict[str, Any]:
         who.require_device(device_id)
-        device = self._device(device_id)
+        device = self._device(device_id, who)
         return twin_with_modules(device, self.store.module_twins(device_id))
 
     def list_devices(self, who: Principal, condition: str | None = None) -> list[dict[str, Any]]:
@@ -233,8 +313,10 @@ class FleetService:
 
     def remove_device(self, who: Principal, device_id: str) -> None:
         who.require_operator()
+        self.forget([device_id])
         if not self.store.delete_device(device_id):
             raise NotFoundError(f"no device {device_id!r}")
+        self.forget([device_id])
         self._on_change()
 
     def _retry(self, attempt: Callable[[], T | None], what: str) -> T:
@@ -266,7 +348,7 @@ class FleetService:
             raise InvalidError("reported properties must be an object", [Problem("", "expected an object")])
 
         def attempt() -> DeviceRecord | None:
-            device = self._device(device_id)
+            device = self._device(device_id, who)
             new = replace(device, reported=merge_patch(device.reported, patch), version=device.version + 1)
             return new if self.store.write_device(new, device.version) else None
 
@@ -304,6 +386,15 @@ class FleetService:
 
         Answers the new ``$version`` of each module's reported properties.
         """
+        self.check_report(who, device_id, patches)
+        result = self.report_many([(device_id, patches)])[0]
+        if isinstance(result, FleetError):
+            raise result
+        return result
+
+    @staticmethod
+    def check_report(who: Principal, device_id: str, patches: Any) -> None:
+        """Refuse a module report that is not the device's own or not ``{module id: object}`` (no I/O)."""
         who.require_this_device(device_id)
         if not isinstance(patches, Mapping):
             raise InvalidError("expected an object of module id: patch", [Problem("", "expected an object")])
@@ -312,37 +403,96 @@ class FleetService:
             if not isinstance(patch, Mapping):
                 raise InvalidError("a twin patch must be an object", [Problem(f"/{module_id}", "expected an object")])
 
-        def attempt() -> list[tuple[ModuleTwin, ModuleTwin | None]] | None:
-            current = {m.module_id: m for m in self.store.module_twins(device_id)}
-            pairs: list[tuple[ModuleTwin, ModuleTwin | None]] = []
+    def report_many(self, reports: Sequence[Report]) -> list[dict[str, Any] | FleetError]:
+        """Checked module reports of many devices in one transaction (the report writer's batch).
+
+        Each report's answer (or refusal: the device was removed or deactivated) in order. Reads
+        the devices' rows and twins in two queries, writes them compare-and-set in one commit; if
+        another writer got there first, reads and tries again, and under lasting contention writes
+        each report alone.
+        """
+        for _ in range(_RETRIES):
+            results = self._try_reports(reports)
+            if results is not None:
+                for (device_id, patches), result in zip(reports, results, strict=True):
+                    if not isinstance(result, FleetError):
+                        self.on_report(device_id, patches)  # stored: the console's series may take its numbers
+                return results
+        if len(reports) > 1:
+            return [self.report_many([report])[0] for report in reports]
+        return [ConflictError(f"reported properties of {reports[0][0]}: too many concurrent writers; try again")]
+
+    def _try_reports(self, reports: Sequence[Report]) -> list[dict[str, Any] | FleetError] | None:
+        version, resolver = self._versioned_resolver()
+        ids = sorted({device_id for device_id, _ in reports})
+        devices = self.store.devices_by_id(ids)
+        twins = self.store.module_twins_of(ids)
+        stored_rows = self.store.count_rows_of(ids)
+        originals: dict[tuple[str, str], ModuleTwin | None] = {}
+        working: dict[tuple[str, str], ModuleTwin] = {}
+        touched: dict[str, int] = {}
+        results: list[dict[str, Any] | FleetError] = []
+        for device_id, patches in reports:
+            device = devices.get(device_id)
+            if device is None:
+                results.append(NotFoundError(f"no device {device_id!r}"))
+                continue
+            if device.status is DeviceStatus.DISABLED:
+                results.append(_deactivated(device_id))
+                continue
+            versions: dict[str, Any] = {}
             for module_id, patch in patches.items():
-                old = current.get(module_id)
-                base = old or ModuleTwin(device_id, module_id)
-                new = replace(
+                key = (device_id, module_id)
+                if key not in working:
+                    originals[key] = old = twins.get(device_id, {}).get(module_id)
+                    working[key] = old or ModuleTwin(device_id, module_id)
+                base = working[key]
+                working[key] = new = replace(
                     base, reported=merge_patch(base.reported, patch), reported_version=base.reported_version + 1
                 )
-                pairs.append((new, old))
-            return pairs if self.store.write_modules(pairs, (device_id, now_utc())) else None
-
-        pairs = self._retry(attempt, f"reported properties of {device_id}")
-        self.on_report(device_id, patches)
-        return {"modules": {new.module_id: {"$version": new.reported_version} for new, _ in pairs}}
+                versions[module_id] = {"$version": new.reported_version}
+            touched[device_id] = device.version
+            results.append({"modules": versions})
+        if touched:
+            rows: dict[str, list[CountRow]] = {}
+            for device_id in touched:
+                modules = dict(twins.get(device_id, {}))
+                modules.update((m, twin) for (d, m), twin in working.items() if d == device_id)
+                new_rows = self._rows(resolver, devices[device_id], list(modules.values()))
+                if new_rows != stored_rows.get(device_id, []):
+                    rows[device_id] = new_rows  # only when an outcome changed: steady reports write no rows
+            pairs = [(twin, originals[key]) for key, twin in working.items()]
+            at = now_utc()
+            touches = [(d, expected, at) for d, expected in touched.items()]
+            if not self.store.write_reports(pairs, touches, rows, version):
+                self.deployments_changed()  # in case that is why: read the version again
+                return None
+        return results
 
     # -- assignment -------------------------------------------------------------------------
 
     def resolver(self) -> Resolver:
-        """The resolver for the stored deployments' current version."""
+        """The resolver for the stored deployments' current version (re-read at most every RESOLVER_TTL s)."""
+        return self._versioned_resolver()[1]
+
+    def _versioned_resolver(self) -> tuple[int, Resolver]:
+        now = self._clock()
+        current, generation = self._resolver, self._generation
+        if current is not None and now - self._resolver_checked < RESOLVER_TTL:
+            return current
         version = self.store.deployments_version()
         with self._lock:
             if self._resolver is None or self._resolver[0] != version:
                 self._resolver = (version, Resolver(self.store.deployments()))
-            return self._resolver[1]
+            if generation == self._generation and now > self._resolver_checked:
+                self._resolver_checked = now
+            return self._resolver
 
     def assignment(self, who: Principal, device_id: str) -> Assignment:
         """What the device should run now (the device itself, or an operator looking)."""
         who.require_device(device_id)
         resolver = self.resolver()
-        device = self._device(device_id)
+        device = self._device(device_id, who)
         overrides = {m.module_id: m.desired for m in self.store.module_twins(device_id) if m.desired}
         return resolver.assign(device_id, device_twin(device), overrides)
 
@@ -371,6 +521,7 @@ class FleetService:
         entry = HistoryEntry(0, record.created, who.name, "push", record.id,
                              {**record.summary(), "contentHash": record.content_hash})  # fmt: skip
         stored = self.store.add_deployment(record, entry)
+        self.deployments_changed()
         self._on_change()
         return stored
 
@@ -470,6 +621,7 @@ class FleetService:
         entry = HistoryEntry(0, now_utc(), who.name, "update", deployment_id, detail)
         if not self.store.update_deployment(new, entry):
             raise NotFoundError(f"no deployment {deployment_id!r}")
+        self.deployments_changed()
         self._on_change()
         return new
 
@@ -478,6 +630,7 @@ class FleetService:
         entry = HistoryEntry(0, now_utc(), who.name, "delete", deployment_id, {})
         if not self.store.delete_deployment(deployment_id, entry):
             raise NotFoundError(f"no deployment {deployment_id!r}")
+        self.deployments_changed()
         self._on_change()
 
     def history(self, who: Principal, deployment_id: str | None = None) -> list[HistoryEntry]:
@@ -485,36 +638,77 @@ class FleetService:
         return self.store.history(deployment_id)
 
     def status(self, who: Principal, deployment_id: str) -> dict[str, Any]:
-        """IoT Hub's system metrics, custom metrics and the failing devices of one deployment."""
+        """IoT Hub's system metrics, custom metrics and the failing devices of one deployment.
+
+        Read from the stored count rows (brought up to date first); custom metrics read the
+        targeted devices' twins only.
+        """
         record = self.deployment(who, deployment_id)
-        views = self._device_views()
-        condition = target(record.target)
-        return deployment_status(record, views, [condition(view.twin) for view in views])
+        resolver = self.count()
+        rows = self.store.deployment_rows(deployment_id)
+        custom: dict[str, Any] = {}
+        if record.metrics:
+            targeted = [r.device_id for r in rows if r.targeted]
+            devices = self.store.devices_by_id(targeted)
+            twins = self.store.module_twins_of(targeted)
+            views = [self._view(resolver, devices[d], list(twins.get(d, {}).values()))
+                     for d in targeted if d in devices]  # fmt: skip
+            custom = custom_metrics(record, views)
+        return status_document(record, rows, custom)
 
     def statuses(self, who: Principal) -> dict[str, dict[str, Any]]:
-        """Every deployment's status from one pass over the devices (the console's overview)."""
-        records = self.deployments(who)
-        views = self._device_views()
-        return {r.id: deployment_status(r, views, [target(r.target)(v.twin) for v in views]) for r in records}
+        """Every deployment's status document."""
+        return {r.id: self.status(who, r.id) for r in self.deployments(who)}
 
-    def _device_views(self) -> list[DeviceView]:
-        """Every device with its module twins and current assignment, as status counting sees it."""
-        resolver = self.resolver()
-        by_device: dict[str, list[ModuleTwin]] = {}
-        for module in self.store.module_twins():
-            by_device.setdefault(module.device_id, []).append(module)
-        views: list[DeviceView] = []
-        for device in self.store.devices():
-            twin = device_twin(device)
-            modules = by_device.get(device.id, [])
-            overrides = {m.module_id: m.desired for m in modules if m.desired}
-            stack = resolver.stack(twin)
-            problems: list[Problem] = []
-            if stack:
-                try:
-                    resolver.compose(stack)
-                except ManifestError as exc:
-                    problems = list(exc.problems)
-            assignment = Assignment(device.id, etag_of(stack, overrides), stack, None, problems)
-            views.append(DeviceView(twin, [module_twin(device, m) for m in modules], assignment))
-        return views
+    def system_metrics(self, who: Principal) -> dict[str, dict[str, int]]:
+        """Every deployment's targeted, applied, successful and failed counts (one GROUP BY; the console's bars)."""
+        records = self.deployments(who)
+        self.count()
+        summary = self.store.count_summary()
+        zero = {"targetedCount": 0, "appliedCount": 0, "reportedSuccessfulCount": 0, "reportedFailedCount": 0}
+        return {r.id: summary.get(r.id, zero) for r in records}
+
+    def connections(self, who: Principal, online_since: str) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """Devices online (activity at or after ``online_since``), offline and never seen: of the whole
+        fleet and of each deployment's targeted devices."""
+        who.require_operator()
+        self.count()
+        return self.store.connection_counts(online_since)
+
+    def count(self) -> Resolver:
+        """Bring the stored count rows up to the change feed (what changed since the last count); the
+        resolver they reflect. Any instance may do it: the store serializes counters."""
+        for _ in range(_RETRIES):
+            version, resolver = self._versioned_resolver()
+
+            def compute(
+                devices: Sequence[DeviceRecord],
+                twins: Mapping[str, Mapping[str, ModuleTwin]],
+                resolver: Resolver = resolver,
+            ) -> dict[str, list[CountRow]]:
+                return {d.id: self._rows(resolver, d, list(twins.get(d.id, {}).values())) for d in devices}
+
+            if self.store.recount(version, compute):
+                return resolver
+            self.deployments_changed()
+        raise ConflictError("deployments keep changing while counting; try again")
+
+    def _rows(self, resolver: Resolver, device: DeviceRecord, modules: Sequence[ModuleTwin]) -> list[CountRow]:
+        view = self._view(resolver, device, modules)
+        return device_rows(view, resolver.targets(view.twin))
+
+    @staticmethod
+    def _view(resolver: Resolver, device: DeviceRecord, modules: Sequence[ModuleTwin]) -> DeviceView:
+        """One device with its module twins and current assignment, as status counting sees it."""
+        twin = device_twin(device)
+        overrides = {m.module_id: m.desired for m in modules if m.desired}
+        stack = resolver.stack(twin)
+        problems: list[Problem] = []
+        if stack:
+            try:
+                resolver.compose(stack)
+            except ManifestError as exc:
+                problems = list(exc.problems)
+        assignment = Assignment(device.id, etag_of(stack, overrides), stack, None, problems)
+        return DeviceView(twin, [module_twin(device, m) for m in sorted(modules, key=lambda m: m.module_id)],
+                          assignment)  # fmt: skip

@@ -18,7 +18,7 @@ from outpost.agent.spec import Desired, ModuleSpec
 from outpost.agent.state import StateDir
 from outpost.backoff import Backoff
 from outpost.errors import PermanentError, TemporaryError
-from outpost.manifest.models import ImagePullPolicy
+from outpost.manifest.models import ImagePullPolicy, RestartPolicy
 
 CORPUS = Path(__file__).parents[2] / "corpus" / "valid"
 
@@ -223,3 +223,40 @@ def test_run_loop_wakes_a_backoff_for_a_new_manifest(runtime: FakeRuntime, state
     assert runtime.count("start", "m") == 3  # the first apply, the permanent failure, the new deployment
     assert runtime.modules["m"].image == "repo/m:2"
     assert runtime.modules["m"].running
+
+
+class ExitsAtStart(FakeRuntime):
+    """Modules named in ``codes`` exit with that code as soon as they start (before any round sees them run)."""
+
+    def __init__(self, codes: dict[str, int], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.codes = codes
+
+    def start(self, module: str) -> None:
+        super().start(module)
+        if module in self.codes:
+            self.exit(module, self.codes[module])
+
+
+@pytest.mark.parametrize(
+    ("policy", "code", "converged"),
+    [(RestartPolicy.NEVER, 3, False), (RestartPolicy.NEVER, 0, True), (RestartPolicy.ON_FAILURE, 0, True)],
+)
+def test_an_exit_its_policy_does_not_restart_ends_converging(
+    state: StateDir, clock: Clock, policy: RestartPolicy, code: int, converged: bool
+) -> None:
+    """Seen exited before it ever ran: its final state. A non-zero exit fails the apply at once with the
+    reason (not "converging" until the timeout); exit 0 is a finished job (Azure's runtimeStatus "stopped")."""
+    runtime = ExitsAtStart({"once": code}, clock=clock)
+    rec = reconciler(runtime, state, clock)
+    started = clock.now
+    ok, why, failures = rec.converge(
+        desired(spec("keep"), spec("once", restart_policy=policy)), timeout=300, health_window=1.0
+    )
+    assert clock.now - started < 10  # fake clock: rounds, not the 300 s timeout
+    assert ok is converged, why
+    if not converged:
+        assert why == "once: exited with code 3 and restartPolicy never does not restart it"
+        assert set(failures) == {"once"}
+    module = state.status()["modules"]["once"]  # type: ignore[index]
+    assert module["runtimeStatus"] == ("stopped" if code == 0 else "failed")

@@ -11,6 +11,7 @@ Built by :func:`create_app`; served by :mod:`outpost.fleet.adapters.server`.
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -33,8 +34,9 @@ from outpost.fleet.errors import FleetError
 from outpost.fleet.feed import Waiters
 from outpost.fleet.metrics import FleetMetrics
 from outpost.fleet.models import DeviceStatus
+from outpost.fleet.reports import ReportWriter
 from outpost.fleet.resolution import Assignment
-from outpost.fleet.service import FleetService, PushRequest
+from outpost.fleet.service import FleetService, PushRequest, Report
 
 __all__ = ["DEFAULT_MAX_BODY", "create_app"]
 
@@ -172,6 +174,7 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
     """The ASGI application for one fleet process over ``service``."""
     metrics = metrics or FleetMetrics()
     waiters: Waiters[Assignment] = Waiters()
+    writer: ReportWriter[Report, dict[str, Any]] = ReportWriter(service.report_many)
 
     async def read_feed() -> None:
         cursor = -1
@@ -180,6 +183,10 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
             started = time.perf_counter()
             try:
                 changes = await run_in_threadpool(service.store.changes, cursor)
+                if cursor >= 0 and changes.everyone:
+                    service.deployments_changed()  # made here or through another instance
+                if cursor >= 0 and changes.devices:
+                    service.forget(changes.devices)  # deactivated or removed through another instance
                 if cursor >= 0 and changes.everyone and len(waiters) > BATCH_FROM:
                     results = await run_in_threadpool(service.assignments, waiters.devices())
                     waiters.wake(everyone=True, devices=(), results=results)
@@ -205,6 +212,7 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await run_in_threadpool(writer.stop)
 
     app = FastAPI(
         title="Outpost fleet",
@@ -217,12 +225,16 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
     )
     bearer = HTTPBearer(auto_error=False, description="Operator token or device credential")
 
-    def principal(
+    async def principal(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
-        return service.authenticate(credentials.credentials if credentials else None)
+        presented = credentials.credentials if credentials else None
+        cached = service.cached_principal(presented)  # a credential checked moments ago: no thread, no query
+        if cached is not None:
+            return cached
+        return await run_in_threadpool(service.authenticate, presented)
 
-    def operator(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    async def operator(who: Annotated[Principal, Depends(principal)]) -> Principal:
         who.require_operator()  # before the body is validated: a device learns nothing about operator routes
         return who
 
@@ -303,11 +315,17 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
     def report_device(device_id: str, who: Who, patch: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
         return service.report_device(who, device_id, patch)
 
-    @app.patch("/api/v1/devices/{device_id}/modules/reported", summary="The device reports several module twins")
-    def report_modules(
+    @app.patch(
+        "/api/v1/devices/{device_id}/modules/reported",
+        summary="The device reports several module twins (answered once stored)",
+        response_model=dict[str, Any],
+    )
+    async def report_modules(
         device_id: str, who: Who, patches: Annotated[dict[str, dict[str, Any]], Body()]
-    ) -> dict[str, Any]:
-        return service.report_modules(who, device_id, patches)
+    ) -> Response:
+        service.check_report(who, device_id, patches)
+        result = await asyncio.wrap_future(writer.submit((device_id, patches)))  # committed with its batch
+        return Response(json.dumps(result, separators=(",", ":")), media_type="application/json")
 
     @app.patch("/api/v1/devices/{device_id}/modules/{module_id}/twin/desired",
                summary="Set a module's desired properties on one device (operator)")  # fmt: skip

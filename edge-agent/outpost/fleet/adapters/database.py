@@ -9,7 +9,7 @@ updates without holding locks. Implements :class:`outpost.fleet.store.FleetStore
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,16 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from outpost.errors import StoreError
 from outpost.fleet.errors import ConflictError
-from outpost.fleet.models import DeploymentRecord, DeviceRecord, DeviceStatus, HistoryEntry, ModuleTwin, now_utc
-from outpost.fleet.store import Changes, DeviceSecrets
+from outpost.fleet.models import (
+    CountRow,
+    DeploymentRecord,
+    DeviceRecord,
+    DeviceStatus,
+    HistoryEntry,
+    ModuleTwin,
+    now_utc,
+)
+from outpost.fleet.store import Changes, CountCompute, DeviceSecrets
 
 __all__ = ["SqlStore", "engine_for", "migrate"]
 
@@ -34,6 +42,7 @@ class _StaleError(Exception):
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_ID = 0x0F1EE7
+_COUNT_LOCK = 0x0F1EE8  # PostgreSQL: writers of count rows share it, a recount holds it alone
 
 meta = sa.MetaData()
 operators = sa.Table(
@@ -98,6 +107,48 @@ changes = sa.Table(
     sa.Column("device_id", sa.String),
     sa.Column("at", sa.Float),
 )
+deployment_devices = sa.Table(
+    "deployment_devices",
+    meta,
+    sa.Column("deployment_id", sa.String, primary_key=True),
+    sa.Column("device_id", sa.String, primary_key=True),
+    sa.Column("targeted", sa.Boolean),
+    sa.Column("applied", sa.Boolean),
+    sa.Column("state", sa.String),
+    sa.Column("code", sa.Integer),
+    sa.Column("reason", sa.Text),
+)
+
+
+def _count_row(row: Any) -> CountRow:
+    return CountRow(row.deployment_id, row.device_id, bool(row.targeted), bool(row.applied), row.state, row.code,
+                    row.reason)  # fmt: skip
+
+
+def _row_values(row: CountRow) -> dict[str, Any]:
+    return {"deployment_id": row.deployment_id, "device_id": row.device_id, "targeted": row.targeted,
+            "applied": row.applied, "state": row.state, "code": row.code, "reason": row.reason}  # fmt: skip
+
+
+_REPORT_UPDATE = (
+    module_twins.update()
+    .where(
+        module_twins.c.device_id == sa.bindparam("b_device"),
+        module_twins.c.module_id == sa.bindparam("b_module"),
+        module_twins.c.desired_version == sa.bindparam("b_old_desired"),
+        module_twins.c.reported_version == sa.bindparam("b_old_reported"),
+    )
+    .values(reported=sa.bindparam("b_reported", type_=sa.JSON), reported_version=sa.bindparam("b_version"))
+)
+_TOUCH = (
+    devices.update()
+    .where(
+        devices.c.id == sa.bindparam("b_id"),
+        devices.c.version == sa.bindparam("b_version"),
+        devices.c.status == DeviceStatus.ENABLED.value,
+    )
+    .values(last_activity=sa.bindparam("b_at"))
+)
 
 
 def engine_for(url: str) -> Engine:
@@ -106,7 +157,8 @@ def engine_for(url: str) -> Engine:
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:
         if url.startswith("sqlite"):
-            engine = sa.create_engine(url, connect_args={"timeout": 30})
+            # as many connections as the request threads: reads never wait for the pool (writes wait for SQLite)
+            engine = sa.create_engine(url, connect_args={"timeout": 30}, pool_size=20, max_overflow=20)
 
             @sa.event.listens_for(engine, "connect")
             def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -260,6 +312,11 @@ class SqlStore:
         with self._tx() as c:
             return [_device(row) for row in c.execute(sa.select(devices).order_by(devices.c.id))]
 
+    def devices_by_id(self, device_ids: Sequence[str]) -> dict[str, DeviceRecord]:
+        with self._tx() as c:
+            rows = c.execute(sa.select(devices).where(devices.c.id.in_(list(device_ids))))
+            return {row.id: _device(row) for row in rows}
+
     def device_secrets(self, device_id: str) -> DeviceSecrets | None:
         query = sa.select(devices.c.activation_hash, devices.c.credential_hash, devices.c.status)
         with self._tx() as c:
@@ -273,6 +330,8 @@ class SqlStore:
                 .where(devices.c.id == device_id, devices.c.activation_hash == activation_hash)
                 .values(activation_hash=None, credential_hash=credential_hash)
             ).rowcount
+            if done:
+                self._changed(c, device_id)  # the twin's "activated" changed: count it again
             return bool(done)
 
     def set_status(self, device_id: str, status: DeviceStatus) -> bool:
@@ -329,16 +388,186 @@ class SqlStore:
                     result.setdefault(row.device_id, {})[row.module_id] = row.desired
         return result
 
-    def write_modules(self, pairs: Sequence[tuple[ModuleTwin, ModuleTwin | None]], touch: tuple[str, str]) -> bool:
-        """Several module twins (new, expected) of one device and its last activity, all or nothing."""
+    def module_twins_of(self, device_ids: Sequence[str]) -> dict[str, dict[str, ModuleTwin]]:
+        """device -> module -> twin, for these devices (one query)."""
+        result: dict[str, dict[str, ModuleTwin]] = {}
+        with self._tx() as c:
+            for row in c.execute(sa.select(module_twins).where(module_twins.c.device_id.in_(list(device_ids)))):
+                result.setdefault(row.device_id, {})[row.module_id] = _module(row)
+        return result
+
+    def write_reports(
+        self,
+        pairs: Sequence[tuple[ModuleTwin, ModuleTwin | None]],
+        touches: Sequence[tuple[str, int, str]],
+        rows: Mapping[str, Sequence[CountRow]],
+        deployments_version: int,
+    ) -> bool:
+        """Module twins' reported properties (new, expected), each device's last activity and its new
+        count rows (computed against ``deployments_version``), all or nothing.
+
+        ``touches``: ``(device id, expected version, at)``; a device whose version moved, or that
+        is no longer enabled, or deployments that moved, fail the whole write (the caller reads again).
+        """
+        updates = [
+            {"b_device": t.device_id, "b_module": t.module_id, "b_reported": t.reported,
+             "b_version": t.reported_version, "b_old_desired": old.desired_version,
+             "b_old_reported": old.reported_version}
+            for t, old in pairs if old is not None
+        ]  # fmt: skip
+        inserts = [
+            {"device_id": t.device_id, "module_id": t.module_id, "desired": t.desired, "reported": t.reported,
+             "desired_version": t.desired_version, "reported_version": t.reported_version}
+            for t, old in pairs if old is None
+        ]  # fmt: skip
         try:
             with self._tx() as c:
-                for twin, expected in pairs:
-                    if not self._write_module(c, twin, expected):
+                if updates and c.execute(_REPORT_UPDATE, updates).rowcount != len(updates):
+                    raise _StaleError
+                if inserts:
+                    c.execute(module_twins.insert(), inserts)
+                touched = [{"b_id": d, "b_version": v, "b_at": at} for d, v, at in touches]
+                if touched and c.execute(_TOUCH, touched).rowcount != len(touched):
+                    raise _StaleError
+                if rows:
+                    self._count_lock(c, shared=True)
+                    if self._deployments_version(c) != deployments_version:
                         raise _StaleError
-                c.execute(devices.update().where(devices.c.id == touch[0]).values(last_activity=touch[1]))
+                    self._replace_rows(c, list(rows), [r for device_rows in rows.values() for r in device_rows])
         except (_StaleError, IntegrityError):
             return False
+        return True
+
+    # status counts
+    @staticmethod
+    def _count_lock(c: Connection, *, shared: bool) -> None:
+        """PostgreSQL: count-row writers exclude a recount (SQLite: the write lock they hold does)."""
+        if c.dialect.name == "postgresql":
+            function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+            c.execute(sa.text(f"SELECT {function}(:id)"), {"id": _COUNT_LOCK})
+
+    @staticmethod
+    def _deployments_version(c: Connection) -> int:
+        return int(c.execute(sa.select(meta_values.c.value).where(meta_values.c.key == "deployments")).scalar_one())
+
+    @staticmethod
+    def _replace_rows(c: Connection, device_ids: Sequence[str] | None, new: Sequence[CountRow]) -> None:
+        """The count rows of these devices (None: of every device) become ``new``."""
+        if device_ids is None:
+            c.execute(deployment_devices.delete())
+        else:
+            for start in range(0, len(device_ids), 1000):
+                chunk = list(device_ids[start : start + 1000])
+                c.execute(deployment_devices.delete().where(deployment_devices.c.device_id.in_(chunk)))
+        if new:
+            c.execute(deployment_devices.insert(), [_row_values(r) for r in new])
+
+    def count_rows_of(self, device_ids: Sequence[str]) -> dict[str, list[CountRow]]:
+        """Each device's stored count rows, ordered by deployment."""
+        query = sa.select(deployment_devices).where(deployment_devices.c.device_id.in_(list(device_ids)))
+        result: dict[str, list[CountRow]] = {}
+        with self._tx() as c:
+            for row in c.execute(query.order_by(deployment_devices.c.device_id, deployment_devices.c.deployment_id)):
+                result.setdefault(row.device_id, []).append(_count_row(row))
+        return result
+
+    def deployment_rows(self, deployment_id: str) -> list[CountRow]:
+        query = sa.select(deployment_devices).where(deployment_devices.c.deployment_id == deployment_id)
+        with self._tx() as c:
+            return [_count_row(row) for row in c.execute(query.order_by(deployment_devices.c.device_id))]
+
+    def count_summary(self) -> dict[str, dict[str, int]]:
+        """deployment -> targeted, applied, successful, failed (one indexed GROUP BY)."""
+        t = deployment_devices.c
+
+        def count(condition: Any) -> Any:
+            return sa.func.sum(sa.case((condition, 1), else_=0))
+
+        query = sa.select(
+            t.deployment_id,
+            count(t.targeted.is_(True)).label("targeted"),
+            count(t.applied.is_(True)).label("applied"),
+            count(sa.and_(t.applied.is_(True), t.state == "success")).label("successful"),
+            count(sa.and_(t.applied.is_(True), t.state == "failed")).label("failed"),
+        ).group_by(t.deployment_id)
+        with self._tx() as c:
+            return {
+                row.deployment_id: {
+                    "targetedCount": int(row.targeted), "appliedCount": int(row.applied),
+                    "reportedSuccessfulCount": int(row.successful), "reportedFailedCount": int(row.failed),
+                }
+                for row in c.execute(query)
+            }  # fmt: skip
+
+    def connection_counts(self, online_since: str) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """Devices online (activity at or after ``online_since``), offline and never seen: of all
+        devices, and of each deployment's targeted devices."""
+        seen = devices.c.last_activity
+
+        def counts(row: Any) -> dict[str, int]:
+            return {"online": int(row.online or 0), "offline": int(row.total or 0) - int(row.online or 0)
+                    - int(row.never or 0), "never": int(row.never or 0)}  # fmt: skip
+
+        columns = (
+            sa.func.count().label("total"),
+            sa.func.sum(sa.case((seen.is_(None), 1), else_=0)).label("never"),
+            sa.func.sum(sa.case((seen >= online_since, 1), else_=0)).label("online"),
+        )
+        everyone = sa.select(*columns)
+        by_deployment = (
+            sa.select(deployment_devices.c.deployment_id, *columns)
+            .select_from(deployment_devices.join(devices, devices.c.id == deployment_devices.c.device_id))
+            .where(deployment_devices.c.targeted.is_(True))
+            .group_by(deployment_devices.c.deployment_id)
+        )
+        with self._tx() as c:
+            total = counts(c.execute(everyone).one())
+            return total, {row.deployment_id: counts(row) for row in c.execute(by_deployment)}
+
+    def recount(
+        self,
+        deployments_version: int,
+        compute: CountCompute,
+    ) -> bool:
+        """Bring the count rows up to the change feed: recompute the devices changed since the last
+        count (every device after a deployment changed, or when the feed was pruned past it).
+
+        One transaction that excludes every other count-row writer; False (nothing done) if the
+        deployments are no longer at ``deployments_version`` (the caller's resolver is stale).
+        """
+        with self._tx() as c:  # the usual case first, without a lock: nothing changed since the last count
+            marks = {row.key: row.value for row in c.execute(sa.select(meta_values.c.key, meta_values.c.value))}
+            latest = max(int(c.execute(sa.select(sa.func.max(changes.c.id))).scalar() or 0), int(marks["pruned_below"]))
+            if int(marks["deployments"]) == deployments_version and 0 <= int(marks["counted_cursor"]) >= latest:
+                return True
+        with self._tx() as c:
+            if c.dialect.name == "postgresql":
+                self._count_lock(c, shared=False)
+            else:  # SQLite: a write first, so the reads below see the newest data and nobody writes meanwhile
+                c.execute(meta_values.update().where(meta_values.c.key == "counted_cursor")
+                          .values(value=meta_values.c.value))  # fmt: skip
+            marks = {row.key: row.value for row in c.execute(sa.select(meta_values.c.key, meta_values.c.value))}
+            if int(marks["deployments"]) != deployments_version:
+                return False
+            cursor, pruned = int(marks["counted_cursor"]), int(marks["pruned_below"])
+            latest = max(int(c.execute(sa.select(sa.func.max(changes.c.id))).scalar() or 0), pruned)
+            if cursor >= latest and cursor >= 0:
+                return True
+            pending = c.execute(sa.select(changes.c.device_id).where(changes.c.id > cursor)).scalars().all()
+            if cursor < 0 or cursor < pruned or any(device_id is None for device_id in pending):
+                everything: Sequence[str] | None = None
+                found = [_device(row) for row in c.execute(sa.select(devices))]
+                twins_query = sa.select(module_twins)
+            else:
+                everything = sorted(set(pending))
+                found = [_device(row) for row in c.execute(sa.select(devices).where(devices.c.id.in_(everything)))]
+                twins_query = sa.select(module_twins).where(module_twins.c.device_id.in_(everything))
+            twins: dict[str, dict[str, ModuleTwin]] = {}
+            for row in c.execute(twins_query):
+                twins.setdefault(row.device_id, {})[row.module_id] = _module(row)
+            rows = compute(found, twins)
+            self._replace_rows(c, everything, [r for device_rows in rows.values() for r in device_rows])
+            c.execute(meta_values.update().where(meta_values.c.key == "counted_cursor").values(value=latest))
         return True
 
     def _write_module(self, c: Connection, twin: ModuleTwin, expected: ModuleTwin | None) -> bool:
@@ -476,5 +705,10 @@ class SqlStore:
         )
 
     def prune_changes(self, keep_seconds: float) -> None:
+        cutoff = time.time() - keep_seconds
         with self._tx() as c:
-            c.execute(changes.delete().where(changes.c.at < time.time() - keep_seconds))
+            newest = c.execute(sa.select(sa.func.max(changes.c.id)).where(changes.c.at < cutoff)).scalar()
+            if newest is not None:
+                c.execute(changes.delete().where(changes.c.id <= newest))
+                c.execute(meta_values.update().where(meta_values.c.key == "pruned_below", meta_values.c.value < newest)
+                          .values(value=newest))  # fmt: skip

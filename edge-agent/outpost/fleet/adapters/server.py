@@ -6,13 +6,16 @@ start created it; stderr says where it is, never what it is. Called by :mod:`out
 
 from __future__ import annotations
 
+import gc
+import json
 import logging
 import os
 import sys
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -38,6 +41,7 @@ from outpost.fleet.service import FleetService
 __all__ = ["ServeSettings", "default_db_url", "open_service", "serve"]
 
 TOKEN_FILE = "operator-token"
+_SETTINGS_ENV = "OUTPOST_FLEET_WORKER_SETTINGS"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class ServeSettings:
     session_max_age: float = SESSION_SECONDS
     session_idle: float = IDLE_SECONDS
     max_model: int = DEFAULT_MAX_MODEL
+    workers: int = 1
 
 
 def default_db_url(state_dir: Path) -> str:
@@ -80,9 +85,8 @@ def open_service(settings: ServeSettings) -> FleetService:
     return service
 
 
-def serve(settings: ServeSettings) -> None:
-    """Serve until interrupted."""
-    service = open_service(settings)
+def _app(service: FleetService, settings: ServeSettings) -> tuple[FastAPI, threading.Event]:
+    """The API, console and rollout routes, and the rollout driver's thread (its stop event)."""
     metrics = FleetMetrics()
     app = create_app(service, metrics=metrics, max_body=settings.max_body)
     scheme = "https" if settings.certfile else "http"
@@ -98,23 +102,51 @@ def serve(settings: ServeSettings) -> None:
                 secure=settings.certfile is not None, max_age=settings.session_max_age,
                 idle=settings.session_idle)  # fmt: skip
     add_import_routes(app, UpstreamImports(service, SqlDeviceKeyStore(service.store.engine)))
-    print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (console at /, OpenAPI at /openapi.json)",
-          file=sys.stderr)  # fmt: skip
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        ssl_certfile=str(settings.certfile) if settings.certfile else None,
-        ssl_keyfile=str(settings.keyfile) if settings.keyfile else None,
-        access_log=False,
-        timeout_keep_alive=75,
-        backlog=16384,
-        limit_concurrency=None,
-    )
+    return app, stop
+
+
+def worker_app() -> FastAPI:
+    """One worker process of ``serve --workers N`` (uvicorn's factory): settings from the parent's environment."""
+    raw = json.loads(os.environ[_SETTINGS_ENV])
+    settings = ServeSettings(**{**raw, "state_dir": Path(raw["state_dir"]),
+                                "certfile": Path(raw["certfile"]) if raw["certfile"] else None,
+                                "keyfile": Path(raw["keyfile"]) if raw["keyfile"] else None})  # fmt: skip
+    url = settings.db_url or default_db_url(settings.state_dir)
+    app, _stop = _app(FleetService(SqlStore.open(url)), settings)  # the driver's daemon thread ends with the worker
+    gc.freeze()  # what start-up made lives as long as the process: full collections need not walk it
+    return app
+
+
+def serve(settings: ServeSettings) -> None:
+    """Serve until interrupted: one process, or ``settings.workers`` processes on one listening socket."""
+    service = open_service(settings)
+    scheme = "https" if settings.certfile else "http"
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "ssl_certfile": str(settings.certfile) if settings.certfile else None,
+        "ssl_keyfile": str(settings.keyfile) if settings.keyfile else None,
+        "access_log": False,
+        "timeout_keep_alive": 75,
+        "backlog": 16384,
+        "limit_concurrency": None,
+    }
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    print(f"fleet: serving {scheme}://{settings.host}:{settings.port} (console at /, OpenAPI at /openapi.json"
+          f"{f', {settings.workers} worker processes' if settings.workers > 1 else ''})", file=sys.stderr)  # fmt: skip
+    if settings.workers > 1:
+        # stateless over the database, so workers are instances sharing one socket (the migration ran above)
+        service.store.close()
+        os.environ[_SETTINGS_ENV] = json.dumps({**asdict(settings), "state_dir": str(settings.state_dir),
+                                                "certfile": str(settings.certfile or ""),
+                                                "keyfile": str(settings.keyfile or "")})  # fmt: skip
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=settings.workers, **common)
+        return
+    app, stop = _app(service, settings)
+    gc.freeze()  # what start-up made lives as long as the process: full collections need not walk it
     try:
-        uvicorn.Server(config).run()
+        uvicorn.Server(uvicorn.Config(app, **common)).run()
     finally:
         stop.set()
         service.store.close()

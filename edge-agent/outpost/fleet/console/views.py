@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from outpost.fleet.console.plots import ordered
 from outpost.fleet.credentials import Principal
-from outpost.fleet.resolution import target
 from outpost.fleet.rollout.driver import RolloutDriver
 from outpost.fleet.service import SYSTEM_MODULES, FleetService
 
@@ -52,16 +51,9 @@ def connection(twin: Mapping[str, Any], now: datetime | None = None) -> str:
     return "online" if age <= ONLINE_SECONDS else "offline"
 
 
-def _counts(twins: Iterable[Mapping[str, Any]], now: datetime) -> dict[str, int]:
-    counts = {"online": 0, "offline": 0, "never": 0}
-    for twin in twins:
-        counts[connection(twin, now)] += 1
-    return counts
-
-
 def convergence(service: FleetService, who: Principal) -> dict[str, dict[str, int]]:
     """Every deployment's system metrics (what the overview's bars and their live updates show)."""
-    return {key: status["systemMetrics"] for key, status in service.statuses(who).items()}
+    return service.system_metrics(who)
 
 
 def overview(
@@ -71,18 +63,17 @@ def overview(
 
     ``bars``: convergence computed already (the live feed's latest), else computed here.
     """
-    now = datetime.now(UTC)
+    since = (datetime.now(UTC) - timedelta(seconds=ONLINE_SECONDS)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     deployments = service.deployments(who)
-    twins = service.list_devices(who)
-    groups = [{"name": "all devices", "target": "*", "counts": _counts(twins, now)}]
+    everyone, targeted = service.connections(who, since)  # counted rows: a deployment's targeted devices
+    groups = [{"name": "all devices", "target": "*", "counts": everyone}]
     seen = {"*"}
+    none = {"online": 0, "offline": 0, "never": 0}
     for record in deployments:
         if record.target in seen:
             continue
         seen.add(record.target)
-        match = target(record.target)  # the compiled condition list_devices(who, target) applies
-        groups.append({"name": record.target, "target": record.target,
-                       "counts": _counts((t for t in twins if match(t)), now)})  # fmt: skip
+        groups.append({"name": record.target, "target": record.target, "counts": targeted.get(record.id, none)})
     if bars is None or set(bars) != {d.id for d in deployments}:
         bars = convergence(service, who)
     return {
