@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from outpost.errors import ManifestError, Problem
+from outpost.errors import InputError, ManifestError, Problem
 from outpost.trust.content import SIGNATURES_POINTER, payload, signatures
 from outpost.trust.images import image_refs, is_pinned
 from outpost.trust.parts import check_parts, has_parts
@@ -58,6 +58,31 @@ class Admission:
         trusted = self.store.trusted()
         problems: list[Problem] = []
         warnings: list[str] = []
+        try:
+            signer = self._check_signatures(document, trusted, problems)
+        except ManifestError:
+            raise  # a malformed signature entry, named by its pointer
+        except InputError as exc:  # a value JSON cannot carry exactly: it cannot have been signed either
+            signer = ""
+            problems.append(Problem(SIGNATURES_POINTER, f"refused: {exc}"))
+        require = self.store.require_digests if self.require_digests is None else self.require_digests
+        for ref in image_refs(document):
+            if is_pinned(ref.image):
+                continue
+            text = f"image {ref.image!r} of module {ref.module} is named by tag only; pin it by digest (NAME@sha256:…)"
+            if require:
+                problems.append(Problem(ref.pointer, text + " (this device requires digests)"))
+            else:
+                warnings.append(f"{ref.pointer}: {text} so that what runs is what was signed")
+        if problems:
+            raise ContentRefusedError(problems)
+        for text in warnings:
+            self.on_warning(text)
+        return Admitted(signer, tuple(warnings))
+
+    @staticmethod
+    def _check_signatures(document: dict[str, Any], trusted: dict[str, Any], problems: list[Problem]) -> str:
+        """The signer's key id; a refusal's reason added to ``problems``. Nothing to check without trust."""
         signer = ""
         if trusted and has_parts(document) and not signatures(document):
             parts = check_parts(document, trusted)  # a fleet's composition of signed deployments
@@ -73,20 +98,7 @@ class Admission:
                 signer = verdict.key_id
             else:
                 problems.append(Problem(SIGNATURES_POINTER, _reason(verdict.kind, verdict.detail, sorted(trusted))))
-        require = self.store.require_digests if self.require_digests is None else self.require_digests
-        for ref in image_refs(document):
-            if is_pinned(ref.image):
-                continue
-            text = f"image {ref.image!r} of module {ref.module} is named by tag only; pin it by digest (NAME@sha256:…)"
-            if require:
-                problems.append(Problem(ref.pointer, text + " (this device requires digests)"))
-            else:
-                warnings.append(f"{ref.pointer}: {text} so that what runs is what was signed")
-        if problems:
-            raise ContentRefusedError(problems)
-        for text in warnings:
-            self.on_warning(text)
-        return Admitted(signer, tuple(warnings))
+        return signer
 
 
 def _reason(kind: VerdictKind, detail: str, trusted: list[str]) -> str:

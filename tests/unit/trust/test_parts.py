@@ -132,3 +132,14 @@ def test_push_signatures_are_checked_for_shape_and_a_signed_file_carries_its_own
     with pytest.raises(InvalidError) as caught:
         _check_signatures([{"keyId": "k", "alg": "RSA", "sig": ""}], {})
     assert caught.value.problems[0].pointer == "/signatures/0"
+
+
+def test_a_value_json_cannot_carry_exactly_is_refused_not_a_crash(tmp_path: Path, keys: dict[str, Path]) -> None:
+    base, _ = _contents()
+    base["fft-filter"]["properties.desired"]["big"] = 2**60  # beyond 2**53: no canonical form, never signable
+    device = _device(tmp_path, keys["operator"])
+    with pytest.raises(ContentRefusedError, match="canonicalise"):
+        device({"modulesContent": base})
+    resolver = Resolver([_record("base", base, 10, 1, {"keyId": "k", "alg": "Ed25519", "sig": ""})])
+    with pytest.raises(ContentRefusedError, match="canonicalise"):
+        device(resolver.assign("d1", {"tags": {}}, {}).document or {})

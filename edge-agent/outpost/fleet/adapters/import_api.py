@@ -26,7 +26,11 @@ def add_import_routes(app: FastAPI, imports: UpstreamImports) -> None:
     def principal(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
         return imports.service.authenticate(credentials.credentials if credentials else None)
 
-    Who = Annotated[Principal, Depends(principal)]  # noqa: N806 (a type alias)
+    def operator(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        who.require_operator()  # before the body is read: a device gets 403, not a validation error
+        return who
+
+    Who = Annotated[Principal, Depends(operator)]  # noqa: N806 (a type alias)
 
     @app.put("/api/v1/devices/{device_id}/signing-key", summary="Register the key a device signs exports with")
     def set_key(device_id: str, body: KeyBody, who: Who) -> dict[str, Any]:
