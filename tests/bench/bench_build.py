@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -67,6 +68,7 @@ def conditions(into: dict[str, float]) -> Iterator[None]:
             samples.append(os.getloadavg()[0])
 
     cpu0 = int(DOCKER_CPU.read_text()) if DOCKER_CPU.exists() else None
+    own0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     try:
@@ -77,6 +79,9 @@ def conditions(into: dict[str, float]) -> Iterator[None]:
         samples = samples or [os.getloadavg()[0]]
         into["load_mean"] = round(sum(samples) / len(samples), 1)
         into["load_max"] = round(max(samples), 1)
+        own = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # the side's own processes (outpost, pip, docker clients); the builds themselves run in Docker
+        into["client_cpu_s"] = round(own.ru_utime + own.ru_stime - own0.ru_utime - own0.ru_stime, 1)
         if cpu0 is not None:
             into["docker_cpu_s"] = round((int(DOCKER_CPU.read_text()) - cpu0) / 1e9, 1)
 
@@ -346,7 +351,8 @@ def main() -> None:
     print(f"{'no-change rebuild (best of 3)':<34}{min(warm):>10.2f}")
     print(f"load average at start: {load:.1f} ({os.cpu_count()} cores shared); order: {result['order']}")
     for side, seen, steps in (("outpost build", ours_seen, ours_steps), ("baseline", theirs_seen, theirs_steps)):
-        cpu = f", Docker CPU {seen['docker_cpu_s']:.0f} s" if "docker_cpu_s" in seen else ""
+        cpu = f", CPU: Docker {seen['docker_cpu_s']:.0f} s" if "docker_cpu_s" in seen else ", CPU:"
+        cpu += f" + own processes {seen['client_cpu_s']:.0f} s"
         print(f"{side}: load mean {seen['load_mean']:.1f} (max {seen['load_max']:.1f}){cpu}")
         print("  steps (summed over images): " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
 
