@@ -561,6 +561,8 @@ def test_search_series_and_sessions_on_both_databases(fleet: FleetProcess) -> No
         reported = device.patch("/api/v1/devices/db-seen/modules/reported",
                                 json={"anomaly-detector": {"lastInference": {"score": score}}})  # fmt: skip
         assert reported.status_code == 200
+    odd = {"m": {"huge": 10**400, "text": "<b>", "flag": True, "deep": {"er": [1, 2]}}}  # stored, not plotted
+    assert device.patch("/api/v1/devices/db-seen/modules/reported", json=odd).status_code == 200
     login = httpx.post(fleet.url + "/login", data={"token": fleet.token})
     cookie = login.cookies["outpost-session"]
     with httpx.Client(base_url=fleet.url, headers={"Cookie": f"outpost-session={cookie}"}, timeout=30) as browser:

@@ -52,8 +52,13 @@ def _leaves(value: Any, prefix: str) -> Iterator[tuple[str, float]]:
         for key, item in value.items():
             if not str(key).startswith("$"):
                 yield from _leaves(item, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        yield prefix, float(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond a double's range: not a plottable number
+            return
+        if math.isfinite(number):
+            yield prefix, number
 
 
 def numbers(patches: Mapping[str, Any]) -> list[tuple[str, float]]:

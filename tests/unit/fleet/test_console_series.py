@@ -49,7 +49,7 @@ def test_numbers_are_the_finite_numeric_leaves_of_module_reports() -> None:
         "anomaly-detector/alerts.rate": 0.01,
         "anomaly-detector/lastInference.score": 0.73,
     }  # booleans, nulls, strings, $version and the system modules' bookkeeping are not metrics
-    assert numbers({"m": {"x": float("nan"), "y": float("inf")}, "n": "text"}) == []
+    assert numbers({"m": {"x": float("nan"), "y": float("inf"), "z": 10**400}, "n": "text"}) == []
     flood = {"m": {f"k{i}": i for i in range(1000)}}
     assert len(numbers(flood)) == MAX_METRICS
     assert numbers({"m": {"a" * 300: 1}}) == []  # over-long names are dropped
