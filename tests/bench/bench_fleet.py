@@ -499,7 +499,9 @@ def main() -> None:
         rep = results[d]["report"]
         print(
             f"{d}: {rep['requests']} reports, {rep['errors']} errors, max {rep['max_ms']:.0f} ms; "
-            f"connect {results[d]['connect_s']:.1f} s; first device {results[d]['first_s']:.2f} s after the push"
+            f"connect {results[d]['connect_s']:.1f} s; first device {results[d]['first_s']:.2f} s after the push; "
+            f"full GC pauses {results[d]['gc_full'].get('count', 0):.0f} taking "
+            f"{results[d]['gc_full'].get('sum', 0) * 1000:.0f} ms in all"
         )
 
 
@@ -534,6 +536,15 @@ async def _push_and_report(
     reports = push["report"]["requests"]
     push["report"]["cpu_ms_fleet"] = 1000 * (cpu_seconds([fleet.process.pid]) - fleet_cpu) / reports
     push["report"]["cpu_ms_db"] = 1000 * (cpu_seconds(postgres_pids(pg_dir)) - db_cpu) / reports
+    async with httpx.AsyncClient(base_url=fleet.url, headers={"Authorization": f"Bearer {fleet.token}"},
+                                 timeout=300) as client:  # fmt: skip
+        text = (await client.get("/metrics")).text
+    pauses: dict[str, float] = {}
+    for line in text.splitlines():  # full collections (generation 2) over the whole run
+        if line.startswith(("outpost_fleet_gc_pause_seconds_count", "outpost_fleet_gc_pause_seconds_sum")) \
+                and 'generation="2"' in line:  # fmt: skip
+            pauses[line.split("{")[0].rsplit("_", 1)[1]] = float(line.split()[-1])
+    push["gc_full"] = pauses
     for task in holders:
         task.cancel()
     for conn in conns.values():

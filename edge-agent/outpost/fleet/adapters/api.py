@@ -11,6 +11,7 @@ Built by :func:`create_app`; served by :mod:`outpost.fleet.adapters.server`.
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import time
@@ -194,12 +195,25 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
             metrics.feed_seconds.observe(time.perf_counter() - started)
             await asyncio.sleep(feed_interval)
 
+    collecting: dict[str, float] = {}
+
+    def gc_pause(phase: str, info: dict[str, int]) -> None:
+        """Time each collection: with 10,000 connections a full one can stall every request."""
+        if phase == "start":
+            collecting["at"] = time.perf_counter()
+        elif "at" in collecting:
+            metrics.gc_pause.labels(generation=str(info.get("generation"))).observe(
+                time.perf_counter() - collecting.pop("at")
+            )
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(read_feed())
+        gc.callbacks.append(gc_pause)
         try:
             yield
         finally:
+            gc.callbacks.remove(gc_pause)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
