@@ -157,9 +157,9 @@ async def push_to_all(port: int, credentials: dict[str, str], operator: str) -> 
                 return
 
     holders = [asyncio.create_task(hold(d)) for d in conns]
-    await asyncio.sleep(min(30.0, 3.0 + len(conns) / 1000))  # every long-poll is waiting in the fleet
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {operator}"},
-                                 timeout=60) as client:  # fmt: skip
+                                 timeout=300) as client:  # fmt: skip
+        await all_waiting(client, len(conns))
         body = {"document": content("pushed"), "name": "to-all", "targetCondition": "*", "priority": 10}
         response = await client.post("/api/v1/deployments", json=body)
         assert response.status_code == 201, response.text
@@ -174,6 +174,20 @@ async def push_to_all(port: int, credentials: dict[str, str], operator: str) -> 
         "conns": conns,  # type: ignore[dict-item]
         "etags": etags,  # type: ignore[dict-item]
     }
+
+
+async def all_waiting(client: httpx.AsyncClient, n: int, timeout: float = 300.0) -> None:
+    """Until the fleet says every device holds its long-poll (its own gauge), so the push meets them waiting."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        asked = time.monotonic()
+        text = (await client.get("/metrics")).text  # a thread-pool route: slow while long-polls still resolve
+        waiting = next((float(line.split()[-1]) for line in text.splitlines()
+                        if line.startswith("outpost_fleet_longpolls_waiting ")), 0.0)  # fmt: skip
+        if waiting >= n and time.monotonic() - asked < 0.2:
+            return
+        await asyncio.sleep(1.0)
+    raise TimeoutError(f"the long-polls were not all waiting after {timeout:g} s")
 
 
 async def report_load(port: int, credentials: dict[str, str], seconds: float, period: float = 30.0) -> dict[str, float]:
@@ -311,7 +325,11 @@ async def bare_requests(port: int, n: int, seconds: float) -> dict[str, float]:
         i += 1
     await asyncio.gather(*tasks)
     latencies.sort()
-    return {"p50_ms": latencies[len(latencies) // 2] * 1000, "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000}
+    return {
+        "requests": len(latencies),
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
 
 
 # -- resolution in process -------------------------------------------------------------------
@@ -343,6 +361,37 @@ def resolution(n: int, deployments: int = 50) -> dict[str, float]:
     return {"raw_conditions_s": raw, "resolve_s": full, "matches": hits, "distinct_stacks": len(stacks)}
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (load-independent, unlike wall time)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def postgres_pids(pg_dir: Path | None) -> list[int]:
+    """The private cluster's postmaster and its children (backends, WAL writer...)."""
+    if pg_dir is None:
+        return []
+    try:
+        master = int((pg_dir / "data" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == master:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return [master, *children]
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -365,7 +414,7 @@ def run_fleet(db: str, n: int, report_seconds: float) -> dict[str, Any]:
             with fleet.client() as operator:
                 body = {"document": content("base"), "name": "base", "targetCondition": "*", "priority": 1}
                 assert operator.post("/api/v1/deployments", json=body).status_code == 201
-            return asyncio.run(_push_and_report(fleet, credentials, report_seconds))
+            return asyncio.run(_push_and_report(fleet, credentials, report_seconds, pg_dir if url else None))
         finally:
             fleet.stop()
             if db == "postgresql":
@@ -383,10 +432,11 @@ def run_bare(n: int, body_bytes: int, report_seconds: float) -> dict[str, Any]:
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        return {
-            "push": asyncio.run(bare_push(port, n)),
-            "requests": asyncio.run(bare_requests(port, n, min(report_seconds, 30))),
-        }
+        push = asyncio.run(bare_push(port, n))
+        cpu = cpu_seconds([bare.pid])
+        requests = asyncio.run(bare_requests(port, n, min(report_seconds, 30)))
+        requests["cpu_ms"] = 1000 * (cpu_seconds([bare.pid]) - cpu) / requests["requests"]
+        return {"push": push, "requests": requests}
     finally:
         bare.terminate()
         bare.wait()
@@ -431,6 +481,12 @@ def main() -> None:
         + f" | {bare['requests']['p50_ms']:.1f} / {bare['requests']['p99_ms']:.1f} |"
     )
     print(
+        "| CPU time per report (ms): fleet process (+ PostgreSQL server) | "
+        + " | ".join(f"{results[d]['report']['cpu_ms_fleet']:.2f}"
+                     + (f" (+ {results[d]['report']['cpu_ms_db']:.2f})" if d == "postgresql" else "") for d in dbs)
+        + f" | {bare['requests']['cpu_ms']:.2f} |"
+    )  # fmt: skip
+    print(
         f"| fleet RSS idle / with {n} devices connected (MB) | "
         + " | ".join(f"{results[d]['rss_idle_mb']:.0f} / {results[d]['rss_mb']:.0f}" for d in dbs)
         + " | |"
@@ -443,11 +499,15 @@ def main() -> None:
         rep = results[d]["report"]
         print(
             f"{d}: {rep['requests']} reports, {rep['errors']} errors, max {rep['max_ms']:.0f} ms; "
-            f"connect {results[d]['connect_s']:.1f} s; first device {results[d]['first_s']:.2f} s after the push"
+            f"connect {results[d]['connect_s']:.1f} s; first device {results[d]['first_s']:.2f} s after the push; "
+            f"full GC pauses {results[d]['gc_full'].get('count', 0):.0f} taking "
+            f"{results[d]['gc_full'].get('sum', 0) * 1000:.0f} ms in all"
         )
 
 
-async def _push_and_report(fleet: FleetProcess, credentials: dict[str, str], seconds: float) -> dict[str, Any]:
+async def _push_and_report(
+    fleet: FleetProcess, credentials: dict[str, str], seconds: float, pg_dir: Path | None
+) -> dict[str, Any]:
     assert fleet.process is not None
     idle = rss_mb(fleet.process.pid)
     push = await push_to_all(fleet.port, credentials, fleet.token)
@@ -460,7 +520,9 @@ async def _push_and_report(fleet: FleetProcess, credentials: dict[str, str], sec
         )
         for d in conns
     ]
-    await asyncio.sleep(5)
+    async with httpx.AsyncClient(base_url=fleet.url, headers={"Authorization": f"Bearer {fleet.token}"},
+                                 timeout=300) as client:  # fmt: skip
+        await all_waiting(client, len(conns))
     push["rss_mb"] = rss_mb(fleet.process.pid)
     push["rss_idle_mb"] = idle
     sample = next(iter(credentials))
@@ -469,7 +531,20 @@ async def _push_and_report(fleet: FleetProcess, credentials: dict[str, str], sec
     _, _, body = await one.request("GET", f"/api/v1/devices/{sample}/deployment")
     push["body_bytes"] = len(body)
     one.close()
+    fleet_cpu, db_cpu = cpu_seconds([fleet.process.pid]), cpu_seconds(postgres_pids(pg_dir))
     push["report"] = await report_load(fleet.port, credentials, seconds)
+    reports = push["report"]["requests"]
+    push["report"]["cpu_ms_fleet"] = 1000 * (cpu_seconds([fleet.process.pid]) - fleet_cpu) / reports
+    push["report"]["cpu_ms_db"] = 1000 * (cpu_seconds(postgres_pids(pg_dir)) - db_cpu) / reports
+    async with httpx.AsyncClient(base_url=fleet.url, headers={"Authorization": f"Bearer {fleet.token}"},
+                                 timeout=300) as client:  # fmt: skip
+        text = (await client.get("/metrics")).text
+    pauses: dict[str, float] = {}
+    for line in text.splitlines():  # full collections (generation 2) over the whole run
+        if line.startswith(("outpost_fleet_gc_pause_seconds_count", "outpost_fleet_gc_pause_seconds_sum")) \
+                and 'generation="2"' in line:  # fmt: skip
+            pauses[line.split("{")[0].rsplit("_", 1)[1]] = float(line.split()[-1])
+    push["gc_full"] = pauses
     for task in holders:
         task.cancel()
     for conn in conns.values():

@@ -64,6 +64,11 @@ def test_every_endpoint_authenticates_and_a_device_reaches_only_itself(fleet: Fl
     # alpha reaches its own documents
     assert device_a.get("/api/v1/devices/alpha/deployment").status_code == 200
     assert device_a.patch("/api/v1/devices/alpha/modules/reported", json={"m1": {"x": 1}}).status_code == 200
+    # a report is checked against the device's row in the batch that writes it: a wrong secret for alpha
+    # itself, or a credential of a device that does not exist, is refused the same way, and nothing is stored
+    assert forged.patch("/api/v1/devices/alpha/modules/reported", json={"m2": {"x": 1}}).status_code == 401
+    ghost = fleet.client("dev.Z2hvc3Q.not-the-secret")  # "ghost"
+    assert ghost.patch("/api/v1/devices/ghost/modules/reported", json={"m2": {"x": 1}}).status_code == 401
     # but cannot do what an operator does, even to itself
     assert device_a.patch("/api/v1/devices/alpha/tags", json={"site": "b"}).status_code == 403
     assert device_a.patch("/api/v1/devices/alpha/modules/m1/twin/desired", json={"x": 1}).status_code == 403
@@ -73,6 +78,8 @@ def test_every_endpoint_authenticates_and_a_device_reaches_only_itself(fleet: Fl
         assert operator.patch("/api/v1/devices/beta/modules/reported", json={"m1": {"x": 1}}).status_code == 403
         twin = operator.get("/api/v1/devices/beta").json()
     assert twin["modules"] == {}
+    with fleet.client() as operator:
+        assert "m2" not in operator.get("/api/v1/devices/alpha").json()["modules"]
     assert beta  # beta's own credential works for beta
     assert fleet.client(beta).get("/api/v1/devices/beta").status_code == 200
 

@@ -32,6 +32,7 @@ __all__ = [
     "new_secret",
     "parse_credential",
     "secret_matches",
+    "secret_matches_hash",
 ]
 
 DEVICE_ID = re.compile(r"[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}")
@@ -91,6 +92,11 @@ def hash_secret(secret: str) -> str:
 
 def secret_matches(secret: str, stored_hash: str | None) -> bool:
     return stored_hash is not None and hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+def secret_matches_hash(secret_hash: str, stored_hash: str | None) -> bool:
+    """A presented secret, hashed already, against the stored hash (constant time)."""
+    return stored_hash is not None and hmac.compare_digest(secret_hash, stored_hash)
 
 
 def make_credential(kind: Kind, name: str) -> Credential:

@@ -11,7 +11,7 @@ __all__ = ["FleetMetrics"]
 
 
 class FleetMetrics:
-    """Requests by route and status, their latency, waiting long-polls, wake-ups and refusals."""
+    """Requests by route and status, their latency, waiting long-polls, wake-ups, refusals, GC pauses."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -36,6 +36,11 @@ class FleetMetrics:
         self.refusals = Counter(
             "outpost_fleet_refusals", "Requests refused, by reason (HTTP status).", ["status"], registry=self.registry
         )
+        self.gc_pause = Histogram(
+            "outpost_fleet_gc_pause_seconds", "Garbage-collector pauses of this process, by generation.",
+            ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )  # fmt: skip
         self.feed_seconds = Histogram(
             "outpost_fleet_change_feed_seconds", "Time of one read of the change feed.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5), registry=self.registry,

@@ -33,6 +33,7 @@ from outpost.fleet.credentials import (
     new_secret,
     parse_credential,
     secret_matches,
+    secret_matches_hash,
 )
 from outpost.fleet.errors import (
     ConflictError,
@@ -62,7 +63,8 @@ from outpost.trust.parts import carried_signatures
 from outpost.trust.signing import Signature
 from outpost.wire.patch import merge_patch
 
-__all__ = ["AUTH_TTL", "DEPLOYMENT_ID", "RESOLVER_TTL", "SYSTEM_MODULES", "FleetService", "PushRequest", "Report"]
+__all__ = ["AUTH_TTL", "DEPLOYMENT_ID", "RESOLVER_TTL", "SYSTEM_MODULES", "Claim", "FleetService", "PushRequest",
+           "Report"]  # fmt: skip
 
 DEPLOYMENT_ID = re.compile(r"[a-z0-9\-:+%_#*?!(),=@;$']{1,128}")
 """Azure's configuration id rule: lowercase letters, digits and a few symbols."""
@@ -74,8 +76,8 @@ RESOLVER_TTL = 0.1
 """Seconds between re-reads of the stored deployments' version (changes made here apply at once)."""
 _AUTH_CACHE_MAX = 200_000
 T = TypeVar("T")
-Report = tuple[str, Mapping[str, Mapping[str, Any]]]
-"""One device's module reports: ``(device id, {module id: reported patch})``."""
+Report = tuple[str, Mapping[str, Mapping[str, Any]]] | tuple[str, Mapping[str, Mapping[str, Any]], "Claim"]
+"""One device's module reports: ``(device id, {module id: reported patch}[, claim to verify])``."""
 
 
 def _problem(pointer: str, exc: QueryError) -> Problem:
@@ -134,6 +136,17 @@ def _check_signatures(given: Any, document: Mapping[str, Any]) -> list[dict[str,
     for signature in carried_signatures(document):
         found.setdefault(signature.key_id, signature.to_json())
     return list(found.values())
+
+
+class Claim:
+    """A device credential presented for its own device, not checked yet: the report batch that reads the
+    device's row checks it (one query for both), and remembers it when it matches."""
+
+    __slots__ = ("key", "secret_hash")
+
+    def __init__(self, key: str, secret_hash: str) -> None:
+        self.key = key  # the cache key of the presented text
+        self.secret_hash = secret_hash
 
 
 def _deactivated(device_id: str) -> ForbiddenError:
@@ -213,8 +226,17 @@ class FleetService:
         hit = self._principals.get(hash_secret(presented))
         return hit[0] if hit is not None and hit[1] > self._clock() else None
 
-    def _remember(self, presented: str, principal: Principal) -> Principal:
-        key = hash_secret(presented)
+    def claim(self, presented: str | None, device_id: str) -> Claim | None:
+        """A device credential naming ``device_id`` to be checked by the report batch; None for anything else
+        (which goes through :meth:`authenticate`, so forged and foreign credentials get the same answers)."""
+        credential = parse_credential(presented) if presented else None
+        if credential is None or credential.kind is not Kind.DEVICE or credential.name != device_id:
+            return None
+        assert presented is not None
+        return Claim(hash_secret(presented), hash_secret(credential.secret))
+
+    def _remember(self, presented: str, principal: Principal, *, key: str | None = None) -> Principal:
+        key = key or hash_secret(presented)
         with self._lock:
             if len(self._principals) >= _AUTH_CACHE_MAX:
                 self._principals.clear()
@@ -414,9 +436,9 @@ class FleetService:
         for _ in range(_RETRIES):
             results = self._try_reports(reports)
             if results is not None:
-                for (device_id, patches), result in zip(reports, results, strict=True):
+                for report, result in zip(reports, results, strict=True):
                     if not isinstance(result, FleetError):
-                        self.on_report(device_id, patches)  # stored: the console's series may take its numbers
+                        self.on_report(report[0], report[1])  # stored: the console's series may take its numbers
                 return results
         if len(reports) > 1:
             return [self.report_many([report])[0] for report in reports]
@@ -424,16 +446,22 @@ class FleetService:
 
     def _try_reports(self, reports: Sequence[Report]) -> list[dict[str, Any] | FleetError] | None:
         version, resolver = self._versioned_resolver()
-        ids = sorted({device_id for device_id, _ in reports})
-        devices = self.store.devices_by_id(ids)
-        twins = self.store.module_twins_of(ids)
-        stored_rows = self.store.count_rows_of(ids)
+        ids = sorted({report[0] for report in reports})
+        basis = self.store.reports_basis(ids)
+        devices, twins, stored_rows = basis.devices, basis.twins, basis.rows
         originals: dict[tuple[str, str], ModuleTwin | None] = {}
         working: dict[tuple[str, str], ModuleTwin] = {}
         touched: dict[str, int] = {}
         results: list[dict[str, Any] | FleetError] = []
-        for device_id, patches in reports:
+        for report in reports:
+            device_id, patches = report[0], report[1]
             device = devices.get(device_id)
+            claim = report[2] if len(report) > 2 else None
+            if claim is not None:
+                stored = basis.credential_hashes.get(device_id)
+                if device is None or not secret_matches_hash(claim.secret_hash, stored):
+                    results.append(UnauthorizedError("the device credential is not valid"))
+                    continue
             if device is None:
                 results.append(NotFoundError(f"no device {device_id!r}"))
                 continue
@@ -453,6 +481,8 @@ class FleetService:
                 versions[module_id] = {"$version": new.reported_version}
             touched[device_id] = device.version
             results.append({"modules": versions})
+            if claim is not None:
+                self._remember("", Principal(Kind.DEVICE, device_id), key=claim.key)
         if touched:
             rows: dict[str, list[CountRow]] = {}
             for device_id in touched:

@@ -17,11 +17,22 @@ from typing import Any, Protocol
 
 from outpost.fleet.models import CountRow, DeploymentRecord, DeviceRecord, DeviceStatus, HistoryEntry, ModuleTwin
 
-__all__ = ["Changes", "CountCompute", "DeviceSecrets", "FleetStore"]
+__all__ = ["Changes", "CountCompute", "DeviceSecrets", "FleetStore", "ReportsBasis"]
 
 
 CountCompute = Callable[[Sequence[DeviceRecord], Mapping[str, Mapping[str, ModuleTwin]]], Mapping[str, list[CountRow]]]
 """Count rows of the devices given (with their module twins, by module id), by device."""
+
+
+@dataclass(frozen=True)
+class ReportsBasis:
+    """What a batch of module reports reads, in one transaction: the devices, their stored credential
+    hashes, their module twins (by module id) and their count rows (ordered by deployment)."""
+
+    devices: dict[str, DeviceRecord]
+    credential_hashes: dict[str, str | None]
+    twins: dict[str, dict[str, ModuleTwin]]
+    rows: dict[str, list[CountRow]]
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,7 @@ class FleetStore(Protocol):
     def module_twins(self, device_id: str | None = None) -> list[ModuleTwin]: ...
     def write_module(self, twin: ModuleTwin, expected: ModuleTwin | None) -> bool: ...
     def module_twins_of(self, device_ids: Sequence[str]) -> dict[str, dict[str, ModuleTwin]]: ...
+    def reports_basis(self, device_ids: Sequence[str]) -> ReportsBasis: ...
     def write_reports(
         self,
         pairs: Sequence[tuple[ModuleTwin, ModuleTwin | None]],

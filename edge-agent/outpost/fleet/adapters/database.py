@@ -31,7 +31,7 @@ from outpost.fleet.models import (
     ModuleTwin,
     now_utc,
 )
-from outpost.fleet.store import Changes, CountCompute, DeviceSecrets
+from outpost.fleet.store import Changes, CountCompute, DeviceSecrets, ReportsBasis
 
 __all__ = ["SqlStore", "engine_for", "migrate"]
 
@@ -395,6 +395,24 @@ class SqlStore:
             for row in c.execute(sa.select(module_twins).where(module_twins.c.device_id.in_(list(device_ids)))):
                 result.setdefault(row.device_id, {})[row.module_id] = _module(row)
         return result
+
+    def reports_basis(self, device_ids: Sequence[str]) -> ReportsBasis:
+        """Devices (with credential hashes), module twins and count rows of a report batch: one transaction."""
+        ids = list(device_ids)
+        found: dict[str, DeviceRecord] = {}
+        hashes: dict[str, str | None] = {}
+        twins: dict[str, dict[str, ModuleTwin]] = {}
+        rows: dict[str, list[CountRow]] = {}
+        with self._tx() as c:
+            for row in c.execute(sa.select(devices).where(devices.c.id.in_(ids))):
+                found[row.id] = _device(row)
+                hashes[row.id] = row.credential_hash
+            for row in c.execute(sa.select(module_twins).where(module_twins.c.device_id.in_(ids))):
+                twins.setdefault(row.device_id, {})[row.module_id] = _module(row)
+            query = sa.select(deployment_devices).where(deployment_devices.c.device_id.in_(ids))
+            for row in c.execute(query.order_by(deployment_devices.c.device_id, deployment_devices.c.deployment_id)):
+                rows.setdefault(row.device_id, []).append(_count_row(row))
+        return ReportsBasis(found, hashes, twins, rows)
 
     def write_reports(
         self,
