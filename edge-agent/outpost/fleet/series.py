@@ -139,7 +139,7 @@ class Recorder:
         now = self.clock()
         try:
             if due:
-                self.store.trim_series(due, self.keep)
+                self.store.trim_series(sorted(set(due)), self.keep)
             if now - self._swept > 300:
                 self._swept = now
                 self.store.prune_points(now - self.max_age_s)
