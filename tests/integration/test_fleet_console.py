@@ -5,7 +5,6 @@ agent would. The tests save screenshots of the main pages into ``docs/console/``
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import ssl
@@ -465,15 +464,15 @@ def test_the_device_page_plots_the_metrics_the_device_reports(console: FleetProc
 def test_the_rollout_view_shows_step_cohorts_gates_and_the_latency_plot(
     tmp_path: Path, context: BrowserContext
 ) -> None:
-    from integration.test_rollout_fleet import MODEL, PLANT_A, Device
+    from integration.test_rollout_fleet import CANDIDATE, MODEL, Device, base_deployment, push_model
 
     fleet = FleetProcess(tmp_path / "fleet").start()
     try:
         operator = fleet.client()
-        assert operator.post("/api/v1/deployments", json={"document": PLANT_A}).status_code == 201
-        model = {"name": "motor", "version": "2", "content": base64.b64encode(MODEL).decode(), "metadata": {}}
-        assert operator.post("/api/v1/models", json=model).status_code == 201
-        devices = [Device(fleet, f"gw-{i:02d}") for i in range(10)]
+        push_model(fleet, "1", MODEL)
+        push_model(fleet, "2", CANDIDATE)
+        assert operator.post("/api/v1/deployments", json={"document": base_deployment(fleet)}).status_code == 201
+        devices = [Device(fleet, f"gw-{i:02d}", tmp_path / "devices") for i in range(10)]
         body = {"name": "motor-v2", "targetCondition": "tags.site = 'plant-a'", "module": "anomaly-detector",
                 "model": "motor@2", "steps": [50, 100], "soak": "1h", "minDevices": 3}  # fmt: skip
         assert operator.post("/api/v1/rollouts", json=body).status_code == 201
@@ -481,7 +480,7 @@ def test_the_rollout_view_shows_step_cohorts_gates_and_the_latency_plot(
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
             for d in devices:
-                d.round(slow=1.3)
+                d.round(slow=0.002)  # the candidate answers 2 ms later: a clear latency regression
             status = operator.get("/api/v1/rollouts/motor-v2").json()
             latency = next((g for g in (status.get("last") or {}).get("gates", []) if g["gate"] == "latency"), None)
             if latency is not None and latency["value"] is not None and status["devicesPerModel"].get("2"):
