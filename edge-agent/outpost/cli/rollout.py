@@ -12,7 +12,6 @@ from rich.table import Table
 from outpost.cli.fleet import CaOpt, FleetOpt, JsonOpt, TokenOpt, connect
 from outpost.cli.output import err, out, print_json
 from outpost.errors import InputError
-from outpost.fleet.rollout.contents import rollout_contents
 from outpost.trust.content import payload
 from outpost.trust.keys import key_id, read_private
 from outpost.trust.parts import part_document, sign_content
@@ -138,6 +137,8 @@ def start(
 def _sign(client: Any, body: dict[str, Any], sign_key: Path) -> dict[str, Any]:
     """The operator's signatures over every content the rollout can push, made over the base deployment
     the fleet will promote into (after checking that this key signed it) and the candidate it names."""
+    from outpost.fleet.rollout.contents import rollout_contents  # pure; lazily, as the CLI keeps the fleet out
+
     try:
         key = read_private(sign_key)
     except InputError as exc:
