@@ -53,6 +53,13 @@ def test_devices_with_a_trust_root_follow_a_signed_rollout_and_an_unsigned_one_i
         assert f"base deployment {PLANT_A['id']!r} is signed" in unsigned.stderr
         assert "--sign-key" in unsigned.stderr
         assert fleet.client().get("/api/v1/rollouts").json() == []
+        stranger = tmp_path / "stranger"
+        assert _cli("keys", "generate", "-o", stranger).returncode == 0
+        other = _cli(*start, "--sign-key", f"{stranger}.key")  # it never signed the base it would promote
+        assert other.returncode == 1
+        assert "is not signed by key" in other.stderr
+        assert "nothing was started" in other.stderr
+        assert fleet.client().get("/api/v1/rollouts").json() == []
 
         signed = _cli(*start, "--sign-key", f"{keys}.key", "--json")
         assert signed.returncode == 0, signed.stderr

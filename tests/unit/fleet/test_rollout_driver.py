@@ -306,6 +306,15 @@ def test_a_signed_rollout_is_verified_by_a_device_with_a_trust_root_at_every_ste
     signatures |= {kind: [sign_content(doc, key).to_json()] for kind, doc in contents.by_kind().items()}
     with pytest.raises(InvalidError, match="made over base deployment"):
         start(fleet, signatures={**signatures, "baseDeployment": BASE})
+    for bad, pointer in (
+        ({**signatures, "promoted": []}, "/signatures/promoted"),
+        ({**signatures, "layer": [{"keyId": "k", "alg": "RSA", "sig": ""}]}, "/signatures/layer"),
+        (["not", "an", "object"], "/signatures"),
+    ):
+        with pytest.raises(InvalidError) as caught:
+            start(fleet, signatures=bad)
+        assert caught.value.problems[0].pointer == pointer
+    assert fleet.store.rollout("motor-v2") is None
     start(fleet, signatures=signatures)
 
     def admitted() -> dict[str, int]:
