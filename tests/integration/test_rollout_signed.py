@@ -64,6 +64,9 @@ def test_devices_with_a_trust_root_follow_a_signed_rollout_and_an_unsigned_one_i
         signed = _cli(*start, "--sign-key", f"{keys}.key", "--json")
         assert signed.returncode == 0, signed.stderr
         assert json.loads(signed.stdout)["signed"] is True
+        shown = _cli("rollout", "status", "motor-v2", *access)
+        assert shown.returncode == 0, shown.stderr
+        assert "signed" in shown.stdout
         assert {d.round() for d in devices} == {"1", "2"}  # the treatment cohort admitted the signed layer
 
         deadline = time.monotonic() + 90

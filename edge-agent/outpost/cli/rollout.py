@@ -40,6 +40,7 @@ def _show(status: dict[str, Any]) -> None:
         f"[bold]{escape(status['name'])}[/]: {state}, step {status['step'] + 1}/{len(status['steps'])} "
         f"({status['percent']:g} %), {escape(status['module'])} -> model {escape(str(status['model']['version']))}"
         f" (control {escape(str(status['controlModel'].get('version')))})"
+        + (", signed" if status.get("signed") else "")
     )
     cohorts = status["cohorts"]
     per_model = ", ".join(f"{k}: {v}" for k, v in sorted(status["devicesPerModel"].items())) or "none"
