@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,11 @@ def base_deployment(fleet: FleetProcess) -> dict[str, Any]:
 
 
 class Device:
-    def __init__(self, fleet: FleetProcess, device_id: str, cache: Path) -> None:
+    def __init__(
+        self, fleet: FleetProcess, device_id: str, cache: Path, admit: Callable[[dict[str, Any]], object] | None = None
+    ) -> None:
         self.id = device_id
+        self.admit = admit  # the device's admission (a trust root): raises on content it refuses
         self.fleet = fleet
         self.credential = add_device(fleet.client(), device_id, **TAGS)
         self.rng = np.random.default_rng(zlib.crc32(device_id.encode()))
@@ -83,6 +87,8 @@ class Device:
         with self.agent() as http:
             got = http.get(f"/api/v1/devices/{self.id}/deployment")
             assert got.status_code == 200, got.text
+            if self.admit is not None:
+                self.admit(got.json()["manifest"])
             self.desired = got.json()["manifest"]["modulesContent"][MODULE]["properties.desired"]
             wanted = self.detector.apply_desired(self.desired).model
             assert wanted is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -10,6 +11,11 @@ from rich.table import Table
 
 from outpost.cli.fleet import CaOpt, FleetOpt, JsonOpt, TokenOpt, connect
 from outpost.cli.output import err, out, print_json
+from outpost.errors import InputError
+from outpost.trust.content import payload
+from outpost.trust.keys import key_id, read_private
+from outpost.trust.parts import part_document, sign_content
+from outpost.trust.signing import Context, Signature, check
 
 app = typer.Typer(
     help="Roll a model out to part of a group step by step, gated on live metrics against the rest; "
@@ -34,6 +40,7 @@ def _show(status: dict[str, Any]) -> None:
         f"[bold]{escape(status['name'])}[/]: {state}, step {status['step'] + 1}/{len(status['steps'])} "
         f"({status['percent']:g} %), {escape(status['module'])} -> model {escape(str(status['model']['version']))}"
         f" (control {escape(str(status['controlModel'].get('version')))})"
+        + (", signed" if status.get("signed") else "")
     )
     cohorts = status["cohorts"]
     per_model = ", ".join(f"{k}: {v}" for k, v in sorted(status["devicesPerModel"].items())) or "none"
@@ -85,13 +92,27 @@ def start(
     approve_promotion: Annotated[
         bool, typer.Option("--approve-promotion", help="Wait for `outpost rollout approve` before promoting only.")
     ] = False,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign-key",
+            help="Operator private key: sign every content the rollout can push (needed when the base is signed).",
+            dir_okay=False,
+        ),
+    ] = None,
     fleet: FleetOpt = URL,
     token: TokenOpt = None,
     ca: CaOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Start a rollout: a layered deployment gives the treatment cohort the model (see `outpost deploy list`)."""
-    body = {
+    """Start a rollout: a layered deployment gives the treatment cohort the model (see `outpost deploy list`).
+
+    With --sign-key the command composes, before anything starts, the layer's content and the
+    promoted base's content (the base deployment, which this key must have signed, with the
+    candidate model), signs both and sends the signatures: devices with a trust root then verify
+    every step and the promotion like any pushed deployment. The fleet never sees the key.
+    """
+    body: dict[str, Any] = {
         "name": name,
         "targetCondition": target,
         "module": module,
@@ -104,12 +125,48 @@ def start(
         "approvePromotion": approve_promotion,
     }
     with connect(fleet, token, ca) as client:
+        if sign_key is not None:
+            body["signatures"] = _sign(client, body, sign_key)
         status = client.json("POST", "/api/v1/rollouts", json=body)
     if json_out:
         print_json(status)
         return
     _show(status)
     err.print(f"watch it with `outpost rollout status {escape(name)}`")
+
+
+def _sign(client: Any, body: dict[str, Any], sign_key: Path) -> dict[str, Any]:
+    """The operator's signatures over every content the rollout can push, made over the base deployment
+    the fleet will promote into (after checking that this key signed it) and the candidate it names."""
+    from outpost.fleet.rollout.contents import rollout_contents  # pure; lazily, as the CLI keeps the fleet out
+
+    try:
+        key = read_private(sign_key)
+    except InputError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}; nothing was started")
+        raise typer.Exit(1) from exc
+    kid = key_id(key.public_key())
+    plan = client.json("POST", "/api/v1/rollouts/check", json=body)
+    base = client.json("GET", f"/api/v1/deployments/{plan['baseDeployment']}")
+    content = base["content"]["modulesContent"]
+    try:
+        given = [Signature.from_json(s) for s in base.get("signatures", [])]
+    except ValueError:
+        given = []
+    verdict = check(Context.DEPLOYMENT, payload(part_document(content)), given, {kid: key.public_key()})
+    if not verdict.ok:
+        err.print(f"[red]error:[/] base deployment {escape(plan['baseDeployment'])!r} is not signed by key {kid} "
+                  f"({escape(verdict.detail)}): the promotion would sign content this key never signed. Push the "
+                  "base with `outpost deploy push --sign-key` using this key first; nothing was started")  # fmt: skip
+        raise typer.Exit(1)
+    model = plan["model"]
+    contents = rollout_contents(content, plan["module"], model)
+    err.print(f"signing with key {kid}: model {escape(str(model.get('version')))} (sha256 {model.get('sha256')}) "
+              f"for {escape(plan['module'])}, promoting into {escape(plan['baseDeployment'])}")  # fmt: skip
+    signed: dict[str, Any] = {"baseDeployment": plan["baseDeployment"]}
+    for kind, doc in contents.by_kind().items():
+        signed[kind] = [sign_content(doc, key).to_json()]
+    return signed
 
 
 @app.command()

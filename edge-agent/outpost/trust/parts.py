@@ -19,6 +19,8 @@ fleet's resolution, ``outpost deploy push`` and bundles.
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +50,49 @@ __all__ = [
 
 PARTS_POINTER = "/outpost/parts"
 _EVERY_DEVICE = compile_target("*")
+_DESIRED = "properties.desired"
+_REGISTRY_URL = re.compile(r"(?P<base>.+)/api/v1/models/(?P<name>[^/?#]+)/(?P<version>[^/?#]+)/content")
+_DEVICE_URL = re.compile(r"(?P<base>.+)/api/v1/devices/[^/?#]+/models/(?P<name>[^/?#]+)/(?P<version>[^/?#]+)/content")
+
+
+def _model_ref(url: Any, pattern: re.Pattern[str]) -> tuple[str, str, str] | None:
+    match = pattern.fullmatch(url) if isinstance(url, str) else None
+    if match is None:
+        return None
+    unquote = urllib.parse.unquote
+    return match["base"], unquote(match["name"]), unquote(match["version"])
+
+
+def _desired_model(entry: Any) -> Any:
+    desired = entry.get(_DESIRED) if isinstance(entry, Mapping) else None
+    return desired.get("model") if isinstance(desired, Mapping) else None
+
+
+def _unstamped(effective: dict[str, Any], composed: Mapping[str, Any]) -> dict[str, Any]:
+    """``effective`` with the fleet's model download stamps undone where they are the only difference.
+
+    The fleet gives each device its own route to a registry model and a download ``token`` (its
+    module holds no credential); no operator can sign those per-device values. A stamp is undone
+    only when the signed model value is the registry URL of the same fleet, name and version and
+    every other field (the sha256 above all, which the module verifies before use) is unchanged:
+    the bytes are the signed ones, only where they are fetched from differs."""
+    content, signed = effective.get("modulesContent"), composed.get("modulesContent")
+    if not isinstance(content, dict) or not isinstance(signed, Mapping):
+        return effective
+    undone: dict[str, Any] = {}
+    for module, entry in content.items():
+        model, wanted = _desired_model(entry), _desired_model(signed.get(module))
+        if not isinstance(model, dict) or "token" not in model or not isinstance(wanted, Mapping):
+            continue
+        rest = {k: v for k, v in model.items() if k not in {"url", "token"}}
+        signed_rest = {k: v for k, v in wanted.items() if k != "url"}
+        ref = _model_ref(wanted.get("url"), _REGISTRY_URL)
+        if ref is None or ref != _model_ref(model.get("url"), _DEVICE_URL):
+            continue
+        if canonical_bytes(rest) != canonical_bytes(signed_rest):
+            continue
+        undone[module] = {**entry, _DESIRED: {**entry[_DESIRED], "model": dict(wanted)}}
+    return {**effective, "modulesContent": {**content, **undone}} if undone else effective
 
 
 @dataclass(frozen=True)
@@ -159,7 +204,7 @@ def check_parts(document: Mapping[str, Any], trusted: Mapping[str, Ed25519Public
         composed = compose(stack).document
     except ManifestError as exc:
         return PartsVerdict(signers, [Problem(PARTS_POINTER, f"the signed parts do not compose: {exc}")])
-    effective = {k: v for k, v in document.items() if k != "outpost"}
+    effective = _unstamped({k: v for k, v in document.items() if k != "outpost"}, composed)
     if canonical_bytes(composed) != canonical_bytes(effective):
         where = _first_difference(effective, composed)
         text = (

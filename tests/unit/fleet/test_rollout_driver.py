@@ -272,3 +272,76 @@ def test_a_second_active_rollout_on_the_same_module_and_devices_is_refused(fleet
     assert [r.name for r in fleet.driver.rollouts(OPERATOR)] == ["motor-v2"]
     fleet.driver.abort(OPERATOR, "motor-v2")
     start(fleet, name="again", target="tags.role = 'motor-gateway'")  # once it is over, the next may start
+
+
+def test_a_signed_rollout_is_verified_by_a_device_with_a_trust_root_at_every_step(fleet: Fleet, tmp_path: Path) -> None:
+    """The operator signs what the rollout can push (as `rollout start --sign-key` does, from the dry
+    run's base and candidate); a device with a trust root admits every step and the promotion."""
+    from outpost.fleet.rollout.contents import rollout_contents
+    from outpost.trust.admission import Admission, ContentRefusedError
+    from outpost.trust.keys import generate, read_private, read_public
+    from outpost.trust.parts import sign_content
+    from outpost.trust.store import TrustStore
+
+    generate(tmp_path / "operator")
+    key = read_private(tmp_path / "operator.key")
+    trust = TrustStore(tmp_path / "trust")
+    trust.add(read_public(tmp_path / "operator.pub"), "operator")
+    admit = Admission(trust, on_warning=lambda _: None)
+    content = PLANT_A["content"]["modulesContent"]
+    fleet.service.push(OPERATOR, PushRequest(PLANT_A, name="signed", priority=20,
+                                             signatures=[sign_content(content, key).to_json()]))  # fmt: skip
+    with pytest.raises(InvalidError, match=r"is signed.*--sign-key") as refused:
+        start(fleet)
+    assert refused.value.problems[0].pointer == "/signatures"
+    assert fleet.store.rollout("motor-v2") is None
+    assert "rollout-motor-v2" not in [d.id for d in fleet.service.deployments(OPERATOR)]
+
+    plan = fleet.driver.start(OPERATOR, StartRequest("motor-v2", "tags.site = 'plant-a'", MODULE, "motor@2"),
+                              dry_run=True)  # fmt: skip
+    assert plan.base_deployment == "signed"
+    assert fleet.store.rollout("motor-v2") is None
+    contents = rollout_contents(content, MODULE, plan.model)
+    signatures: dict[str, Any] = {"baseDeployment": "signed"}
+    signatures |= {kind: [sign_content(doc, key).to_json()] for kind, doc in contents.by_kind().items()}
+    with pytest.raises(InvalidError, match="made over base deployment"):
+        start(fleet, signatures={**signatures, "baseDeployment": BASE})
+    for bad, pointer in (
+        ({**signatures, "promoted": []}, "/signatures/promoted"),
+        ({**signatures, "layer": [{"keyId": "k", "alg": "RSA", "sig": ""}]}, "/signatures/layer"),
+        (["not", "an", "object"], "/signatures"),
+    ):
+        with pytest.raises(InvalidError) as caught:
+            start(fleet, signatures=bad)
+        assert caught.value.problems[0].pointer == pointer
+    assert fleet.store.rollout("motor-v2") is None
+    start(fleet, signatures=signatures)
+
+    def admitted() -> dict[str, int]:
+        versions = []
+        for device in DEVICES:
+            document = fleet.service.assignment(OPERATOR, device).document
+            assert document is not None
+            admit(json.loads(json.dumps(document)))  # raises when any part or the composition fails
+            versions.append(document["modulesContent"][MODULE]["properties.desired"]["model"]["version"])
+        return {v: versions.count(v) for v in sorted(set(versions))}
+
+    assert 0 < admitted()["2"] < len(DEVICES)
+    for _ in range(8):
+        fleet.report()
+        fleet.driver.tick()
+        admitted()
+        if fleet.driver.rollout(OPERATOR, "motor-v2").state is RolloutState.PROMOTED:
+            break
+    assert fleet.driver.rollout(OPERATOR, "motor-v2").state is RolloutState.PROMOTED
+    assert admitted() == {"2": len(DEVICES)}
+    promoted = fleet.service.deployment(OPERATOR, "signed+motor-v2")
+    assert promoted.signatures == signatures["promoted"]
+
+    # what a device refuses: the same promotion signed over another candidate
+    other = rollout_contents(content, MODULE, {**plan.model, "sha256": "0" * 64})
+    document = fleet.service.assignment(OPERATOR, DEVICES[0]).document
+    assert document is not None
+    document["outpost"]["parts"][0]["signatures"] = [sign_content(other.promoted, key).to_json()]
+    with pytest.raises(ContentRefusedError, match="changed after signing"):
+        admit(document)

@@ -143,3 +143,40 @@ def test_a_value_json_cannot_carry_exactly_is_refused_not_a_crash(tmp_path: Path
     resolver = Resolver([_record("base", base, 10, 1, {"keyId": "k", "alg": "Ed25519", "sig": ""})])
     with pytest.raises(ContentRefusedError, match="canonicalise"):
         device(resolver.assign("d1", {"tags": {}}, {}).document or {})
+
+
+def test_the_fleets_model_download_stamp_is_the_only_unsigned_change_admitted(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    """The fleet gives each device its own route and token to a registry model (per-device, signed by
+    nobody); the device admits exactly that change, never one to the model's bytes or origin."""
+    from outpost.fleet.rollout.tokens import stamp
+
+    base, _ = _contents()
+    fleet = "http://127.0.0.1:9700"
+    base["anomaly-detector"] = {"properties.desired": {"model": {
+        "version": "2", "url": f"{fleet}/api/v1/models/motor/2/content", "sha256": "ab" * 32}}}  # fmt: skip
+    op = keys["operator"]
+    device = _device(tmp_path, op)
+    served = Resolver([_record("base", base, 10, 1, _sign(base, op))]).assign("d1", {"tags": {}}, {}).document
+    assert served is not None
+    stamped = stamp(served, "d1", fleet, "credential-hash")
+    assert stamped is not None
+    model = stamped["modulesContent"]["anomaly-detector"]["properties.desired"]["model"]
+    assert model["url"] == f"{fleet}/api/v1/devices/d1/models/motor/2/content"
+    assert model["token"].startswith("mdl.")
+    assert device(json.loads(json.dumps(stamped))).key_id
+
+    def changed(**fields: Any) -> dict[str, Any]:
+        doc = copy.deepcopy(stamped)
+        doc["modulesContent"]["anomaly-detector"]["properties.desired"]["model"].update(fields)
+        return doc
+
+    for bad in (
+        changed(sha256="cd" * 32),  # other bytes
+        changed(url="http://127.0.0.2:9700/api/v1/devices/d1/models/motor/2/content"),  # another fleet
+        changed(url=f"{fleet}/api/v1/devices/d1/models/motor/3/content"),  # another version
+        changed(url="http://elsewhere/motor.tflite"),
+    ):
+        with pytest.raises(ContentRefusedError, match="differs at /modulesContent/anomaly-detector"):
+            device(bad)

@@ -51,6 +51,11 @@ class RolloutStart(BaseModel):
     gates: list[str] = Field(default_factory=list)
     approveEachStep: bool = False  # noqa: N815 (the wire's field name)
     approvePromotion: bool = False  # noqa: N815 (the wire's field name)
+    signatures: dict[str, Any] | None = Field(
+        default=None,
+        description="Operator signatures over every content the rollout can push (outpost rollout start --sign-key): "
+        '{"baseDeployment": ID, "layer": [SIG], "promoted": [SIG]}',
+    )
 
 
 class RangeError(FleetError):
@@ -199,9 +204,8 @@ def add_rollout_routes(  # noqa: PLR0915 (the routes are declared together)
         record = await run_in_threadpool(access.authorize, presented, device_id, name, version)
         return await ranged(record, range_header)
 
-    @app.post("/api/v1/rollouts", status_code=201, summary="Start a rollout (operator)")
-    def start_rollout(body: RolloutStart, who: Operator) -> dict[str, Any]:
-        request = StartRequest(
+    def start_request(body: RolloutStart) -> StartRequest:
+        return StartRequest(
             name=body.name,
             target=body.targetCondition,
             module=body.module,
@@ -212,8 +216,18 @@ def add_rollout_routes(  # noqa: PLR0915 (the routes are declared together)
             gates=body.gates,
             approve_each_step=body.approveEachStep,
             approve_promotion=body.approvePromotion,
+            signatures=body.signatures,
         )
-        driver.start(who, request)
+
+    @app.post("/api/v1/rollouts/check", summary="Check a rollout start and show what it would push (operator)")
+    def check_rollout(body: RolloutStart, who: Operator) -> dict[str, Any]:
+        rollout = driver.start(who, start_request(body), dry_run=True)
+        return {"name": rollout.name, "module": rollout.module, "baseDeployment": rollout.base_deployment,
+                "model": rollout.model, "controlModel": rollout.control_model}  # fmt: skip
+
+    @app.post("/api/v1/rollouts", status_code=201, summary="Start a rollout (operator)")
+    def start_rollout(body: RolloutStart, who: Operator) -> dict[str, Any]:
+        driver.start(who, start_request(body))
         return driver.status(who, body.name)
 
     @app.get("/api/v1/rollouts", summary="Rollouts (operator)")

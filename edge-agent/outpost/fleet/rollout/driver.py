@@ -19,7 +19,6 @@ restarted between storing and applying finishes the job on its next tick.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,12 +32,14 @@ from outpost.fleet.errors import ConflictError, FleetError, InvalidError, NotFou
 from outpost.fleet.models import DeploymentRecord, DeviceStatus
 from outpost.fleet.resolution import target
 from outpost.fleet.rollout.cohorts import split, treatment_condition
+from outpost.fleet.rollout.contents import LAYER, PROMOTED, candidate_model, layer_content, promoted_content
 from outpost.fleet.rollout.gates import parse_duration, parse_gates
 from outpost.fleet.rollout.plan import Decision, DeviceReport, Rollout, RolloutState, approved, decide, samples
 from outpost.fleet.rollout.registry import ModelRegistry, parse_ref
 from outpost.fleet.rollout.store import RolloutStore
 from outpost.fleet.service import DEPLOYMENT_ID, FleetService, PushRequest
 from outpost.fleet.twins import device_twin
+from outpost.trust.signing import Signature
 
 __all__ = ["LEASE", "RolloutDriver", "StartRequest"]
 
@@ -60,6 +61,43 @@ class StartRequest:
     gates: Sequence[str] = field(default_factory=list)
     approve_each_step: bool = False
     approve_promotion: bool = False
+    signatures: Mapping[str, Any] | None = None
+    """The operator's over every content the rollout can push (``rollout start --sign-key``):
+    ``{"baseDeployment": ID, "layer": [SIG], "promoted": [SIG]}``."""
+
+
+def _signatures(given: Mapping[str, Any] | None, base: DeploymentRecord) -> dict[str, list[dict[str, str]]]:
+    """The start's signatures, well-formed and made over this base; refused when the base is signed and
+    the rollout is not (devices with a trust root would refuse every step)."""
+    if given is None:
+        if base.signatures:
+            raise InvalidError(
+                f"base deployment {base.id!r} is signed: devices with a trust root would refuse this rollout's "
+                "unsigned deployments; start it with `outpost rollout start ... --sign-key OPERATOR.key`",
+                [Problem("/signatures", "required when the base deployment is signed")],
+            )
+        return {}
+    if not isinstance(given, Mapping):
+        raise InvalidError("signatures must be an object", [Problem("/signatures", "expected an object")])
+    if given.get("baseDeployment") != base.id:
+        raise InvalidError(
+            f"the signatures were made over base deployment {given.get('baseDeployment')!r}, but the rollout "
+            f"would promote into {base.id!r}; start it again (the CLI signs the current base)",
+            [Problem("/signatures/baseDeployment", f"expected {base.id!r}")],
+        )
+    found: dict[str, list[dict[str, str]]] = {}
+    for kind in (LAYER, PROMOTED):
+        entries = given.get(kind)
+        if not isinstance(entries, list) or not entries:
+            raise InvalidError(
+                f"signatures for the {kind} content are missing",
+                [Problem(f"/signatures/{kind}", "a non-empty list of signatures")],
+            )
+        try:
+            found[kind] = [Signature.from_json(e).to_json() for e in entries]
+        except ValueError as exc:
+            raise InvalidError("a signature is malformed", [Problem(f"/signatures/{kind}", str(exc))]) from exc
+    return found
 
 
 def _epoch(text: str | None) -> float | None:
@@ -98,7 +136,9 @@ class RolloutDriver:
 
     # -- operator calls ---------------------------------------------------------------------
 
-    def start(self, who: Principal, request: StartRequest) -> Rollout:
+    def start(self, who: Principal, request: StartRequest, *, dry_run: bool = False) -> Rollout:
+        """Check and start a rollout; ``dry_run`` checks and answers it without storing anything (the CLI
+        reads the base deployment and the candidate from it to sign the contents the rollout will push)."""
         who.require_operator()
         layer_id = f"rollout-{request.name}"
         if not DEPLOYMENT_ID.fullmatch(layer_id) or "+" in request.name:
@@ -143,13 +183,8 @@ class RolloutDriver:
         if self.service.store.deployment(layer_id) is not None or self.store.rollout(request.name) is not None:
             raise ConflictError(f"rollout {request.name!r} exists (or a deployment {layer_id!r}); choose another name")
         self._refuse_overlap(request, base)
-        candidate: dict[str, Any] = {
-            "version": model.version,
-            "url": f"{self.models_url}/api/v1/models/{model.name}/{model.version}/content",
-            "sha256": model.sha256,
-        }
-        if model.metadata.get("features"):
-            candidate["metadata"] = model.metadata
+        signatures = {} if dry_run and request.signatures is None else _signatures(request.signatures, base)
+        candidate = candidate_model(self.models_url, model.name, model.version, model.sha256, model.metadata)
         rollout = Rollout(
             name=request.name,
             group=request.target,
@@ -162,7 +197,10 @@ class RolloutDriver:
             approve_each_step=request.approve_each_step,
             approve_promotion=request.approve_promotion,
             step_started=self.clock(),
+            signatures=signatures,
         )
+        if dry_run:
+            return rollout
         if not self.store.add_rollout(rollout.to_dict()):
             raise ConflictError(f"rollout {request.name!r} exists; choose another name")
         self._reconcile(rollout)
@@ -268,12 +306,14 @@ class RolloutDriver:
         _, _, _, models = samples(rollout, reports, cohorts)
         doc = rollout.to_dict()
         doc.pop("baselines")
+        doc.pop("signatures", None)
         return {
             **doc,
             "percent": rollout.percent,
             "layer": rollout.layer_id,
             "cohorts": {"treatment": len(cohorts.treatment), "control": len(cohorts.control)},
             "devicesPerModel": models,
+            "signed": bool(rollout.signatures),
         }
 
     def latencies(self, who: Principal, name: str) -> tuple[list[float], list[float]]:
@@ -327,14 +367,14 @@ class RolloutDriver:
         if rollout.state in {RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.AWAITING_APPROVAL}:
             condition = treatment_condition(rollout.group, rollout.name, rollout.percent)
             if layer is None:
-                document = {"modulesContent": {rollout.module: {"properties.desired.model": rollout.model}}}
                 request = PushRequest(
-                    document,
+                    {"modulesContent": layer_content(rollout.module, rollout.model)},
                     name=rollout.layer_id,
                     target=condition,
                     priority=LAYER_PRIORITY,
                     layered=True,
                     labels={"rollout": rollout.name},
+                    signatures=rollout.signatures.get(LAYER),
                 )
                 self._ignore_conflict(lambda: self.service.push(system, request))
             elif layer.target != condition:
@@ -350,14 +390,13 @@ class RolloutDriver:
         store = self.service.store
         base = store.deployment(rollout.base_deployment)
         if store.deployment(promoted_id) is None and base is not None:
-            content = copy.deepcopy(base.content)
-            content[rollout.module]["properties.desired"]["model"] = rollout.model
             request = PushRequest(
-                {"modulesContent": content},
+                {"modulesContent": promoted_content(base.content, rollout.module, rollout.model)},
                 name=promoted_id,
                 target=base.target,
                 priority=base.priority,
                 labels={**base.labels, "promotedBy": rollout.name},
+                signatures=rollout.signatures.get(PROMOTED),
             )
             self._ignore_conflict(lambda: self.service.push(system, request))
         if base is not None and store.deployment(promoted_id) is not None:

@@ -86,6 +86,8 @@ class Rollout:
     last: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
     version: int = 1
+    signatures: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    """The operator's over the layer's and the promoted content (``contents.LAYER``/``PROMOTED``)."""
 
     @property
     def percent(self) -> float:
@@ -114,6 +116,7 @@ class Rollout:
             "last": self.last,
             "failure": self.failure,
             "version": self.version,
+            **({"signatures": self.signatures} if self.signatures else {}),
         }
 
     @classmethod
@@ -136,6 +139,7 @@ class Rollout:
             last=doc.get("last"),
             failure=doc.get("failure"),
             version=int(doc.get("version", 1)),
+            signatures={k: list(v) for k, v in (doc.get("signatures") or {}).items()},
         )
 
 
