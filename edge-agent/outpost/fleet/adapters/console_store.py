@@ -9,16 +9,14 @@ table: filtered, counted and paged by the database, so a page of 10,000 devices 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Engine
 
-from outpost.errors import StoreError
 from outpost.fleet.adapters.database import devices
+from outpost.fleet.adapters.transaction import transaction
 from outpost.fleet.console.session import SessionRecord
 from outpost.fleet.console.views import DeviceQuery
 from outpost.fleet.series import Point
@@ -78,37 +76,29 @@ class SqlConsoleStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        try:
-            with self.engine.begin() as connection:
-                yield connection
-        except SQLAlchemyError as exc:
-            raise StoreError(f"the fleet database failed: {exc}") from exc
-
     # sessions
 
     def add_session(self, session: str, record: SessionRecord) -> None:
-        with self._tx() as c:
+        with transaction(self.engine) as c:
             c.execute(sessions.insert().values(id=session, operator=record.operator, created=record.created,
                                                expires=record.expires, last_seen=record.last_seen))  # fmt: skip
 
     def session(self, session: str) -> SessionRecord | None:
         query = sa.select(sessions.c.operator, sessions.c.created, sessions.c.expires, sessions.c.last_seen)
-        with self._tx() as c:
+        with transaction(self.engine) as c:
             row = c.execute(query.where(sessions.c.id == session)).first()
         return SessionRecord(row.operator, row.created, row.expires, row.last_seen) if row else None
 
     def touch_session(self, session: str, at: float) -> None:
-        with self._tx() as c:
+        with transaction(self.engine) as c:
             c.execute(sessions.update().where(sessions.c.id == session).values(last_seen=at))
 
     def end_session(self, session: str) -> bool:
-        with self._tx() as c:
+        with transaction(self.engine) as c:
             return bool(c.execute(sessions.delete().where(sessions.c.id == session)).rowcount)
 
     def prune_sessions(self, now: float) -> None:
-        with self._tx() as c:
+        with transaction(self.engine) as c:
             c.execute(sessions.delete().where(sessions.c.expires < now))
 
     # the device list
@@ -118,7 +108,7 @@ class SqlConsoleStore:
         where = _where(query)
         columns = (devices.c.id, devices.c.tags, devices.c.status, devices.c.last_activity, devices.c.credential_hash)
         page = sa.select(*columns).where(*where).order_by(devices.c.id).offset(query.offset).limit(query.limit)
-        with self._tx() as c:
+        with transaction(self.engine) as c:
             total = int(c.execute(sa.select(sa.func.count()).select_from(devices).where(*where)).scalar_one())
             rows = c.execute(page).all()
         return total, [
@@ -132,13 +122,13 @@ class SqlConsoleStore:
     def add_points(self, batch: Sequence[Point]) -> None:
         """One transaction, one multi-row insert per chunk."""
         rows = [{"device_id": p.device_id, "metric": p.metric, "at": p.at, "value": p.value} for p in batch]
-        with self._tx() as c:
+        with transaction(self.engine) as c:
             for start in range(0, len(rows), 5000):
                 c.execute(points.insert(), rows[start : start + 5000])
 
     def trim_series(self, series: Sequence[tuple[str, str]], keep: int) -> None:
         """Keep the newest ``keep`` points of each (device, metric)."""
-        with self._tx() as c:
+        with transaction(self.engine) as c:
             for device_id, metric in series:
                 newest = (
                     sa.select(points.c.id)
@@ -154,7 +144,7 @@ class SqlConsoleStore:
                 )
 
     def prune_points(self, before: float) -> None:
-        with self._tx() as c:
+        with transaction(self.engine) as c:
             c.execute(points.delete().where(points.c.at < before))
 
     def series(self, device_id: str, since: float) -> dict[str, list[tuple[float, float]]]:
@@ -165,7 +155,7 @@ class SqlConsoleStore:
             .order_by(points.c.metric, points.c.at)
         )
         found: dict[str, list[tuple[float, float]]] = {}
-        with self._tx() as c:
+        with transaction(self.engine) as c:
             for row in c.execute(query):
                 found.setdefault(row.metric, []).append((float(row.at), float(row.value)))
         return found

@@ -5,14 +5,10 @@ Implements :class:`outpost.fleet.imports.DeviceKeyStore` on the fleet's engine.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Engine
 
-from outpost.errors import StoreError
+from outpost.fleet.adapters.transaction import transaction
 from outpost.fleet.imports import SigningKey
 
 __all__ = ["SqlDeviceKeyStore"]
@@ -40,16 +36,8 @@ class SqlDeviceKeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        try:
-            with self.engine.begin() as connection:
-                yield connection
-        except SQLAlchemyError as exc:
-            raise StoreError(f"the fleet database failed: {exc}") from exc
-
     def signing_key(self, device_id: str) -> SigningKey | None:
-        with self._tx() as c:
+        with transaction(self.engine) as c:
             row = c.execute(sa.select(device_keys).where(device_keys.c.device_id == device_id)).first()
         if row is None:
             return None
@@ -67,13 +55,13 @@ class SqlDeviceKeyStore:
             "last_export_at": None,
             "last_export_sha256": None,
         }
-        with self._tx() as c:
+        with transaction(self.engine) as c:
             done = c.execute(device_keys.update().where(device_keys.c.device_id == key.device_id).values(**values))
             if not done.rowcount:
                 c.execute(device_keys.insert().values(device_id=key.device_id, **values))
 
     def mark_export(self, device_id: str, at: str, sha256: str, expected_sha256: str | None) -> bool:
-        with self._tx() as c:
+        with transaction(self.engine) as c:
             done = c.execute(
                 device_keys.update()
                 .where(device_keys.c.device_id == device_id, _is(device_keys.c.last_export_sha256, expected_sha256))

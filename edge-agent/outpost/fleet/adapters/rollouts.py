@@ -9,15 +9,13 @@ resumed download does not load the whole model. Implements
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
-from outpost.errors import StoreError
+from outpost.fleet.adapters.transaction import transaction
 from outpost.fleet.models import now_utc
 from outpost.fleet.rollout.store import ModelRecord
 
@@ -63,22 +61,12 @@ class SqlRolloutStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        try:
-            with self.engine.begin() as connection:
-                yield connection
-        except IntegrityError:
-            raise
-        except SQLAlchemyError as exc:
-            raise StoreError(f"the fleet database failed: {exc}") from exc
-
     # rollouts
 
     def add_rollout(self, doc: dict[str, Any]) -> bool:
         at = now_utc()
         try:
-            with self._tx() as c:
+            with transaction(self.engine, conflicts=True) as c:
                 c.execute(rollouts.insert().values(name=doc["name"], doc=doc, version=doc["version"], created=at,
                                                    updated=at))  # fmt: skip
         except IntegrityError:
@@ -86,17 +74,17 @@ class SqlRolloutStore:
         return True
 
     def rollout(self, name: str) -> dict[str, Any] | None:
-        with self._tx() as c:
+        with transaction(self.engine, conflicts=True) as c:
             row = c.execute(sa.select(rollouts.c.doc).where(rollouts.c.name == name)).first()
         return dict(row.doc) if row else None
 
     def rollouts(self) -> list[dict[str, Any]]:
-        with self._tx() as c:
+        with transaction(self.engine, conflicts=True) as c:
             rows = c.execute(sa.select(rollouts.c.doc).order_by(rollouts.c.created)).all()
         return [dict(r.doc) for r in rows]
 
     def write_rollout(self, doc: dict[str, Any], expected_version: int) -> bool:
-        with self._tx() as c:
+        with transaction(self.engine, conflicts=True) as c:
             result = c.execute(
                 rollouts.update()
                 .where(rollouts.c.name == doc["name"], rollouts.c.version == expected_version)
@@ -107,7 +95,7 @@ class SqlRolloutStore:
     def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         """Take or renew the lease ``name`` until ``now + ttl`` unless another holder's is still valid."""
         try:
-            with self._tx() as c:
+            with transaction(self.engine, conflicts=True) as c:
                 result = c.execute(
                     leases.update()
                     .where(leases.c.name == name, sa.or_(leases.c.holder == holder, leases.c.expires < now))
@@ -126,7 +114,7 @@ class SqlRolloutStore:
 
     def add_model(self, record: ModelRecord, content: bytes) -> bool:
         try:
-            with self._tx() as c:
+            with transaction(self.engine, conflicts=True) as c:
                 c.execute(
                     models.insert().values(
                         name=record.name,
@@ -144,14 +132,14 @@ class SqlRolloutStore:
         return True
 
     def model(self, name: str, version: str) -> ModelRecord | None:
-        with self._tx() as c:
+        with transaction(self.engine, conflicts=True) as c:
             row = c.execute(
                 sa.select(*_MODEL_COLUMNS).where(models.c.name == name, models.c.version == version)
             ).first()
         return _model(row) if row else None
 
     def models(self) -> list[ModelRecord]:
-        with self._tx() as c:
+        with transaction(self.engine, conflicts=True) as c:
             rows = c.execute(sa.select(*_MODEL_COLUMNS).order_by(models.c.name, models.c.created)).all()
         return [_model(r) for r in rows]
 
@@ -159,7 +147,7 @@ class SqlRolloutStore:
         """Bytes ``start..end`` (inclusive, as in HTTP ranges) of a model, read in the database."""
         length = sa.func.length(models.c.content) if end is None else end - start + 1
         column = sa.func.substr(models.c.content, start + 1, length)
-        with self._tx() as c:
+        with transaction(self.engine, conflicts=True) as c:
             row = c.execute(sa.select(column.label("part")).where(models.c.name == name,
                                                                   models.c.version == version)).first()  # fmt: skip
         return bytes(row.part) if row else None
