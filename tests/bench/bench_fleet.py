@@ -176,6 +176,19 @@ async def push_to_all(port: int, credentials: dict[str, str], operator: str) -> 
     }
 
 
+async def gc_full_pauses(fleet: FleetProcess) -> dict[str, float]:
+    """The fleet's full collections so far (generation 2): count and seconds in all."""
+    async with httpx.AsyncClient(base_url=fleet.url, headers={"Authorization": f"Bearer {fleet.token}"},
+                                 timeout=300) as client:  # fmt: skip
+        text = (await client.get("/metrics")).text
+    pauses: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("outpost_fleet_gc_pause_seconds_count", "outpost_fleet_gc_pause_seconds_sum")) \
+                and 'generation="2"' in line:  # fmt: skip
+            pauses[line.split("{")[0].rsplit("_", 1)[1]] = float(line.split()[-1])
+    return pauses
+
+
 async def all_waiting(client: httpx.AsyncClient, n: int, timeout: float = 300.0) -> None:
     """Until the fleet says every device holds its long-poll (its own gauge), so the push meets them waiting."""
     deadline = time.monotonic() + timeout
@@ -501,7 +514,9 @@ def main() -> None:
             f"{d}: {rep['requests']} reports, {rep['errors']} errors, max {rep['max_ms']:.0f} ms; "
             f"connect {results[d]['connect_s']:.1f} s; first device {results[d]['first_s']:.2f} s after the push; "
             f"full GC pauses {results[d]['gc_full'].get('count', 0):.0f} taking "
-            f"{results[d]['gc_full'].get('sum', 0) * 1000:.0f} ms in all"
+            f"{results[d]['gc_full'].get('sum', 0) * 1000:.0f} ms in all, "
+            f"{results[d]['gc_full_report'].get('count', 0):.0f} taking "
+            f"{results[d]['gc_full_report'].get('sum', 0) * 1000:.0f} ms while reporting"
         )
 
 
@@ -531,19 +546,14 @@ async def _push_and_report(
     _, _, body = await one.request("GET", f"/api/v1/devices/{sample}/deployment")
     push["body_bytes"] = len(body)
     one.close()
+    before = await gc_full_pauses(fleet)
     fleet_cpu, db_cpu = cpu_seconds([fleet.process.pid]), cpu_seconds(postgres_pids(pg_dir))
     push["report"] = await report_load(fleet.port, credentials, seconds)
     reports = push["report"]["requests"]
     push["report"]["cpu_ms_fleet"] = 1000 * (cpu_seconds([fleet.process.pid]) - fleet_cpu) / reports
     push["report"]["cpu_ms_db"] = 1000 * (cpu_seconds(postgres_pids(pg_dir)) - db_cpu) / reports
-    async with httpx.AsyncClient(base_url=fleet.url, headers={"Authorization": f"Bearer {fleet.token}"},
-                                 timeout=300) as client:  # fmt: skip
-        text = (await client.get("/metrics")).text
-    pauses: dict[str, float] = {}
-    for line in text.splitlines():  # full collections (generation 2) over the whole run
-        if line.startswith(("outpost_fleet_gc_pause_seconds_count", "outpost_fleet_gc_pause_seconds_sum")) \
-                and 'generation="2"' in line:  # fmt: skip
-            pauses[line.split("{")[0].rsplit("_", 1)[1]] = float(line.split()[-1])
+    pauses = await gc_full_pauses(fleet)
+    push["gc_full_report"] = {k: v - before.get(k, 0.0) for k, v in pauses.items()}
     push["gc_full"] = pauses
     for task in holders:
         task.cancel()
