@@ -9,8 +9,8 @@ updates without holding locks. Implements :class:`outpost.fleet.store.FleetStore
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from outpost.errors import StoreError
+from outpost.fleet.adapters.transaction import transaction
 from outpost.fleet.errors import ConflictError
 from outpost.fleet.models import (
     CountRow,
@@ -252,17 +253,8 @@ class SqlStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        try:
-            with self.engine.begin() as connection:
-                yield connection
-        except IntegrityError:
-            raise
-        except OperationalError as exc:
-            raise StoreError(f"the fleet database failed: {exc.orig}") from exc
-        except SQLAlchemyError as exc:
-            raise StoreError(f"the fleet database failed: {exc}") from exc
+    def _tx(self) -> AbstractContextManager[Connection]:
+        return transaction(self.engine, conflicts=True)  # IntegrityError: the callers' compare-and-set
 
     @staticmethod
     def _changed(connection: Connection, device_id: str | None) -> None:
