@@ -30,6 +30,8 @@ import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +61,9 @@ def timings(client: httpx.Client, path: str, rounds: int) -> dict[str, float]:
     }
 
 
-def run(n: int, deployments: int, rounds: int) -> dict[str, Any]:
+@contextmanager
+def _fleet(n: int, deployments: int) -> Iterator[tuple[FleetProcess, dict[str, str]]]:
+    """One fleet process on SQLite with ``n`` devices and ``deployments`` deployments (one site each)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         fleet = FleetProcess(root / "fleet").start()
@@ -70,27 +74,32 @@ def run(n: int, deployments: int, rounds: int) -> dict[str, Any]:
                     body = {"document": content(f"d{i}"), "name": f"d{i}", "priority": i,
                             "targetCondition": f"tags.site = '{SITES[i % len(SITES)]}'"}  # fmt: skip
                     assert operator.post("/api/v1/deployments", json=body).status_code == 201
-                for device_id in list(credentials)[: n // 10]:
-                    device = fleet.client(credentials[device_id])
-                    etag = device.get(f"/api/v1/devices/{device_id}/deployment").json()["etag"]
-                    agent = {"lastDesiredStatus": {"code": 200}, "outpost": {"fleetEtag": etag}}
-                    device.patch(f"/api/v1/devices/{device_id}/modules/reported", json={"$edgeAgent": agent})
-            console = httpx.Client(base_url=fleet.url, timeout=120)
-            assert console.post("/login", data={"token": fleet.token}).status_code == 303
-            api = fleet.client()
-            api.timeout = httpx.Timeout(120)
-            first = next(iter(credentials))
-            return {
-                "overview": timings(console, "/", rounds),
-                "devices page": timings(console, "/devices", rounds),
-                "devices page, filtered": timings(console, "/devices?q=site-3&page=2", rounds),
-                "device page": timings(console, f"/devices/{first}", rounds),
-                "deployment page": timings(console, "/deployments/d0", rounds),
-                "baseline: API device list": timings(api, "/api/v1/devices", rounds),
-                "baseline: API one status": timings(api, "/api/v1/deployments/d0/status", rounds),
-            }
+            yield fleet, credentials
         finally:
             fleet.stop()
+
+
+def run(n: int, deployments: int, rounds: int) -> dict[str, Any]:
+    with _fleet(n, deployments) as (fleet, credentials):
+        for device_id in list(credentials)[: n // 10]:  # a tenth reports success
+            device = fleet.client(credentials[device_id])
+            etag = device.get(f"/api/v1/devices/{device_id}/deployment").json()["etag"]
+            agent = {"lastDesiredStatus": {"code": 200}, "outpost": {"fleetEtag": etag}}
+            device.patch(f"/api/v1/devices/{device_id}/modules/reported", json={"$edgeAgent": agent})
+        console = httpx.Client(base_url=fleet.url, timeout=120)
+        assert console.post("/login", data={"token": fleet.token}).status_code == 303
+        api = fleet.client()
+        api.timeout = httpx.Timeout(120)
+        first = next(iter(credentials))
+        return {
+            "overview": timings(console, "/", rounds),
+            "devices page": timings(console, "/devices", rounds),
+            "devices page, filtered": timings(console, "/devices?q=site-3&page=2", rounds),
+            "device page": timings(console, f"/devices/{first}", rounds),
+            "deployment page": timings(console, "/deployments/d0", rounds),
+            "baseline: API device list": timings(api, "/api/v1/devices", rounds),
+            "baseline: API one status": timings(api, "/api/v1/deployments/d0/status", rounds),
+        }
 
 
 # -- live updates under a push to all devices -------------------------------------------------
@@ -219,21 +228,10 @@ async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, wa
 
 def live(n: int, deployments: int, watchers: int, seconds: float) -> list[dict[str, Any]]:
     """Rounds without, with, and again without ``watchers`` live feeds, on one fleet process."""
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        fleet = FleetProcess(root / "fleet").start()
-        try:
-            credentials = provision(f"sqlite:///{root / 'fleet' / 'fleet.db'}", n)
-            with fleet.client() as operator:
-                for i in range(deployments):
-                    body = {"document": content(f"d{i}"), "name": f"d{i}", "priority": i,
-                            "targetCondition": f"tags.site = '{SITES[i % len(SITES)]}'"}  # fmt: skip
-                    assert operator.post("/api/v1/deployments", json=body).status_code == 201
-            plan = [("push-a", 0, False), ("push-b", watchers, False), ("push-c", 0, False),
-                    ("push-d", watchers, False), ("push-e", 0, True), ("push-f", watchers, True)]  # fmt: skip
-            return [asyncio.run(_round(fleet, credentials, name, w, seconds, metrics=m)) for name, w, m in plan]
-        finally:
-            fleet.stop()
+    with _fleet(n, deployments) as (fleet, credentials):
+        plan = [("push-a", 0, False), ("push-b", watchers, False), ("push-c", 0, False),
+                ("push-d", watchers, False), ("push-e", 0, True), ("push-f", watchers, True)]  # fmt: skip
+        return [asyncio.run(_round(fleet, credentials, name, w, seconds, metrics=m)) for name, w, m in plan]
 
 
 # -- what keeping the reported metrics costs, in process ---------------------------------------
