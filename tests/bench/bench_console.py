@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_fleet import SITES, Conn, content, provision
+from bench_fleet import SITES, Conn, content, open_pool, provision
 
 from integration.fleet_harness import FleetProcess
 from outpost.fleet.adapters.console_store import SqlConsoleStore
@@ -159,12 +159,7 @@ async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, wa
     login = [httpx.post(fleet.url + "/login", data={"token": fleet.token}) for _ in range(watchers)]
     tabs = [asyncio.create_task(_watch(fleet.url, r.cookies["outpost-session"], events)) for r in login]
     await asyncio.sleep(min(30.0, 3.0 + len(ids) / 1000))  # every long-poll waits in the fleet
-    pool = [Conn(fleet.port, {}) for _ in range(64)]
-    for conn in pool:
-        await conn.open()
-    free: asyncio.Queue[Conn] = asyncio.Queue()
-    for conn in pool:
-        free.put_nowait(conn)
+    pool, free = await open_pool(fleet.port)
     latencies: list[float] = []
     errors = 0
 

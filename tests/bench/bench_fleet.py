@@ -203,17 +203,23 @@ async def all_waiting(client: httpx.AsyncClient, n: int, timeout: float = 300.0)
     raise TimeoutError(f"the long-polls were not all waiting after {timeout:g} s")
 
 
-async def report_load(port: int, credentials: dict[str, str], seconds: float, period: float = 30.0) -> dict[str, float]:
-    """Every device reports its $edgeAgent status every ``period`` s (spread evenly); latency per request."""
-    rate = len(credentials) / period
-    ids = list(credentials)
-    latencies: list[float] = []
-    pool = [Conn(port, {}) for _ in range(64)]
+async def open_pool(port: int, size: int = 64) -> tuple[list[Conn], asyncio.Queue[Conn]]:
+    """``size`` open keep-alive connections, and a queue that lends them out (the reporting clients)."""
+    pool = [Conn(port, {}) for _ in range(size)]
     for conn in pool:
         await conn.open()
     free: asyncio.Queue[Conn] = asyncio.Queue()
     for conn in pool:
         free.put_nowait(conn)
+    return pool, free
+
+
+async def report_load(port: int, credentials: dict[str, str], seconds: float, period: float = 30.0) -> dict[str, float]:
+    """Every device reports its $edgeAgent status every ``period`` s (spread evenly); latency per request."""
+    rate = len(credentials) / period
+    ids = list(credentials)
+    latencies: list[float] = []
+    pool, free = await open_pool(port)
     errors = 0
 
     async def one(i: int) -> None:
@@ -312,12 +318,7 @@ async def bare_push(port: int, n: int) -> dict[str, float]:
 
 async def bare_requests(port: int, n: int, seconds: float) -> dict[str, float]:
     rate = n / 30.0
-    pool = [Conn(port, {}) for _ in range(64)]
-    for conn in pool:
-        await conn.open()
-    free: asyncio.Queue[Conn] = asyncio.Queue()
-    for conn in pool:
-        free.put_nowait(conn)
+    _pool, free = await open_pool(port)
     latencies: list[float] = []
 
     async def one() -> None:
