@@ -28,6 +28,8 @@ import os
 import random
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_fleet import SITES, Conn, content, open_pool, provision
+from bench_fleet import BARE, SITES, Conn, content, free_port, open_pool, provision, wait_http
 
 from integration.fleet_harness import FleetProcess
 from outpost.fleet.adapters.console_store import SqlConsoleStore
@@ -221,12 +223,81 @@ async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, wa
     }
 
 
+async def _bare_round(port: int, n: int, seconds: float) -> dict[str, Any]:
+    """The baseline round on a bare uvicorn app (bench_fleet's): N requests held, N/30 requests/s,
+    all held ones answered at 3 s with a body the size of a deployment. What this machine and this
+    client give when the server does nothing but HTTP."""
+    conns = [Conn(port, {}) for _ in range(n)]
+    gate = asyncio.Semaphore(200)
+
+    async def opened(conn: Conn) -> None:
+        async with gate:
+            await conn.open()
+
+    await asyncio.gather(*(opened(c) for c in conns))
+    arrived: list[float] = []
+
+    async def hold(conn: Conn) -> None:
+        await conn.request("GET", "/wait")
+        arrived.append(time.perf_counter())
+
+    holders = [asyncio.create_task(hold(c)) for c in conns]
+    await asyncio.sleep(min(30.0, 3.0 + n / 1000))
+    pool, free = await open_pool(port)
+    latencies: list[float] = []
+
+    async def report() -> None:
+        conn = await free.get()
+        try:
+            started = time.perf_counter()
+            await conn.request("PATCH", "/report", b'{"$edgeAgent": {"lastDesiredStatus": {"code": 200}}}')
+            latencies.append(time.perf_counter() - started)
+        finally:
+            free.put_nowait(conn)
+
+    rate, tasks, released, began, i = n / 30.0, [], 0.0, time.perf_counter(), 0
+    while time.perf_counter() - began < seconds:
+        if not released and time.perf_counter() - began > 3.0:
+            trigger = Conn(port, {})
+            await trigger.open()
+            await trigger.request("POST", "/release")
+            trigger.close()
+            released = time.perf_counter()
+        await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+        tasks.append(asyncio.create_task(report()))
+        i += 1
+    await asyncio.gather(*tasks, *holders)
+    for conn in [*pool, *conns]:
+        conn.close()
+    latencies.sort()
+    return {"watchers": "bare", "metrics": False, "reports": len(latencies), "errors": 0, "rate": rate,
+            "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(0.99 * len(latencies))],
+            "max_ms": 1000 * latencies[-1], "push_all_s": max(arrived) - released, "events": 0}  # fmt: skip
+
+
+def bare(n: int, seconds: float, body_bytes: int) -> dict[str, Any]:
+    """One baseline round (:func:`_bare_round`) against a bare uvicorn process."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", BARE, str(port), str(body_bytes)])
+    try:
+        wait_http(port)
+        return asyncio.run(_bare_round(port, n, seconds))
+    finally:
+        process.terminate()
+        process.wait()
+
+
 def live(n: int, deployments: int, watchers: int, seconds: float) -> list[dict[str, Any]]:
-    """Rounds without, with, and again without ``watchers`` live feeds, on one fleet process."""
+    """A bare baseline round, then rounds without, with, and again without ``watchers`` live feeds,
+    on one fleet process."""
     with _fleet(n, deployments) as (fleet, credentials):
+        device = next(iter(credentials))
+        with fleet.client(credentials[device]) as client:
+            body_bytes = len(client.get(f"/api/v1/devices/{device}/deployment").content)
         plan = [("push-a", 0, False), ("push-b", watchers, False), ("push-c", 0, False),
                 ("push-d", watchers, False), ("push-e", 0, True), ("push-f", watchers, True)]  # fmt: skip
-        return [asyncio.run(_round(fleet, credentials, name, w, seconds, metrics=m)) for name, w, m in plan]
+        rounds = [asyncio.run(_round(fleet, credentials, name, w, seconds, metrics=m)) for name, w, m in plan]
+    return [bare(n, seconds, body_bytes), *rounds]
 
 
 # -- what keeping the reported metrics costs, in process ---------------------------------------
@@ -329,9 +400,10 @@ def main() -> None:
             print("| round | console watchers | reports carry detector metrics | device API p50 ms | p99 ms | max ms "
                   "| all devices have the push (s) | convergence events received |")  # fmt: skip
             print("|---|---|---|---|---|---|---|---|")
-            for number, r in enumerate(rounds, 1):
-                print(f"| {number} | {r['watchers']} | {'yes' if r['metrics'] else 'no'} | {r['p50_ms']:.1f} | "
-                      f"{r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['push_all_s']:.2f} | {r['events']} |")  # fmt: skip
+            for number, r in enumerate(rounds):
+                print(f"| {number or 'bare'} | {r['watchers']} | {'yes' if r['metrics'] else 'no'} | "
+                      f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['push_all_s']:.2f} | "
+                      f"{r['events']} |")  # fmt: skip
             print(f"errors: {sum(r['errors'] for r in rounds)} of {sum(r['reports'] for r in rounds)} reports")
     if args.only == "live":
         return

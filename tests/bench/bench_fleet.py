@@ -436,16 +436,21 @@ def run_fleet(db: str, n: int, report_seconds: float) -> dict[str, Any]:
                 shutil.rmtree(pg_dir, ignore_errors=True)
 
 
+def wait_http(port: int) -> None:
+    """Until the bare app on ``port`` answers (10 s at most)."""
+    for _ in range(100):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/x", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
 def run_bare(n: int, body_bytes: int, report_seconds: float) -> dict[str, Any]:
     port = free_port()
     bare = subprocess.Popen([sys.executable, "-c", BARE, str(port), str(body_bytes)])
     try:
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/x", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_http(port)
         push = asyncio.run(bare_push(port, n))
         cpu = cpu_seconds([bare.pid])
         requests = asyncio.run(bare_requests(port, n, min(report_seconds, 30)))

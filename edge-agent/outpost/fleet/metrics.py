@@ -45,3 +45,7 @@ class FleetMetrics:
             "outpost_fleet_change_feed_seconds", "Time of one read of the change feed.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5), registry=self.registry,
         )  # fmt: skip
+        self.count_seconds = Histogram(
+            "outpost_fleet_count_seconds", "Time to bring the status counts up to the change feed (after a change).",
+            buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry,
+        )  # fmt: skip

@@ -191,11 +191,14 @@ class FleetService:
         self._resolver_checked = -1.0e18
         self._generation = 0  # bumped by deployments_changed: a check that raced a change does not count
         self._lock = threading.Lock()
+        self._counting = threading.Lock()  # one recount at a time in this process
         self._on_change = on_change or (lambda: None)
         self.on_report: Callable[[str, Mapping[str, Mapping[str, Any]]], None] = lambda _device, _patches: None
         """Called with every stored module report (the console's metric series; must not do I/O)."""
         self.served: Callable[[Assignment], Assignment] = lambda assignment: assignment
         """The assignment as its device receives it (rollouts stamp model download tokens into it)."""
+        self.serves_unchanged: Callable[[Assignment], bool] = lambda _assignment: True
+        """True when ``served`` would return this assignment as it is, without I/O (no thread needed)."""
         self._clock = clock
         self._principals: dict[str, tuple[Principal, float]] = {}  # sha256 of the presented credential
         self._keys: dict[tuple[Kind, str], set[str]] = {}
@@ -690,10 +693,14 @@ class FleetService:
         """Every deployment's status document."""
         return {r.id: self.status(who, r.id) for r in self.deployments(who)}
 
-    def system_metrics(self, who: Principal) -> dict[str, dict[str, int]]:
-        """Every deployment's targeted, applied, successful and failed counts (one GROUP BY; the console's bars)."""
+    def system_metrics(self, who: Principal, *, wait: bool = True) -> dict[str, dict[str, int]]:
+        """Every deployment's targeted, applied, successful and failed counts (one GROUP BY; the console's bars).
+
+        ``wait=False``: while another thread of this process brings the rows up to date, read them as
+        they are (a live view may show a recount in progress; it does not queue behind it).
+        """
         records = self.deployments(who)
-        self.count()
+        self.count(wait=wait)
         summary = self.store.count_summary()
         zero = {"targetedCount": 0, "appliedCount": 0, "reportedSuccessfulCount": 0, "reportedFailedCount": 0}
         return {r.id: summary.get(r.id, zero) for r in records}
@@ -705,22 +712,28 @@ class FleetService:
         self.count()
         return self.store.connection_counts(online_since)
 
-    def count(self) -> Resolver:
+    def count(self, *, wait: bool = True) -> Resolver:
         """Bring the stored count rows up to the change feed (what changed since the last count); the
-        resolver they reflect. Any instance may do it: the store serializes counters."""
-        for _ in range(_RETRIES):
-            version, resolver = self._versioned_resolver()
+        resolver they reflect. Any instance may do it: the store serializes counters; within this
+        process one thread counts and the others wait for it (or, with ``wait=False``, do not)."""
+        if not self._counting.acquire(blocking=wait):
+            return self.resolver()
+        try:
+            for _ in range(_RETRIES):
+                version, resolver = self._versioned_resolver()
 
-            def compute(
-                devices: Sequence[DeviceRecord],
-                twins: Mapping[str, Mapping[str, ModuleTwin]],
-                resolver: Resolver = resolver,
-            ) -> dict[str, list[CountRow]]:
-                return {d.id: self._rows(resolver, d, list(twins.get(d.id, {}).values())) for d in devices}
+                def compute(
+                    devices: Sequence[DeviceRecord],
+                    twins: Mapping[str, Mapping[str, ModuleTwin]],
+                    resolver: Resolver = resolver,
+                ) -> dict[str, list[CountRow]]:
+                    return {d.id: self._rows(resolver, d, list(twins.get(d.id, {}).values())) for d in devices}
 
-            if self.store.recount(version, compute):
-                return resolver
-            self.deployments_changed()
+                if self.store.recount(version, compute):
+                    return resolver
+                self.deployments_changed()
+        finally:
+            self._counting.release()
         raise ConflictError("deployments keep changing while counting; try again")
 
     def _rows(self, resolver: Resolver, device: DeviceRecord, modules: Sequence[ModuleTwin]) -> list[CountRow]:

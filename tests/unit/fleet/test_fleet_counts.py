@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from outpost.fleet.adapters import database
 from outpost.fleet.adapters.database import SqlStore
 from outpost.fleet.credentials import Kind, Principal
 from outpost.fleet.errors import ForbiddenError
@@ -33,8 +35,10 @@ OPERATOR = Principal(Kind.OPERATOR, "admin")
 SITES = ["a", "b", "c"]
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[FleetService]:
+@pytest.fixture(params=[database.RECOUNT_CHUNK, 2], ids=["chunk-default", "chunk-2"])
+def service(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FleetService]:
+    """A service on SQLite; with ``chunk-2`` every recount runs in transactions of two devices."""
+    monkeypatch.setattr(database, "RECOUNT_CHUNK", request.param)
     store = SqlStore.open(f"sqlite:///{tmp_path / 'fleet.db'}")
     yield FleetService(store)
     store.close()
@@ -137,3 +141,49 @@ def test_a_pruned_change_feed_counts_everything_again(service: FleetService) -> 
     service.store.prune_changes(-1.0)  # the change naming p2 is gone before anyone counted it
     agree(service)
     assert service.status(OPERATOR, "base")["systemMetrics"]["targetedCount"] == 2
+
+
+def test_a_device_removed_while_the_feed_was_pruned_is_counted_nowhere(service: FleetService) -> None:
+    service.push(OPERATOR, PushRequest(CONTENT, name="base", target="*", priority=1))
+    for name in ("q1", "q2", "q3"):
+        service.add_device(OPERATOR, name, {})
+    agree(service)
+    service.remove_device(OPERATOR, "q2")
+    service.store.prune_changes(-1.0)  # nobody counted the removal, and the feed no longer names it
+    agree(service)
+    assert service.status(OPERATOR, "base")["systemMetrics"]["targetedCount"] == 2
+
+
+def test_counts_agree_after_changes_made_while_a_recount_runs(service: FleetService) -> None:
+    """A recount in one thread (in chunks of two devices with the chunk-2 store) while another thread
+    tags, reports, deactivates and pushes: once both are done, one more count agrees with a full pass."""
+    for i in range(30):
+        service.add_device(OPERATOR, f"c{i:02d}", {"ring": i % 4})
+    service.push(OPERATOR, PushRequest(CONTENT, name="base", target="*", priority=1))
+    rng = random.Random(17)
+    failures: list[BaseException] = []
+
+    def change() -> None:
+        try:
+            for step in range(40):
+                device = f"c{rng.randrange(30):02d}"
+                action = rng.choice(["tag", "report", "report", "status"])
+                if step == 20:
+                    service.push(OPERATOR, PushRequest(CONTENT, name="ring", target="tags.ring >= 2", priority=3))
+                elif action == "tag":
+                    service.patch_tags(OPERATOR, device, {"ring": rng.randrange(4)})
+                elif action == "report":
+                    with contextlib.suppress(ForbiddenError):
+                        report(service, device, rng.choice([200, 500]))
+                else:
+                    service.set_status(OPERATOR, device, rng.choice(list(DeviceStatus)))
+        except BaseException as exc:  # noqa: BLE001 (reported to the test thread)
+            failures.append(exc)
+
+    changer = threading.Thread(target=change)
+    changer.start()
+    while changer.is_alive():
+        service.count()
+    changer.join()
+    assert not failures
+    agree(service)

@@ -46,6 +46,7 @@ DEFAULT_MAX_BODY = 1024 * 1024
 MAX_WAIT = 300.0
 STREAMED = re.compile(r"/api/v1/models/[^/]+/[^/]+")
 """``PUT`` of a model's bytes: not buffered by :class:`BodyLimit`; the route streams and bounds it."""
+COUNT_AFTER = 0.5  # seconds from a change to the recount that brings the status counts up to it
 BATCH_FROM = 50  # waiting long-polls from which a push's wake-up resolves them all in one batch
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -190,9 +191,11 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
                     service.forget(changes.devices)  # deactivated or removed through another instance
                 if cursor >= 0 and changes.everyone and len(waiters) > BATCH_FROM:
                     results = await run_in_threadpool(service.assignments, waiters.devices())
-                    waiters.wake(everyone=True, devices=(), results=results)
+                    await waiters.wake_in_slices(everyone=True, devices=(), results=results)
                 elif cursor >= 0 and (changes.everyone or changes.devices):
                     waiters.wake(everyone=changes.everyone, devices=changes.devices)
+                if cursor < 0 or changes.everyone or changes.devices:
+                    uncounted.set()
                 cursor = changes.cursor
                 if time.monotonic() > prune_at:
                     prune_at = time.monotonic() + 60
@@ -203,6 +206,25 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
                 await asyncio.sleep(1.0)
             metrics.feed_seconds.observe(time.perf_counter() - started)
             await asyncio.sleep(feed_interval)
+
+    uncounted = asyncio.Event()
+
+    async def keep_counts() -> None:
+        """Recount what the change feed names soon after it changes (in short transactions, see
+        ``SqlStore.recount``), so a status read or the console's live bars find the rows current
+        instead of recounting 10,000 devices inside their own request after a push."""
+        while True:
+            await uncounted.wait()
+            await asyncio.sleep(COUNT_AFTER)  # changes close together: one count
+            uncounted.clear()
+            started = time.perf_counter()
+            try:
+                await run_in_threadpool(service.count)
+            except (StoreError, FleetError) as exc:
+                log.warning("fleet: cannot bring the status counts up to date: %s", exc)
+                uncounted.set()
+                await asyncio.sleep(1.0)
+            metrics.count_seconds.observe(time.perf_counter() - started)
 
     collecting: dict[str, float] = {}
 
@@ -218,14 +240,16 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(read_feed())
+        counter = asyncio.create_task(keep_counts())
         gc.callbacks.append(gc_pause)
         try:
             yield
         finally:
             gc.callbacks.remove(gc_pause)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for background in (task, counter):
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
             await run_in_threadpool(writer.stop)
 
     app = FastAPI(
@@ -402,7 +426,10 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
         headers = {"ETag": f'"{assignment.etag}"'}
         if assignment.etag == known:
             return Response(status_code=304, headers=headers)
-        served = assignment if who.is_operator else await run_in_threadpool(service.served, assignment)
+        if who.is_operator or service.serves_unchanged(assignment):
+            served = assignment  # after a push to all, 10,000 of these: no thread each
+        else:
+            served = await run_in_threadpool(service.served, assignment)
         return Response(served.as_json(), media_type="application/json", headers=headers)
 
     # -- deployments --------------------------------------------------------------------

@@ -368,7 +368,7 @@ def add_console(  # noqa: PLR0915 (the routes are declared together)
         async with computing:
             if time.monotonic() - latest["at"] >= max(max_age, DUTY * latest["cost"]):
                 started = time.monotonic()
-                bars = await run_in_threadpool(views.convergence, service, who)
+                bars = await run_in_threadpool(lambda: views.convergence(service, who, wait=False))
                 latest["data"] = json.dumps(bars, sort_keys=True)
                 latest["at"] = time.monotonic()
                 latest["cost"] = latest["at"] - started

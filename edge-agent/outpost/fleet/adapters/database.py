@@ -44,6 +44,7 @@ class _StaleError(Exception):
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_ID = 0x0F1EE7
 _COUNT_LOCK = 0x0F1EE8  # PostgreSQL: writers of count rows share it, a recount holds it alone
+RECOUNT_CHUNK = 250  # devices per recount transaction (about 10-30 ms of holding off the reports)
 
 meta = sa.MetaData()
 operators = sa.Table(
@@ -542,43 +543,58 @@ class SqlStore:
         """Bring the count rows up to the change feed: recompute the devices changed since the last
         count (every device after a deployment changed, or when the feed was pruned past it).
 
-        One transaction that excludes every other count-row writer; False (nothing done) if the
-        deployments are no longer at ``deployments_version`` (the caller's resolver is stale).
+        In transactions of ``RECOUNT_CHUNK`` devices, each excluding every other count-row writer
+        only while it writes its devices' rows, so a recount of the whole fleet after a push holds
+        up the device reports for tens of milliseconds at a time, never for the whole pass. The
+        cursor moves only after the last one. False (the cursor stays) if the deployments are no
+        longer at ``deployments_version`` (the caller's resolver is stale).
         """
         with self._tx() as c:  # the usual case first, without a lock: nothing changed since the last count
-            marks = {row.key: row.value for row in c.execute(sa.select(meta_values.c.key, meta_values.c.value))}
-            latest = max(int(c.execute(sa.select(sa.func.max(changes.c.id))).scalar() or 0), int(marks["pruned_below"]))
-            if int(marks["deployments"]) == deployments_version and 0 <= int(marks["counted_cursor"]) >= latest:
-                return True
-        with self._tx() as c:
-            if c.dialect.name == "postgresql":
-                self._count_lock(c, shared=False)
-            else:  # SQLite: a write first, so the reads below see the newest data and nobody writes meanwhile
-                c.execute(meta_values.update().where(meta_values.c.key == "counted_cursor")
-                          .values(value=meta_values.c.value))  # fmt: skip
             marks = {row.key: row.value for row in c.execute(sa.select(meta_values.c.key, meta_values.c.value))}
             if int(marks["deployments"]) != deployments_version:
                 return False
             cursor, pruned = int(marks["counted_cursor"]), int(marks["pruned_below"])
             latest = max(int(c.execute(sa.select(sa.func.max(changes.c.id))).scalar() or 0), pruned)
-            if cursor >= latest and cursor >= 0:
+            if 0 <= cursor >= latest:
                 return True
             pending = c.execute(sa.select(changes.c.device_id).where(changes.c.id > cursor)).scalars().all()
-            if cursor < 0 or cursor < pruned or any(device_id is None for device_id in pending):
-                everything: Sequence[str] | None = None
-                found = [_device(row) for row in c.execute(sa.select(devices))]
-                twins_query = sa.select(module_twins)
+            everything = cursor < 0 or cursor < pruned or any(device_id is None for device_id in pending)
+            if everything:
+                ids = list(c.execute(sa.select(devices.c.id).order_by(devices.c.id)).scalars())
             else:
-                everything = sorted(set(pending))
-                found = [_device(row) for row in c.execute(sa.select(devices).where(devices.c.id.in_(everything)))]
-                twins_query = sa.select(module_twins).where(module_twins.c.device_id.in_(everything))
-            twins: dict[str, dict[str, ModuleTwin]] = {}
-            for row in c.execute(twins_query):
-                twins.setdefault(row.device_id, {})[row.module_id] = _module(row)
-            rows = compute(found, twins)
-            self._replace_rows(c, everything, [r for device_rows in rows.values() for r in device_rows])
-            c.execute(meta_values.update().where(meta_values.c.key == "counted_cursor").values(value=latest))
+                ids = sorted(set(pending))
+        # Changes up to ``latest`` committed before the reads above, so every chunk, read after them
+        # under the count lock, sees them; later ones stay on the feed for the next count.
+        for start in range(0, len(ids), RECOUNT_CHUNK):
+            chunk = ids[start : start + RECOUNT_CHUNK]
+            with self._tx() as c:
+                self._exclusive_count(c)
+                if self._deployments_version(c) != deployments_version:
+                    return False
+                found = [_device(row) for row in c.execute(sa.select(devices).where(devices.c.id.in_(chunk)))]
+                twins: dict[str, dict[str, ModuleTwin]] = {}
+                for row in c.execute(sa.select(module_twins).where(module_twins.c.device_id.in_(chunk))):
+                    twins.setdefault(row.device_id, {})[row.module_id] = _module(row)
+                rows = compute(found, twins)
+                self._replace_rows(c, chunk, [r for device_rows in rows.values() for r in device_rows])
+        with self._tx() as c:
+            self._exclusive_count(c)
+            if self._deployments_version(c) != deployments_version:
+                return False
+            if everything:  # rows of devices removed while the feed was pruned
+                c.execute(deployment_devices.delete().where(deployment_devices.c.device_id.not_in(
+                    sa.select(devices.c.id))))  # fmt: skip
+            c.execute(meta_values.update().where(meta_values.c.key == "counted_cursor", meta_values.c.value < latest)
+                      .values(value=latest))  # fmt: skip
         return True
+
+    def _exclusive_count(self, c: Connection) -> None:
+        """Hold off every other count-row writer until this transaction ends, and read the newest data."""
+        if c.dialect.name == "postgresql":
+            self._count_lock(c, shared=False)
+        else:  # SQLite: a write first, so the reads that follow see the newest data and nobody writes meanwhile
+            c.execute(meta_values.update().where(meta_values.c.key == "counted_cursor")
+                      .values(value=meta_values.c.value))  # fmt: skip
 
     def _write_module(self, c: Connection, twin: ModuleTwin, expected: ModuleTwin | None) -> bool:
         values = {

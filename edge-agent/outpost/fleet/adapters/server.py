@@ -173,6 +173,7 @@ def _drive_rollouts(
     driver.on_round = RolloutMetrics(metrics.registry).observe
     access = ModelAccess(service, driver.registry, url)
     service.served = access.stamp
+    service.serves_unchanged = access.unchanged
     add_rollout_routes(app, service, driver, access, max_model=settings.max_model)
     stop = threading.Event()
 

@@ -48,11 +48,16 @@ class ModelAccess:
         self.registry = registry
         self.base_url = base_url.rstrip("/")
 
+    @staticmethod
+    def unchanged(assignment: Assignment) -> bool:
+        """True when :meth:`stamp` returns the assignment as it is (no registry model in it): no I/O."""
+        return assignment.document is None or (
+            assignment.document_json is not None and "/api/v1/models/" not in assignment.document_json
+        )
+
     def stamp(self, assignment: Assignment) -> Assignment:
         """The assignment as served to its device: registry models get the device's route and token."""
-        if assignment.document is None:
-            return assignment
-        if assignment.document_json is not None and "/api/v1/models/" not in assignment.document_json:
+        if assignment.document is None or self.unchanged(assignment):
             return assignment  # the common case, without touching the database
         secrets = self.service.store.device_secrets(assignment.device_id)
         if secrets is None or secrets.credential_hash is None:
