@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import requests
 
 from integration.agent_harness import Device, manifest
 from integration.agent_harness import module as behave_module
+from integration.registry_harness import serve_registry
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPOST = Path(sys.executable).parent / "outpost"
@@ -46,12 +46,6 @@ LIST_TYPE = "application/vnd.docker.distribution.manifest.list.v2+json"
 
 # Emulated builds are slow on 2 shared cores: the cold build gets its own budget (see README: CI time).
 pytestmark = pytest.mark.timeout(1800)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _script(name: str, *args: str) -> None:
@@ -171,33 +165,9 @@ def _template(address: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def registry(docker_engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    _script("registry.sh")
     root = tmp_path_factory.mktemp("build-registry")
-    subprocess.run(["htpasswd", "-Bbc", str(root / "htpasswd"), USER, PASSWORD], check=True, capture_output=True)
-    port = _free_port()
-    (root / "config.yml").write_text(
-        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  htpasswd:\n    realm: outpost-build-tests\n    path: {root / 'htpasswd'}\n"
-    )
-    log = (root / "registry.log").open("w")
-    server = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log)
-    reg = Registry(f"127.0.0.1:{port}", root)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if reg.get("").status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, (root / "registry.log").read_text()
-            time.sleep(0.2)
-        yield reg
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
+    with serve_registry(root, user=USER, password=PASSWORD, realm="outpost-build-tests") as address:
+        yield Registry(address, root)
 
 
 @pytest.fixture(scope="module")

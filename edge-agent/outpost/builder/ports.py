@@ -85,8 +85,9 @@ class ImageEngine(Protocol):
 
     def run(self, ref: str, platform: Platform, command: tuple[str, ...], timeout: float) -> RunResult: ...
 
-    def push(self, ref: str, credentials: Credentials | None) -> str:
-        """Tag-push ``ref`` (``registry/repo:tag``) and return the pushed manifest's digest."""
+    def push(self, ref: str, credentials: Credentials | None, log: Callable[[str], None]) -> str:
+        """Push ``ref`` (``registry/repo:tag``), passing progress lines to ``log``; return the pushed
+        manifest's digest. Safe to call from several threads at once: pushes overlap."""
         ...
 
     def tag(self, source: str, target: str) -> None: ...

@@ -281,7 +281,11 @@ class BuildRunner:
         assert self._registry is not None
         self._reporter.step(job.name, f"pushing {job.remote_tag}")
         self._engine.tag(job.local_tag, job.remote_tag)
-        digest = self._engine.push(job.remote_tag, self._credentials)
+
+        def log(line: str) -> None:
+            self._reporter.step(job.name, f"pushing: {line[:100]}")
+
+        digest = self._engine.push(job.remote_tag, self._credentials, log)
         info = self._registry.manifest(job.remote, job.module.tag(job.platform))
         if info is None or info.digest != digest:
             raise BuildError(f"{job.name}: pushed {job.remote_tag} as {digest} but the registry does not show it")

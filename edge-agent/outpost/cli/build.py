@@ -11,6 +11,7 @@ import json
 import os
 import platform as host
 import stat
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -193,11 +194,14 @@ def _run(
             local_wheels = tuple(sorted(path.glob("*.whl"))) if path.is_dir() else (path,)
             if not local_wheels or not all(p.is_file() for p in local_wheels):
                 raise InputError(f"--sdk-wheel {sdk}: no such wheel (a .whl file or a folder of them)")
-        with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
-        ) as progress:
+        with (
+            closing(DockerEngine()) as engine,
+            Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
+            ) as progress,
+        ):
             runner = BuildRunner(
-                engine=DockerEngine(),
+                engine=engine,
                 wheels=PipWheels(),
                 registry=HttpRegistry(push, credentials) if push else None,
                 credentials=credentials,

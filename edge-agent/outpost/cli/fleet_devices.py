@@ -13,10 +13,9 @@ from urllib.parse import quote
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from outpost.cli.fleet import CaOpt, FleetOpt, JsonOpt, TokenOpt, connect
-from outpost.cli.output import err, out, parse_assignments, print_json
+from outpost.cli.output import err, out, parse_assignments, print_json, print_list
 from outpost.files import write_atomic
 
 app = typer.Typer(help="Provision devices in the fleet, tag them, and read or set their twins.", no_args_is_help=True)
@@ -95,21 +94,19 @@ def list_devices(
     """List the fleet's devices (a device group when --target is given)."""
     with connect(fleet, token, ca) as client:
         devices = client.devices(target)
-    if json_out:
-        print_json(devices)
-        return
-    table = Table(title=f"{len(devices)} device(s)" + (f" where {target}" if target else ""), title_justify="left")
-    for column in ("device", "status", "activated", "tags", "last seen"):
-        table.add_column(column)
-    for d in devices:
-        table.add_row(
+    print_list(
+        devices,
+        json_out=json_out,
+        title=f"{len(devices)} device(s)" + (f" where {target}" if target else ""),
+        columns=("device", "status", "activated", "tags", "last seen"),
+        row=lambda d: (
             escape(d["deviceId"]),
             d["status"],
             "yes" if d["activated"] else "no",
             escape(_flat(d["tags"])),
             d.get("lastActivityTime") or "-",
-        )
-    out.print(table)
+        ),
+    )
 
 
 @app.command()

@@ -11,10 +11,9 @@ from urllib.parse import quote
 import typer
 from rich.markup import escape
 from rich.progress import Progress
-from rich.table import Table
 
 from outpost.cli.fleet import CaOpt, FleetOpt, JsonOpt, TokenOpt, connect
-from outpost.cli.output import err, out, print_json
+from outpost.cli.output import err, print_json, print_list
 
 app = typer.Typer(help="Register model versions in the fleet and look them up.", no_args_is_help=True)
 URL = "http://127.0.0.1:9700"
@@ -72,15 +71,13 @@ def list_models(fleet: FleetOpt = URL, token: TokenOpt = None, ca: CaOpt = None,
     """List registered model versions."""
     with connect(fleet, token, ca) as client:
         models = client.json("GET", "/api/v1/models")
-    if json_out:
-        print_json(models)
-        return
-    table = Table(title=f"{len(models)} model version(s)", title_justify="left")
-    for column in ("model", "size", "sha256", "created"):
-        table.add_column(column)
-    for m in models:
-        table.add_row(escape(f"{m['name']}@{m['version']}"), str(m["size"]), m["sha256"][:16], m["created"])
-    out.print(table)
+    print_list(
+        models,
+        json_out=json_out,
+        title=f"{len(models)} model version(s)",
+        columns=("model", "size", "sha256", "created"),
+        row=lambda m: (escape(f"{m['name']}@{m['version']}"), str(m["size"]), m["sha256"][:16], m["created"]),
+    )
 
 
 @app.command()

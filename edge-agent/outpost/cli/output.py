@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-__all__ = ["err", "parse_assignments", "print_json"]
+__all__ = ["err", "parse_assignments", "print_json", "print_list"]
 
 
 def _console(*, stderr: bool) -> Console:
@@ -25,6 +27,22 @@ out = _console(stderr=False)
 def print_json(data: Any) -> None:
     """Pretty JSON on stdout, stable key order as given, for scripts and pipes."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def print_list(
+    items: Sequence[Any], *, json_out: bool, title: str, columns: Sequence[str], row: Callable[[Any], Sequence[str]]
+) -> None:
+    """What a ``list`` command fetched: as JSON with ``--json``, else a table titled ``title``, one
+    row per item. ``row`` gives the cells, which are rich markup: escape what users wrote."""
+    if json_out:
+        print_json(items)
+        return
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for item in items:
+        table.add_row(*row(item))
+    out.print(table)
 
 
 def _value(text: str) -> Any:

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from outpost.cli.fleet import CaOpt, FleetOpt, JsonOpt, TokenOpt, connect
-from outpost.cli.output import err, out, print_json
+from outpost.cli.output import err, out, print_json, print_list
 from outpost.errors import InputError
 from outpost.trust.content import payload
 from outpost.trust.keys import key_id, read_private
@@ -187,17 +187,19 @@ def list_rollouts(fleet: FleetOpt = URL, token: TokenOpt = None, ca: CaOpt = Non
     """List rollouts."""
     with connect(fleet, token, ca) as client:
         rollouts = client.json("GET", "/api/v1/rollouts")
-    if json_out:
-        print_json(rollouts)
-        return
-    table = Table(title=f"{len(rollouts)} rollout(s)", title_justify="left")
-    for column in ("name", "state", "step", "model", "group"):
-        table.add_column(column)
-    for r in rollouts:
-        table.add_row(
-            escape(r["name"]), r["state"], f"{r['percent']:g} %", escape(str(r["model"]["version"])), escape(r["group"])
-        )
-    out.print(table)
+    print_list(
+        rollouts,
+        json_out=json_out,
+        title=f"{len(rollouts)} rollout(s)",
+        columns=("name", "state", "step", "model", "group"),
+        row=lambda r: (
+            escape(r["name"]),
+            r["state"],
+            f"{r['percent']:g} %",
+            escape(str(r["model"]["version"])),
+            escape(r["group"]),
+        ),
+    )
 
 
 def _control(action: str, name: str, fleet: str, token: str | None, ca: Any) -> None:

@@ -3,6 +3,11 @@
 
 Builds run with ``--network none``: every input is in the staged context, so a build that tries to
 fetch something fails here instead of working by accident. Used by the ``outpost build`` command.
+
+The SDK's HTTP session is not thread-safe (docker/docker-py#3229), and the runner works on modules
+in parallel: instead of one lock around every SDK call, which made two modules' pushes take turns,
+each thread gets its own client, opened on its first call with the first client's settings and API
+version. ``close()`` closes them all at the end.
 """
 
 from __future__ import annotations
@@ -25,30 +30,70 @@ __all__ = ["DEBIAN_DOCKER", "DockerEngine"]
 
 DEBIAN_DOCKER = "/usr/bin/docker"  # the 28.x client elsewhere on PATH wants a buildx plugin
 _TAIL = 25
+_TIMEOUT_S = 600
+
+# Opens a client for the given API version (None: ask the engine which it speaks).
+_Connect = Callable[[str | None], docker.DockerClient]
+
+
+def _from_env(version: str | None) -> docker.DockerClient:
+    """A client from DOCKER_HOST and friends, like the docker command-line client."""
+    return docker.from_env(timeout=_TIMEOUT_S, version=version)
 
 
 class DockerEngine:
-    """One engine; SDK calls are serialised (the SDK's HTTP session is not thread-safe)."""
+    """One engine for all of a build's threads, with one SDK client per thread (see the module docstring)."""
 
-    def __init__(self, client: docker.DockerClient | None = None, cli: str | None = None) -> None:
+    def __init__(self, connect: _Connect = _from_env, cli: str | None = None) -> None:
+        self._connect = connect
+        first = self._open(None)
         try:
-            self._client = client or docker.from_env(timeout=600)
-            self._client.ping()
+            first.ping()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise BuildError(
-                f"the Docker engine does not answer ({exc}): start it (scripts/services/docker.sh) and try again"
-            ) from exc
+            first.close()
+            raise _unreachable(exc) from exc
+        self._version: str = first.api.api_version
+        self._local = threading.local()
+        self._local.client = first
+        self._clients_lock = threading.Lock()  # guards _clients only; never held across an SDK call
+        self._clients: dict[threading.Thread, docker.DockerClient] = {threading.current_thread(): first}
         self._cli = cli or (DEBIAN_DOCKER if os.path.exists(DEBIAN_DOCKER) else shutil.which("docker") or "docker")
-        self._lock = threading.Lock()
+
+    def _open(self, version: str | None) -> docker.DockerClient:
+        try:
+            return self._connect(version)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _unreachable(exc) from exc
+
+    @property
+    def _api(self) -> docker.APIClient:
+        """This thread's client (opened on its first call); clients of finished threads are closed."""
+        client: docker.DockerClient | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._open(self._version)
+            with self._clients_lock:
+                finished = [thread for thread in self._clients if not thread.is_alive()]
+                stale = [self._clients.pop(thread) for thread in finished]
+                self._clients[threading.current_thread()] = client
+            for old in stale:
+                old.close()
+        return client.api
+
+    def close(self) -> None:
+        """Close every thread's client; call once, when no thread uses the engine any more."""
+        with self._clients_lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
+            client.close()
 
     def inspect(self, ref: str) -> ImageInfo | None:
-        with self._lock:
-            try:
-                attrs = self._client.api.inspect_image(ref)  # type: ignore[no-untyped-call]
-            except docker.errors.ImageNotFound:
-                return None
-            except docker.errors.APIError as exc:
-                raise BuildError(f"could not inspect {ref}: {exc.explanation or exc}") from exc
+        try:
+            attrs = self._api.inspect_image(ref)  # type: ignore[no-untyped-call]
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise BuildError(f"could not inspect {ref}: {exc.explanation or exc}") from exc
         config = attrs.get("Config") or {}
         return ImageInfo(
             id=str(attrs["Id"]),
@@ -101,26 +146,30 @@ class DockerEngine:
 
     def tag(self, source: str, target: str) -> None:
         repository, _, tag = target.rpartition(":")
-        with self._lock:
-            try:
-                self._client.api.tag(source, repository, tag)
-            except docker.errors.APIError as exc:
-                raise BuildError(f"could not tag {source} as {target}: {exc.explanation or exc}") from exc
+        try:
+            self._api.tag(source, repository, tag)
+        except docker.errors.APIError as exc:
+            raise BuildError(f"could not tag {source} as {target}: {exc.explanation or exc}") from exc
 
-    def push(self, ref: str, credentials: Credentials | None) -> str:
+    def push(self, ref: str, credentials: Credentials | None, log: Callable[[str], None]) -> str:
         repository, _, tag = ref.rpartition(":")
         auth = {"username": credentials.username, "password": credentials.password} if credentials else None
         digest = ""
-        with self._lock:
-            try:
-                for event in self._client.api.push(repository, tag=tag, auth_config=auth, stream=True, decode=True):
-                    if "error" in event:
-                        # The engine's message names the registry and the reason; it never holds the password.
-                        raise BuildError(f"push of {ref} failed: {event['error']}")
-                    aux = event.get("aux") or {}
-                    digest = aux.get("Digest", digest)
-            except docker.errors.APIError as exc:
-                raise BuildError(f"push of {ref} failed: {exc.explanation or exc}") from exc
+        try:
+            for event in self._api.push(repository, tag=tag, auth_config=auth, stream=True, decode=True):
+                if "error" in event:
+                    # The engine's message names the registry and the reason; it never holds the password.
+                    raise BuildError(f"push of {ref} failed: {event['error']}")
+                aux = event.get("aux") or {}
+                digest = aux.get("Digest", digest)
+                if event.get("status"):
+                    log(f"{event['id']}: {event['status']}" if event.get("id") else str(event["status"]))
+        except docker.errors.APIError as exc:
+            raise BuildError(f"push of {ref} failed: {exc.explanation or exc}") from exc
         if not digest:
             raise BuildError(f"push of {ref} reported no digest")
         return str(digest)
+
+
+def _unreachable(exc: Exception) -> BuildError:
+    return BuildError(f"the Docker engine does not answer ({exc}): start it (scripts/services/docker.sh) and try again")
