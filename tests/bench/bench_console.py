@@ -14,7 +14,10 @@ does), D deployments pushed through the API.
   holds, so the convergence bars move); a push targets all N devices; each device reports on the
   new deployment as soon as it has it. Rounds alternate without watchers, with W signed-in
   ``/console/events`` streams (W open browser tabs), without again: p50/p99 of the reports, the
-  time until all N have the push, and the convergence events the watchers received.
+  time until all N have the push, the convergence events the watchers received, how long after the
+  push their bars showed it targeting all N devices and the most successful devices they showed.
+  The load starts once the fleet's gauge says every long-poll waits. A baseline round on a bare
+  uvicorn app (N requests held and released at once, the same report rate) comes first.
 - **series**: what keeping the reported metrics costs the report path, in process (see
   :func:`series_cost`).
 """
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_fleet import BARE, SITES, Conn, content, free_port, open_pool, provision, wait_http
+from bench_fleet import BARE, SITES, Conn, all_waiting, content, free_port, open_pool, provision, wait_http
 
 from integration.fleet_harness import FleetProcess
 from outpost.fleet.adapters.console_store import SqlConsoleStore
@@ -107,16 +110,16 @@ def run(n: int, deployments: int, rounds: int) -> dict[str, Any]:
 # -- live updates under a push to all devices -------------------------------------------------
 
 
-async def _watch(url: str, cookie: str, events: list[int]) -> None:
-    """One browser tab on the overview: the live feed, read until cancelled."""
+async def _watch(url: str, cookie: str, events: list[tuple[float, dict[str, Any]]]) -> None:
+    """One browser tab on the overview: the live feed, read until cancelled (each event's arrival and bars)."""
     async with (
         httpx.AsyncClient(base_url=url, headers={"Cookie": f"outpost-session={cookie}"}, timeout=None) as client,
         client.stream("GET", "/console/events") as stream,
     ):
         assert stream.status_code == 200
         async for line in stream.aiter_lines():
-            if line.startswith("event: convergence"):
-                events[0] += 1
+            if line.startswith("data: "):
+                events.append((time.perf_counter(), json.loads(line[6:])))
 
 
 async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, watchers: int, seconds: float, *,
@@ -157,10 +160,12 @@ async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, wa
                 return
 
     holders = [asyncio.create_task(hold(d)) for d in ids]
-    events = [0]
+    events: list[tuple[float, dict[str, Any]]] = []
     login = [httpx.post(fleet.url + "/login", data={"token": fleet.token}) for _ in range(watchers)]
     tabs = [asyncio.create_task(_watch(fleet.url, r.cookies["outpost-session"], events)) for r in login]
-    await asyncio.sleep(min(30.0, 3.0 + len(ids) / 1000))  # every long-poll waits in the fleet
+    async with httpx.AsyncClient(base_url=fleet.url, headers={"Authorization": f"Bearer {fleet.token}"},
+                                 timeout=300) as operator:  # fmt: skip
+        await all_waiting(operator, len(ids))  # the load starts once every long-poll waits in the fleet
     pool, free = await open_pool(fleet.port)
     latencies: list[float] = []
     errors = 0
@@ -209,6 +214,7 @@ async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, wa
     for conn in [*pool, *conns.values()]:
         conn.close()
     latencies.sort()
+    shown_all = [t - pushed for t, bars in events if bars.get(name, {}).get("targetedCount") == len(ids)]
     return {
         "watchers": watchers,
         "metrics": metrics,
@@ -219,7 +225,10 @@ async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, wa
         "p99_ms": 1000 * latencies[int(0.99 * len(latencies))],
         "max_ms": 1000 * latencies[-1],
         "push_all_s": max(arrived.values()) - pushed,
-        "events": events[0],
+        "events": len(events),
+        # when a watcher's bar first showed the push targeting every device, and the most successful it showed
+        "bar_all_s": min(shown_all, default=float("nan")),
+        "bar_successful": max((bars.get(name, {}).get("reportedSuccessfulCount", 0) for _, bars in events), default=0),
     }
 
 
@@ -272,7 +281,8 @@ async def _bare_round(port: int, n: int, seconds: float) -> dict[str, Any]:
     latencies.sort()
     return {"watchers": "bare", "metrics": False, "reports": len(latencies), "errors": 0, "rate": rate,
             "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(0.99 * len(latencies))],
-            "max_ms": 1000 * latencies[-1], "push_all_s": max(arrived) - released, "events": 0}  # fmt: skip
+            "max_ms": 1000 * latencies[-1], "push_all_s": max(arrived) - released, "events": 0,
+            "bar_all_s": float("nan"), "bar_successful": 0}  # fmt: skip
 
 
 def bare(n: int, seconds: float, body_bytes: int) -> dict[str, Any]:
@@ -398,12 +408,13 @@ def main() -> None:
                   f"{args.seconds:.0f} s a round, a push to all at 3 s; {os.cpu_count()} cores, load average "
                   f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after")  # fmt: skip
             print("| round | console watchers | reports carry detector metrics | device API p50 ms | p99 ms | max ms "
-                  "| all devices have the push (s) | convergence events received |")  # fmt: skip
-            print("|---|---|---|---|---|---|---|---|")
+                  "| all devices have the push (s) | convergence events received | bar shows all targeted (s) "
+                  "| successful shown live |")  # fmt: skip
+            print("|---|---|---|---|---|---|---|---|---|---|")
             for number, r in enumerate(rounds):
                 print(f"| {number or 'bare'} | {r['watchers']} | {'yes' if r['metrics'] else 'no'} | "
                       f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['push_all_s']:.2f} | "
-                      f"{r['events']} |")  # fmt: skip
+                      f"{r['events']} | {r['bar_all_s']:.2f} | {r['bar_successful']} |")  # fmt: skip
             print(f"errors: {sum(r['errors'] for r in rounds)} of {sum(r['reports'] for r in rounds)} reports")
     if args.only == "live":
         return
