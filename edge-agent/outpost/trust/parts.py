@@ -33,6 +33,7 @@ from outpost.manifest import Deployment, compose
 from outpost.manifest.deployment import is_layered
 from outpost.trust.canonical import canonical_bytes
 from outpost.trust.content import payload
+from outpost.trust.overrides import OVERRIDES_POINTER, check_overrides, has_overrides, overrides_of, with_overrides
 from outpost.trust.signing import Context, Signature, Verdict, check, sign
 
 __all__ = [
@@ -184,8 +185,16 @@ class PartsVerdict:
     failed: Verdict | None = None  # the first part's failed verdict, for the reason's wording
 
 
-def check_parts(document: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey]) -> PartsVerdict:
-    """Verify each part and that composing them gives exactly ``document`` without ``/outpost``."""
+def check_parts(
+    document: Mapping[str, Any],
+    trusted: Mapping[str, Ed25519PublicKey],
+    *,
+    device_id: str = "",
+    accepted: Mapping[str, int] | None = None,
+) -> PartsVerdict:
+    """Verify each part and that composing them, with the device's signed overrides laid over
+    (:mod:`outpost.trust.overrides`; ``accepted``: versions this device accepted before), gives
+    exactly ``document`` without ``/outpost``."""
     parts = parts_of(document)
     signers: dict[str, str] = {}
     for index, part in enumerate(parts):
@@ -204,13 +213,20 @@ def check_parts(document: Mapping[str, Any], trusted: Mapping[str, Ed25519Public
         composed = compose(stack).document
     except ManifestError as exc:
         return PartsVerdict(signers, [Problem(PARTS_POINTER, f"the signed parts do not compose: {exc}")])
+    if has_overrides(document):
+        overrides = check_overrides(overrides_of(document), device_id=device_id, trusted=trusted,
+                                    accepted=accepted or {})  # fmt: skip
+        if overrides.problems:
+            return PartsVerdict(signers, overrides.problems)
+        composed = with_overrides(composed, overrides.desired)
+        signers.update({f"{OVERRIDES_POINTER}/{m}": k for m, k in overrides.signers.items()})
     effective = _unstamped({k: v for k, v in document.items() if k != "outpost"}, composed)
     if canonical_bytes(composed) != canonical_bytes(effective):
         where = _first_difference(effective, composed)
         text = (
             f"the manifest differs at {where} from what its signed deployments ({', '.join(p.id for p in parts)}) "
-            "compose to: changed after signing, or module desired properties set on the fleet "
-            "(`outpost device twin --set`), which no operator key signs"
+            "compose to: changed after signing, or module desired properties set on the fleet without "
+            "`outpost device twin --sign-key`"
         )
         return PartsVerdict(signers, [Problem(where, text)])
     return PartsVerdict(signers, [])
