@@ -128,11 +128,13 @@ def _agent_reported(operator: httpx.Client, device_id: str) -> dict[str, Any]:
     return dict(twin["modules"].get("$edgeAgent", {}).get("properties", {}).get("reported", {}))
 
 
-def test_module_desired_properties_set_on_one_device_are_applied_only_when_signed(tmp_path: Path) -> None:
+def test_module_desired_properties_set_on_one_device_are_applied_only_when_signed(
+    tmp_path: Path, fleet_db: str | None
+) -> None:
     """`device twin --set --sign-key`: the trust-rooted device applies the signed override; an unsigned one
     is refused with the reason in its status (and at the fleet) while what runs keeps running; signing
-    the same value again (a new version) is applied."""
-    fleet = FleetProcess(tmp_path / "fleet").start()
+    the same value again (a new version) is applied. On SQLite and PostgreSQL (migration 0006)."""
+    fleet = FleetProcess(tmp_path / "fleet", fleet_db).start()
     agent: Agent | None = None
     keys = tmp_path / "operator"
     try:
@@ -156,6 +158,10 @@ def test_module_desired_properties_set_on_one_device_are_applied_only_when_signe
             idle = runtime.observe().modules["idle"].id
 
             twin = ["device", "twin", "d1", "--module", "idle", *at]
+            no_key = _cli(*twin, "--set", "threshold=7", "--sign-key", tmp_path / "missing.key")
+            assert no_key.returncode == 1
+            assert "cannot read the key file" in no_key.stderr
+            assert "nothing was set" in no_key.stderr
             signed = _cli(*twin, "--set", "threshold=7", "--sign-key", f"{keys}.key")
             assert signed.returncode == 0, signed.stderr
             assert json.loads(signed.stdout)["desiredSignatures"][0]["alg"] == "Ed25519"

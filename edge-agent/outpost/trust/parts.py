@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,9 +176,24 @@ def _first_difference(a: Any, b: Any, pointer: str = "") -> str:
     return pointer or "/"
 
 
+def _left_out(composed: Mapping[str, Any], modules: Iterable[str]) -> Problem | None:
+    """A module this device accepted signed overrides for, still run, served without one: withheld by
+    the fleet (which would roll it back to the deployment's values) or cleared unsigned."""
+    content = composed.get("modulesContent", {})
+    for module in sorted(m for m in modules if m in content):
+        text = (
+            f"refused: the desired properties set on the fleet for module {module!r}, which this device accepted "
+            "signed before, are missing: left out by the fleet, or cleared without "
+            "`outpost device twin --sign-key`"
+        )
+        return Problem(OVERRIDES_POINTER, text)
+    return None
+
+
 @dataclass(frozen=True)
 class PartsVerdict:
-    """Every part verified (``signers`` by part id) and the composition matched, or ``problems``."""
+    """Every part verified (``signers`` by part id, and by override pointer) and the composition
+    matched, or ``problems``."""
 
     signers: dict[str, str]
     problems: list[Problem]
@@ -213,13 +228,18 @@ def check_parts(
         composed = compose(stack).document
     except ManifestError as exc:
         return PartsVerdict(signers, [Problem(PARTS_POINTER, f"the signed parts do not compose: {exc}")])
+    accepted = accepted or {}
+    verified: dict[str, dict[str, Any]] = {}
     if has_overrides(document):
-        overrides = check_overrides(overrides_of(document), device_id=device_id, trusted=trusted,
-                                    accepted=accepted or {})  # fmt: skip
+        overrides = check_overrides(overrides_of(document), device_id=device_id, trusted=trusted, accepted=accepted)
         if overrides.problems:
             return PartsVerdict(signers, overrides.problems)
-        composed = with_overrides(composed, overrides.desired)
+        verified = overrides.desired
+        composed = with_overrides(composed, verified)
         signers.update({f"{OVERRIDES_POINTER}/{m}": k for m, k in overrides.signers.items()})
+    missing = _left_out(composed, set(accepted) - set(verified))
+    if missing:
+        return PartsVerdict(signers, [missing])
     effective = _unstamped({k: v for k, v in document.items() if k != "outpost"}, composed)
     if canonical_bytes(composed) != canonical_bytes(effective):
         where = _first_difference(effective, composed)

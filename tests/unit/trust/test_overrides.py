@@ -212,3 +212,22 @@ def test_only_overrides_on_a_signed_stack_travel_and_only_for_modules_it_runs(ke
     assert plain.document is not None
     assert "outpost" not in plain.document  # unchanged for fleets that sign nothing
     assert plain.document["modulesContent"][MODULE]["properties.desired"]["threshold"] == 7
+
+
+def test_a_signed_override_left_out_later_is_refused_unless_the_module_is_gone(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    op = keys["operator"]
+    accepted = _served(op, _twin("d1", MODULE, 3, {"threshold": 7}, op))
+    device = _device(tmp_path, op, accepted=[accepted])
+    withheld = _served(op)  # the fleet serves the deployment's own values again
+    pointer, message = _refusal(device, withheld)
+    assert pointer == OVERRIDES_POINTER
+    assert f"module {MODULE!r}, which this device accepted signed before, are missing" in message
+    # cleared with a signature: served (empty) and admitted
+    device(_served(op, _twin("d1", MODULE, 4, {}, op)))
+    # a deployment that no longer runs the module has nothing to merge it into
+    base = {k: v for k, v in _base().items() if k != MODULE}
+    signature = sign_content(base, read_private(op.with_suffix(".key"))).to_json()
+    gone = Resolver([DeploymentRecord("base", base, "*", 10, seq=1, created="2026-01-01", signatures=[signature])])
+    device(gone.assign("d1", {"tags": {}}, {}).document or {})
