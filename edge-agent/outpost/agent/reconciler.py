@@ -26,7 +26,7 @@ from outpost.agent.runner import Outcome, Runner
 from outpost.agent.runtime import ContainerRuntime
 from outpost.agent.spec import Desired
 from outpost.agent.state import StateDir, StoredDeployment, deployment_hash
-from outpost.agent.status import DeploymentStatus, StatusCode, reported
+from outpost.agent.status import DeploymentStatus, StatusCode, refusal_of, reported
 from outpost.backoff import Backoff
 from outpost.errors import ManifestError, PermanentError, TemporaryError
 from outpost.manifest import load_manifest
@@ -170,7 +170,8 @@ class Reconciler:
         document = self.state.status()
         if document is not None:
             document["lastDesiredStatus"] = {"code": int(self.status.code), "description": self.status.description}
-            document["outpost"] = {**document.get("outpost", {}), "deploymentId": self.status.deployment_id}
+            document["outpost"] = {**document.get("outpost", {}), "deploymentId": self.status.deployment_id,
+                                   **refusal_of(self.status)}  # fmt: skip
             self.state.set_status(document)
 
     def _report(self, desired: Desired, observed: Observed, records: dict[str, RestartRecord]) -> None:
@@ -326,6 +327,7 @@ class Reconciler:
             self.status = DeploymentStatus(
                 version=self.status.version, code=StatusCode.BAD_CONFIG, description=str(exc),
                 deployment_id=f"{name}@{deployment_hash(document)}",  # what was refused (the fleet matches it)
+                refused_from=name,
             )  # fmt: skip
             self._report_refusal()
             raise

@@ -90,12 +90,19 @@ class AgentSettings:
     hub: HubAddress = field(default_factory=HubAddress)
 
 
+def _accepted(state: StateDir) -> list[dict[str, Any]]:
+    """The documents this device accepted (desired and last known good): admission refuses overrides
+    older than theirs."""
+    return [d.document for d in (state.desired(), state.last_known_good()) if d is not None]
+
+
 def compose(state: StateDir, runtime: ContainerRuntime, **kw: Any) -> Reconciler:
     """A reconciler whose modules get this device's identity and hub address (from the runtime record),
     admitting only content the device's trust store allows (``trust.admission``)."""
     record = state.runtime_record() or RuntimeRecord()
     env = ModuleEnvironment(record.device, record.hub, key_root=state.path.parent, agent_state=state.path.resolve())
-    kw.setdefault("admit", Admission(TrustStore.of_state_dir(state.path)))
+    kw.setdefault("admit", Admission(TrustStore.of_state_dir(state.path), device_id=record.device,
+                                     accepted=lambda: _accepted(state)))  # fmt: skip
     return Reconciler(runtime, state, module_env=env, **kw)
 
 

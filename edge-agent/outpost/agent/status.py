@@ -20,7 +20,7 @@ from outpost.agent.observed import ModuleState, Observed
 from outpost.agent.restarts import RestartRecord, RuntimeStatus, runtime_status
 from outpost.agent.spec import Desired
 
-__all__ = ["DeploymentStatus", "StatusCode", "reported", "utc"]
+__all__ = ["DeploymentStatus", "StatusCode", "refusal_of", "reported", "utc"]
 
 
 class StatusCode(IntEnum):
@@ -44,6 +44,7 @@ class DeploymentStatus:
     deployment_id: str = ""
     rolled_back_to: str = ""
     converging: bool = False
+    refused_from: str = ""  # the source whose new deployment was refused (``outpost.refusal``)
 
 
 def utc(timestamp: float | None) -> str | None:
@@ -123,6 +124,13 @@ def _describe(status: RuntimeStatus, state: ModuleState) -> str:
     return state.state.value
 
 
+def refusal_of(deployment: DeploymentStatus) -> dict[str, Any]:
+    """``outpost.refusal`` while the last new deployment was refused (as a refused bundle records it)."""
+    if not deployment.refused_from:
+        return {}
+    return {"refusal": {"source": deployment.refused_from, "reason": deployment.description}}
+
+
 def reported(
     *,
     desired: Desired,
@@ -161,5 +169,6 @@ def reported(
             "rolledBackTo": deployment.rolled_back_to or None,
             "converging": deployment.converging,
             "reportedAtUtc": utc(now),
+            **refusal_of(deployment),
         },
     }

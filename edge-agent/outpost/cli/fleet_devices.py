@@ -16,7 +16,11 @@ from rich.markup import escape
 
 from outpost.cli.fleet import CaOpt, FleetOpt, JsonOpt, TokenOpt, connect
 from outpost.cli.output import err, out, parse_assignments, print_json, print_list
+from outpost.errors import InputError
 from outpost.files import write_atomic
+from outpost.trust.keys import read_private
+from outpost.trust.overrides import sign_override
+from outpost.wire.patch import merge_patch
 
 app = typer.Typer(help="Provision devices in the fleet, tag them, and read or set their twins.", no_args_is_help=True)
 
@@ -191,17 +195,34 @@ def twin(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Desired property KEY=VALUE for --module (null removes).")
     ] = None,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign-key",
+            help="Operator private key: sign the result for this device and module "
+            "(devices with a trust root need it).",
+        ),
+    ] = None,
     fleet: FleetOpt = URL,
     token: TokenOpt = None,
     ca: CaOpt = None,
 ) -> None:
-    """Print a twin as JSON, or set a module's desired properties (reaches the module without a redeploy)."""
+    """Print a twin as JSON, or set a module's desired properties (reaches the module without a redeploy).
+
+    With --sign-key the operator signs the module's resulting desired properties for this device
+    at their next version; a device with a trust root applies only signed ones.
+    """
     patch = _tags(set_, "--set")
     if patch and module is None:
         err.print("[red]error:[/] --set needs --module M (device-level desired properties come from deployments)")
         raise typer.Exit(2)
+    if sign_key is not None and not (patch and module is not None):
+        err.print("[red]error:[/] --sign-key signs a change: give --module M and --set KEY=VALUE")
+        raise typer.Exit(2)
     with connect(fleet, token, ca) as client:
         if patch and module is not None:
+            if sign_key is not None:
+                patch = _signed(client.device(device_id), device_id, module, patch, sign_key)
             print_json(client.set_desired(device_id, module, patch))
             return
         document = client.device(device_id)
@@ -214,6 +235,21 @@ def twin(
                   f"(known: {', '.join(modules) or 'none'})")  # fmt: skip
         raise typer.Exit(1)
     print_json(modules[module])
+
+
+def _signed(twin: dict[str, Any], device_id: str, module: str, patch: dict[str, Any], key: Path) -> dict[str, Any]:
+    """``patch`` with the version it makes and the operator's signature over the resulting document
+    (what the fleet will store, computed from the twin read just now; the fleet refuses the write
+    if the twin changed meanwhile)."""
+    current = twin.get("modules", {}).get(module, {}).get("properties", {}).get("desired", {})
+    version = int(current.get("$version", 0)) + 1
+    desired = merge_patch({k: v for k, v in current.items() if k not in ("$version", "$signatures")}, patch)
+    try:
+        signature = sign_override(device_id, module, version, desired, read_private(key))
+    except InputError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}; nothing was set")
+        raise typer.Exit(1) from exc
+    return {**patch, "$version": version, "$signatures": [signature.to_json()]}
 
 
 @app.command("signing-key")

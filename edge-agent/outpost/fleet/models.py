@@ -47,6 +47,8 @@ class ModuleTwin:
 
     ``desired`` holds what an operator set on this device's module directly; the deployment's
     desired properties are merged under it when the device fetches its deployment.
+    ``desired_signatures`` sign ``desired`` at ``desired_version`` for this device and module
+    (``outpost device twin --sign-key``); any unsigned change clears them.
     """
 
     device_id: str
@@ -55,6 +57,7 @@ class ModuleTwin:
     reported: dict[str, Any] = field(default_factory=dict)
     desired_version: int = 0
     reported_version: int = 0
+    desired_signatures: list[dict[str, str]] = field(default_factory=list)  # the operator's (trust.overrides)
 
 
 @dataclass(frozen=True)

@@ -7,30 +7,30 @@ is composed once per resolver and shared by every device with that stack: 10,000
 against 50 deployments cost 500,000 compiled condition calls and a handful of compositions.
 
 The ETag of what a device gets is a hash of its stack and its operator-set module desired
-properties: it changes exactly when the document would, and costs no composition to check.
+properties (with their versions and signatures): it changes exactly when the document would, and
+costs no composition to check. When the stack is signed, the overrides merged in travel with
+it at ``/outpost/overrides`` (:mod:`outpost.trust.overrides`) for a trust-rooted device to check.
 Called by :mod:`outpost.fleet.service` (device fetches, long-polls and status counts).
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from outpost.errors import ManifestError, Problem
-from outpost.fleet.models import DeploymentRecord
+from outpost.fleet.models import DeploymentRecord, ModuleTwin
 from outpost.lang import TargetCondition, compile_target
 from outpost.manifest import Deployment, compose, select_stack
-from outpost.manifest.deployment import DESIRED
-from outpost.trust.parts import Part, with_parts
+from outpost.trust.overrides import Override, with_override_entries, with_overrides
+from outpost.trust.parts import Part, has_parts, with_parts
 from outpost.trust.signing import Signature
-from outpost.wire.patch import merge_patch
 
-__all__ = ["Assignment", "Resolver", "etag_of", "target"]
+__all__ = ["Assignment", "Resolver", "etag_of", "target", "twin_overrides"]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -69,9 +69,19 @@ class Assignment:
         }
 
 
-def etag_of(stack: Sequence[str], overrides: Mapping[str, Mapping[str, Any]]) -> str:
-    data = json.dumps([list(stack), overrides], sort_keys=True, separators=(",", ":"), default=str)
+def etag_of(stack: Sequence[str], overrides: Mapping[str, Override]) -> str:
+    entries = {module: override.to_json() for module, override in overrides.items()}
+    data = json.dumps([list(stack), entries], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(data.encode()).hexdigest()[:32]
+
+
+def twin_overrides(twins: Iterable[ModuleTwin]) -> dict[str, Override]:
+    """Module id -> the operator's override, of the module twins that have one (desired or signed)."""
+    return {
+        t.module_id: Override(t.device_id, t.module_id, t.desired_version, t.desired, _signatures(t.desired_signatures))
+        for t in twins
+        if t.desired or t.desired_signatures
+    }
 
 
 class Resolver:
@@ -138,8 +148,9 @@ class Resolver:
             cached = self._signed[stack] = with_parts(document, parts)
         return cached
 
-    def assign(self, device_id: str, twin: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> Assignment:
-        """What the device gets: the stack's manifest with operator-set module desired properties merged in."""
+    def assign(self, device_id: str, twin: Mapping[str, Any], overrides: Mapping[str, Override]) -> Assignment:
+        """What the device gets: the stack's manifest with operator-set module desired properties merged in
+        (and, when the stack is signed, the overrides themselves for the device to verify)."""
         stack = self.stack(twin)
         if overrides:
             etag = etag_of(stack, overrides)
@@ -152,7 +163,7 @@ class Resolver:
         except ManifestError as exc:
             return Assignment(device_id, etag, stack, None, list(exc.problems))
         if overrides:
-            return Assignment(device_id, etag, stack, _with_overrides(document, overrides))
+            return Assignment(device_id, etag, stack, _overridden(document, overrides))
         text = self._json.get(stack)
         if text is None:
             text = self._json[stack] = json.dumps(document, separators=(",", ":"))
@@ -170,12 +181,9 @@ def _signatures(entries: Sequence[Any]) -> tuple[Signature, ...]:
     return tuple(found)
 
 
-def _with_overrides(document: dict[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    content = dict(document["modulesContent"])
-    for module, desired in overrides.items():
-        if module not in content:
-            continue  # a twin for a module this deployment does not run: kept, not sent
-        entry = dict(content.get(module, {}))
-        entry[DESIRED] = merge_patch(copy.deepcopy(entry.get(DESIRED, {})), desired)
-        content[module] = entry
-    return {**document, "modulesContent": content}
+def _overridden(document: dict[str, Any], overrides: Mapping[str, Override]) -> dict[str, Any]:
+    merged = with_overrides(document, {module: o.desired for module, o in overrides.items()})
+    if not has_parts(document):
+        return merged
+    applied = [o for module, o in sorted(overrides.items()) if module in document["modulesContent"]]
+    return with_override_entries(merged, applied) if applied else merged

@@ -54,7 +54,7 @@ from outpost.fleet.models import (
     now_utc,
 )
 from outpost.fleet.queries import compile_query
-from outpost.fleet.resolution import Assignment, Resolver, etag_of, target
+from outpost.fleet.resolution import Assignment, Resolver, etag_of, target, twin_overrides
 from outpost.fleet.status import DeviceView, custom_metrics, device_rows, status_document
 from outpost.fleet.store import FleetStore
 from outpost.fleet.twins import device_twin, module_twin, twin_with_modules
@@ -69,6 +69,9 @@ __all__ = ["AUTH_TTL", "DEPLOYMENT_ID", "RESOLVER_TTL", "SYSTEM_MODULES", "Claim
 DEPLOYMENT_ID = re.compile(r"[a-z0-9\-:+%_#*?!(),=@;$']{1,128}")
 """Azure's configuration id rule: lowercase letters, digits and a few symbols."""
 SYSTEM_MODULES = ("$edgeAgent", "$edgeHub")
+VERSION_KEY = "$version"
+SIGNATURES_KEY = "$signatures"
+"""Members of a module desired patch that are not properties: the version it makes and its signatures."""
 _RETRIES = 20
 AUTH_TTL = 5.0
 """Seconds a checked credential is trusted without the database (deactivation and removal forget it at once)."""
@@ -119,19 +122,19 @@ def _check_labels(labels: Any, pointer: str) -> dict[str, str]:
     return dict(labels)
 
 
-def _check_signatures(given: Any, document: Mapping[str, Any]) -> list[dict[str, str]]:
+def _check_signatures(given: Any, document: Mapping[str, Any], pointer: str = "/signatures") -> list[dict[str, str]]:
     """The push's signatures (well-formed; the fleet holds no operator keys, devices verify them) plus
     those a plain signed manifest file carries, one per key."""
     if given is None:
         given = []
     if not isinstance(given, list):
-        raise InvalidError("signatures must be a list", [Problem("/signatures", "expected a list of signatures")])
+        raise InvalidError("signatures must be a list", [Problem(pointer, "expected a list of signatures")])
     found: dict[str, dict[str, str]] = {}
     for index, entry in enumerate(given):
         try:
             signature = Signature.from_json(entry)
         except ValueError as exc:
-            raise InvalidError("a signature is malformed", [Problem(f"/signatures/{index}", str(exc))]) from exc
+            raise InvalidError("a signature is malformed", [Problem(f"{pointer}/{index}", str(exc))]) from exc
         found.setdefault(signature.key_id, signature.to_json())
     for signature in carried_signatures(document):
         found.setdefault(signature.key_id, signature.to_json())
@@ -379,16 +382,23 @@ class FleetService:
 
         return device_twin(self._retry(attempt, f"reported properties of {device_id}"))
 
-    def _patch_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> ModuleTwin:
+    def _patch_desired(
+        self, device_id: str, module_id: str, patch: Mapping[str, Any], version: int | None, signatures: list[Any]
+    ) -> ModuleTwin:
         check_module_id(module_id)
-        if not isinstance(patch, Mapping):
-            raise InvalidError("a twin patch must be an object", [Problem("", "expected an object")])
         self._device(device_id)
 
         def attempt() -> ModuleTwin | None:
             current = next((m for m in self.store.module_twins(device_id) if m.module_id == module_id), None)
             base = current or ModuleTwin(device_id, module_id)
-            new = replace(base, desired=merge_patch(base.desired, patch), desired_version=base.desired_version + 1)
+            if version is not None and version != base.desired_version + 1:
+                raise ConflictError(
+                    f"the desired properties of {device_id}/{module_id} are at version {base.desired_version}, so "
+                    f"this change makes version {base.desired_version + 1}, not {version} as sent (signed): "
+                    "they changed meanwhile; read them again and set (sign) again"
+                )
+            new = replace(base, desired=merge_patch(base.desired, patch), desired_version=base.desired_version + 1,
+                          desired_signatures=signatures)  # fmt: skip
             return new if self.store.write_module(new, current) else None
 
         return self._retry(attempt, f"twin of {device_id}/{module_id}")
@@ -396,11 +406,32 @@ class FleetService:
     def set_module_desired(
         self, who: Principal, device_id: str, module_id: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """An operator sets a module's desired properties on one device (reaches it without a redeploy)."""
+        """An operator sets a module's desired properties on one device (reaches it without a redeploy).
+
+        The patch may carry ``$version`` (the desired version the change makes: the current one + 1,
+        refused with a conflict otherwise) and, with it, ``$signatures``: the operator's over the
+        resulting desired document for this device and module (:mod:`outpost.trust.overrides`;
+        devices verify them, the fleet holds no operator keys). A change without signatures clears
+        the previous ones: the new document is unsigned.
+        """
         who.require_operator()
         if module_id in SYSTEM_MODULES:
             raise InvalidError(f"{module_id}'s desired properties come from deployments; push a deployment instead")
-        twin = self._patch_desired(device_id, module_id, patch)
+        if not isinstance(patch, Mapping):
+            raise InvalidError("a twin patch must be an object", [Problem("", "expected an object")])
+        version = patch.get(VERSION_KEY)
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
+            raise InvalidError(
+                f"{VERSION_KEY} must be a positive integer", [Problem(f"/{VERSION_KEY}", "expected an integer >= 1")]
+            )
+        if SIGNATURES_KEY in patch and version is None:
+            raise InvalidError(
+                f"{SIGNATURES_KEY} needs {VERSION_KEY}: the desired version the signatures are for",
+                [Problem(f"/{VERSION_KEY}", "required with signatures")],
+            )
+        signatures = _check_signatures(patch.get(SIGNATURES_KEY), {}, f"/{SIGNATURES_KEY}")
+        rest = {k: v for k, v in patch.items() if k not in (VERSION_KEY, SIGNATURES_KEY)}
+        twin = self._patch_desired(device_id, module_id, rest, version, signatures)
         self._on_change()
         return module_twin(self._device(device_id), twin)
 
@@ -526,8 +557,7 @@ class FleetService:
         who.require_device(device_id)
         resolver = self.resolver()
         device = self._device(device_id, who)
-        overrides = {m.module_id: m.desired for m in self.store.module_twins(device_id) if m.desired}
-        return resolver.assign(device_id, device_twin(device), overrides)
+        return resolver.assign(device_id, device_twin(device), twin_overrides(self.store.module_twins(device_id)))
 
     def assignments(self, device_ids: Collection[str]) -> dict[str, Assignment]:
         """Assignments of many devices at once (a long-poll wake-up after a push): three queries in all."""
@@ -539,7 +569,8 @@ class FleetService:
         result: dict[str, Assignment] = {}
         for device in self.store.devices():
             if device.id in wanted and device.status is DeviceStatus.ENABLED:
-                result[device.id] = resolver.assign(device.id, device_twin(device), overrides.get(device.id, {}))
+                twins = twin_overrides(overrides.get(device.id, ()))
+                result[device.id] = resolver.assign(device.id, device_twin(device), twins)
         return result
 
     def etag(self, device_id: str) -> str:
@@ -744,7 +775,7 @@ class FleetService:
     def _view(resolver: Resolver, device: DeviceRecord, modules: Sequence[ModuleTwin]) -> DeviceView:
         """One device with its module twins and current assignment, as status counting sees it."""
         twin = device_twin(device)
-        overrides = {m.module_id: m.desired for m in modules if m.desired}
+        overrides = twin_overrides(modules)
         stack = resolver.stack(twin)
         problems: list[Problem] = []
         if stack:

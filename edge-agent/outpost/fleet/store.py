@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from outpost.fleet.models import CountRow, DeploymentRecord, DeviceRecord, DeviceStatus, HistoryEntry, ModuleTwin
 
@@ -80,7 +80,7 @@ class FleetStore(Protocol):
         rows: Mapping[str, Sequence[CountRow]],
         deployments_version: int,
     ) -> bool: ...
-    def desired_overrides(self) -> dict[str, dict[str, dict[str, Any]]]: ...
+    def desired_overrides(self) -> dict[str, list[ModuleTwin]]: ...
 
     # deployments
     def add_deployment(self, record: DeploymentRecord, entry: HistoryEntry) -> DeploymentRecord: ...

@@ -29,6 +29,7 @@ def device_twin(device: DeviceRecord) -> dict[str, Any]:
 
 
 def module_twin(device: DeviceRecord, module: ModuleTwin) -> dict[str, Any]:
+    signed = {"desiredSignatures": list(module.desired_signatures)} if module.desired_signatures else {}
     return {
         "deviceId": device.id,
         "moduleId": module.module_id,
@@ -37,6 +38,7 @@ def module_twin(device: DeviceRecord, module: ModuleTwin) -> dict[str, Any]:
             "desired": {**module.desired, "$version": module.desired_version},
             "reported": {**module.reported, "$version": module.reported_version},
         },
+        **signed,
     }
 
 

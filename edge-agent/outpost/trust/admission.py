@@ -14,13 +14,14 @@ new deployment is accepted; offline bundles call it before loading anything.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from outpost.errors import InputError, ManifestError, Problem
 from outpost.trust.content import SIGNATURES_POINTER, payload, signatures
 from outpost.trust.images import image_refs, is_pinned
+from outpost.trust.overrides import accepted_versions
 from outpost.trust.parts import check_parts, has_parts
 from outpost.trust.signing import Context, VerdictKind, check
 from outpost.trust.store import TrustStore
@@ -46,13 +47,22 @@ def _warn(text: str) -> None:
     log.warning("%s", text)
 
 
+def _none() -> Iterable[Mapping[str, Any]]:
+    return ()
+
+
 @dataclass
 class Admission:
-    """The check, over one trust store. ``require_digests`` None means the store's policy."""
+    """The check, over one trust store. ``require_digests`` None means the store's policy.
+
+    ``device_id`` and ``accepted`` (the documents this device accepted before) check module desired
+    properties an operator signed for this one device (:mod:`outpost.trust.overrides`)."""
 
     store: TrustStore
     require_digests: bool | None = None
     on_warning: Callable[[str], None] = field(default=_warn)
+    device_id: str = ""
+    accepted: Callable[[], Iterable[Mapping[str, Any]]] = field(default=_none)
 
     def __call__(self, document: dict[str, Any]) -> Admitted:
         trusted = self.store.trusted()
@@ -80,12 +90,20 @@ class Admission:
             self.on_warning(text)
         return Admitted(signer, tuple(warnings))
 
-    @staticmethod
-    def _check_signatures(document: dict[str, Any], trusted: dict[str, Any], problems: list[Problem]) -> str:
+    def _versions(self) -> dict[str, int]:
+        """The newest override version of each module in the documents accepted before."""
+        newest: dict[str, int] = {}
+        for document in self.accepted():
+            for module, version in accepted_versions(document).items():
+                newest[module] = max(version, newest.get(module, 0))
+        return newest
+
+    def _check_signatures(self, document: dict[str, Any], trusted: dict[str, Any], problems: list[Problem]) -> str:
         """The signer's key id; a refusal's reason added to ``problems``. Nothing to check without trust."""
         signer = ""
         if trusted and has_parts(document) and not signatures(document):
-            parts = check_parts(document, trusted)  # a fleet's composition of signed deployments
+            # a fleet's composition of signed deployments, with overrides signed for this device
+            parts = check_parts(document, trusted, device_id=self.device_id, accepted=self._versions())
             if parts.failed is not None:
                 first = parts.problems[0]
                 problems.append(Problem(first.pointer, _reason(parts.failed.kind, first.message, sorted(trusted))))

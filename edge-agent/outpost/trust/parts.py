@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from outpost.manifest import Deployment, compose
 from outpost.manifest.deployment import is_layered
 from outpost.trust.canonical import canonical_bytes
 from outpost.trust.content import payload
+from outpost.trust.overrides import OVERRIDES_POINTER, check_overrides, has_overrides, overrides_of, with_overrides
 from outpost.trust.signing import Context, Signature, Verdict, check, sign
 
 __all__ = [
@@ -175,17 +176,40 @@ def _first_difference(a: Any, b: Any, pointer: str = "") -> str:
     return pointer or "/"
 
 
+def _left_out(composed: Mapping[str, Any], modules: Iterable[str]) -> Problem | None:
+    """A module this device accepted signed overrides for, still run, served without one: withheld by
+    the fleet (which would roll it back to the deployment's values) or cleared unsigned."""
+    content = composed.get("modulesContent", {})
+    for module in sorted(m for m in modules if m in content):
+        text = (
+            f"refused: the desired properties set on the fleet for module {module!r}, which this device accepted "
+            "signed before, are missing: left out by the fleet, or cleared without "
+            "`outpost device twin --sign-key`"
+        )
+        return Problem(OVERRIDES_POINTER, text)
+    return None
+
+
 @dataclass(frozen=True)
 class PartsVerdict:
-    """Every part verified (``signers`` by part id) and the composition matched, or ``problems``."""
+    """Every part verified (``signers`` by part id, and by override pointer) and the composition
+    matched, or ``problems``."""
 
     signers: dict[str, str]
     problems: list[Problem]
     failed: Verdict | None = None  # the first part's failed verdict, for the reason's wording
 
 
-def check_parts(document: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey]) -> PartsVerdict:
-    """Verify each part and that composing them gives exactly ``document`` without ``/outpost``."""
+def check_parts(
+    document: Mapping[str, Any],
+    trusted: Mapping[str, Ed25519PublicKey],
+    *,
+    device_id: str = "",
+    accepted: Mapping[str, int] | None = None,
+) -> PartsVerdict:
+    """Verify each part and that composing them, with the device's signed overrides laid over
+    (:mod:`outpost.trust.overrides`; ``accepted``: versions this device accepted before), gives
+    exactly ``document`` without ``/outpost``."""
     parts = parts_of(document)
     signers: dict[str, str] = {}
     for index, part in enumerate(parts):
@@ -204,13 +228,25 @@ def check_parts(document: Mapping[str, Any], trusted: Mapping[str, Ed25519Public
         composed = compose(stack).document
     except ManifestError as exc:
         return PartsVerdict(signers, [Problem(PARTS_POINTER, f"the signed parts do not compose: {exc}")])
+    accepted = accepted or {}
+    verified: dict[str, dict[str, Any]] = {}
+    if has_overrides(document):
+        overrides = check_overrides(overrides_of(document), device_id=device_id, trusted=trusted, accepted=accepted)
+        if overrides.problems:
+            return PartsVerdict(signers, overrides.problems)
+        verified = overrides.desired
+        composed = with_overrides(composed, verified)
+        signers.update({f"{OVERRIDES_POINTER}/{m}": k for m, k in overrides.signers.items()})
+    missing = _left_out(composed, set(accepted) - set(verified))
+    if missing:
+        return PartsVerdict(signers, [missing])
     effective = _unstamped({k: v for k, v in document.items() if k != "outpost"}, composed)
     if canonical_bytes(composed) != canonical_bytes(effective):
         where = _first_difference(effective, composed)
         text = (
             f"the manifest differs at {where} from what its signed deployments ({', '.join(p.id for p in parts)}) "
-            "compose to: changed after signing, or module desired properties set on the fleet "
-            "(`outpost device twin --set`), which no operator key signs"
+            "compose to: changed after signing, or module desired properties set on the fleet without "
+            "`outpost device twin --sign-key`"
         )
         return PartsVerdict(signers, [Problem(where, text)])
     return PartsVerdict(signers, [])

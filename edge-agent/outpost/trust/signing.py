@@ -2,7 +2,8 @@
 
 A signature signs ``CONTEXT + "\\n" + payload``: the context names what is signed (a deployment,
 a bundle's sums, an upstream export), so a signature made for one kind of thing can never be
-replayed as another. Pure: no files, no clock. Used by ``content`` (deployments) and bundles.
+replayed as another. Pure: no files, no clock. Used by ``content`` (deployments), ``overrides``
+(module twins set on one device) and bundles.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Context(StrEnum):
     BUNDLE = "outpost/bundle/v1"
     UPSTREAM = "outpost/upstream/v1"
     RECEIPT = "outpost/receipt/v1"
+    OVERRIDE = "outpost/override/v1"  # module desired properties set on one device (trust.overrides)
 
 
 @dataclass(frozen=True)

@@ -200,3 +200,12 @@ def test_route_check_invalid_route_shows_position():
     assert code == 2
     assert "line 1, column" in err
     assert "^" in err
+
+
+def test_device_twin_sign_key_needs_a_change_to_sign(tmp_path: Path) -> None:
+    """Usage errors come before any call to the fleet (none runs here)."""
+    code, _, err = run("device", "twin", "d1", "--sign-key", str(tmp_path / "operator.key"))
+    assert code == 2
+    assert "--sign-key signs a change: give --module M and --set KEY=VALUE" in err
+    code, _, err = run("device", "twin", "d1", "--module", "m", "--sign-key", str(tmp_path / "operator.key"))
+    assert code == 2

@@ -177,7 +177,7 @@ def test_counts_agree_after_changes_made_while_a_recount_runs(service: FleetServ
                         report(service, device, rng.choice([200, 500]))
                 else:
                     service.set_status(OPERATOR, device, rng.choice(list(DeviceStatus)))
-        except BaseException as exc:  # noqa: BLE001 (reported to the test thread)
+        except BaseException as exc:  # reported to the test thread
             failures.append(exc)
 
     changer = threading.Thread(target=change)

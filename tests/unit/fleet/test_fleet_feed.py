@@ -34,7 +34,7 @@ def test_waking_in_slices_wakes_everyone_and_lets_other_work_run_between_slices(
             seen.append(sum(e.is_set() for e in events.values()))
 
         other = asyncio.create_task(other_work())
-        woken = await waiters.wake_in_slices(everyone=True, devices=(), results={d: 1 for d in events}, size=100)
+        woken = await waiters.wake_in_slices(everyone=True, devices=(), results=dict.fromkeys(events, 1), size=100)
         await other
         assert woken == 250
         assert all(e.is_set() for e in events.values())

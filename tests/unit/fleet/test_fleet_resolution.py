@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from outpost.fleet.models import DeploymentRecord
 from outpost.fleet.resolution import Resolver, etag_of
 from outpost.manifest import effective_manifest, parse_deployment
+from outpost.trust.overrides import Override
+from outpost.trust.signing import Signature
 
 REPO = Path(__file__).resolve().parents[3]
 PLANT_A = json.loads((REPO / "manifests/groups/plant-a.json").read_text())
@@ -73,14 +75,20 @@ def test_etag_moves_with_the_stack_and_the_operator_overrides_only() -> None:
     one = etag_of(["a"], {})
     assert one == etag_of(["a"], {})
     assert one != etag_of(["b"], {})
-    assert one != etag_of(["a"], {"m": {"x": 1}})
+    assert one != etag_of(["a"], {"m": Override("gw", "m", 1, {"x": 1})})
+    # the same properties signed (or at a new version) are a new document for a trust-rooted device
+    unsigned = etag_of(["a"], {"m": Override("gw", "m", 1, {"x": 1})})
+    assert unsigned != etag_of(["a"], {"m": Override("gw", "m", 2, {"x": 1})})
+    assert unsigned != etag_of(["a"], {"m": Override("gw", "m", 1, {"x": 1}, (Signature("k", b"s"),))})
 
 
 def test_overrides_reach_only_modules_the_manifest_runs() -> None:
     resolver = Resolver([_record(1, "*", 1)])
     twin = {"deviceId": "gw", "tags": {}, "properties": {"reported": {}}}
     module = next(iter(CONTENT["$edgeAgent"]["properties.desired"]["modules"]))
-    got = resolver.assign("gw", twin, {module: {"threshold": 7}, "ghost": {"x": 1}})
+    got = resolver.assign(
+        "gw", twin, {module: Override("gw", module, 1, {"threshold": 7}), "ghost": Override("gw", "ghost", 1, {"x": 1})}
+    )
     assert got.document is not None
     assert got.document["modulesContent"][module]["properties.desired"]["threshold"] == 7
     assert "ghost" not in got.document["modulesContent"]

@@ -13,6 +13,9 @@ from outpost.fleet.credentials import Kind, Principal
 from outpost.fleet.errors import ConflictError, ForbiddenError, GoneError, InvalidError, UnauthorizedError
 from outpost.fleet.models import DeviceStatus
 from outpost.fleet.service import FleetService, PushRequest
+from outpost.trust.keys import generate, read_private
+from outpost.trust.overrides import sign_override
+from outpost.trust.parts import sign_content
 
 REPO = Path(__file__).resolve().parents[3]
 PLANT_A = json.loads((REPO / "manifests/groups/plant-a.json").read_text())
@@ -131,3 +134,55 @@ def test_operator_desired_properties_reach_the_assignment_and_move_the_etag(serv
     assert after.document["modulesContent"][module]["properties.desired"]["threshold"] == 9
     with pytest.raises(InvalidError, match="push a deployment"):
         service.set_module_desired(OPERATOR, "gw", "$edgeAgent", {"x": 1})
+
+
+def test_signed_desired_properties_are_stored_with_their_version_and_served_for_checking(
+    service: FleetService, tmp_path: Path
+) -> None:
+    generate(tmp_path / "operator")
+    key = read_private(tmp_path / "operator.key")
+    service.add_device(OPERATOR, "gw", {"site": "plant-a", "role": "motor-gateway"})
+    content = PLANT_A["content"]["modulesContent"]
+    service.push(OPERATOR, PushRequest(PLANT_A, signatures=[sign_content(content, key).to_json()]))
+    module = next(iter(content["$edgeAgent"]["properties.desired"]["modules"]))
+    device = Principal(Kind.DEVICE, "gw")
+
+    service.set_module_desired(OPERATOR, "gw", module, {"threshold": 9})  # unsigned: version 1
+    unsigned = service.assignment(device, "gw")
+    assert unsigned.document is not None
+    assert unsigned.document["outpost"]["overrides"][0]["signatures"] == []
+
+    signature = sign_override("gw", module, 2, {"threshold": 9, "mode": "fast"}, key).to_json()
+    twin = service.set_module_desired(
+        OPERATOR, "gw", module, {"mode": "fast", "$version": 2, "$signatures": [signature]}
+    )
+    assert twin["properties"]["desired"] == {"threshold": 9, "mode": "fast", "$version": 2}
+    assert twin["desiredSignatures"] == [signature]
+    signed = service.assignment(device, "gw")
+    assert signed.etag != unsigned.etag
+    assert signed.document is not None
+    entry = signed.document["outpost"]["overrides"][0]
+    assert (entry["version"], entry["desired"], entry["signatures"]) == (
+        2,
+        {"threshold": 9, "mode": "fast"},
+        [signature],
+    )
+
+    # signed for a version the twin is not about to get: refused, nothing stored
+    with pytest.raises(ConflictError, match="at version 2, so this change makes version 3, not 2"):
+        service.set_module_desired(OPERATOR, "gw", module, {"mode": "slow", "$version": 2, "$signatures": [signature]})
+    with pytest.raises(InvalidError, match=r"\$signatures needs \$version"):
+        service.set_module_desired(OPERATOR, "gw", module, {"mode": "slow", "$signatures": [signature]})
+    with pytest.raises(InvalidError, match="malformed") as caught:
+        service.set_module_desired(
+            OPERATOR, "gw", module, {"mode": "slow", "$version": 3, "$signatures": [{"keyId": "k"}]}
+        )
+    assert caught.value.problems[0].pointer == "/$signatures/0"
+    assert service.assignment(device, "gw").etag == signed.etag
+
+    # an unsigned change after it is unsigned: the old signature does not cover the new document
+    twin = service.set_module_desired(OPERATOR, "gw", module, {"mode": "slow"})
+    assert "desiredSignatures" not in twin
+    after = service.assignment(device, "gw").document
+    assert after is not None
+    assert after["outpost"]["overrides"][0]["signatures"] == []

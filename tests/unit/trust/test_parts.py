@@ -111,12 +111,12 @@ def test_the_device_refuses_an_unsigned_part_an_unknown_key_and_content_changed_
         device(edited)
     assert caught.value.problems[0].pointer == "/modulesContent/$edgeHub/properties.desired/routes/evil"
 
-    # operator-set module desired properties are merged by the fleet but signed by nobody
-    overridden = Resolver([_record("base", base, 10, 1, _sign(base, op))]).assign(
-        "d1", {"tags": {}}, {"fft-filter": {"threshold": 9}}
-    )
-    with pytest.raises(ContentRefusedError, match="twin --set"):
-        device(overridden.document or {})
+    # operator-set module desired properties the fleet merged in without sending them to be checked
+    served = Resolver([_record("base", base, 10, 1, _sign(base, op))]).assign("d1", {"tags": {}}, {}).document or {}
+    merged = copy.deepcopy(served)
+    merged["modulesContent"]["fft-filter"] = {"properties.desired": {"threshold": 9}}
+    with pytest.raises(ContentRefusedError, match="twin --sign-key"):
+        device(merged)
 
 
 def test_push_signatures_are_checked_for_shape_and_a_signed_file_carries_its_own(keys: dict[str, Path]) -> None:

@@ -386,7 +386,8 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
         return Response(json.dumps(result, separators=(",", ":")), media_type="application/json")
 
     @app.patch("/api/v1/devices/{device_id}/modules/{module_id}/twin/desired",
-               summary="Set a module's desired properties on one device (operator)")  # fmt: skip
+               summary="Set a module's desired properties on one device (operator); signed ones carry $version "
+                       "(the version the change makes) and $signatures over the result")  # fmt: skip
     def set_desired(
         device_id: str, module_id: str, who: Operator, patch: Annotated[dict[str, Any], Body()]
     ) -> dict[str, Any]:

@@ -74,6 +74,7 @@ module_twins = sa.Table(
     sa.Column("reported", sa.JSON),
     sa.Column("desired_version", sa.Integer),
     sa.Column("reported_version", sa.Integer),
+    sa.Column("desired_signatures", sa.JSON),
 )
 deployments = sa.Table(
     "deployments",
@@ -214,8 +215,9 @@ def _device(row: Any) -> DeviceRecord:
 
 def _module(row: Any) -> ModuleTwin:
     return ModuleTwin(
-        row.device_id, row.module_id, row.desired or {}, row.reported or {}, row.desired_version, row.reported_version
-    )
+        row.device_id, row.module_id, row.desired or {}, row.reported or {}, row.desired_version, row.reported_version,
+        row.desired_signatures or [],
+    )  # fmt: skip
 
 
 def _deployment(row: Any) -> DeploymentRecord:
@@ -369,16 +371,20 @@ class SqlStore:
         with self._tx() as c:
             return [_module(row) for row in c.execute(query)]
 
-    def desired_overrides(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """device -> module -> operator-set desired properties, for every module twin that has some."""
-        query = sa.select(module_twins.c.device_id, module_twins.c.module_id, module_twins.c.desired).where(
-            module_twins.c.desired_version > 0
+    def desired_overrides(self) -> dict[str, list[ModuleTwin]]:
+        """device -> module twins with operator-set desired properties (or signatures), reported left out."""
+        c_ = module_twins.c
+        query = sa.select(c_.device_id, c_.module_id, c_.desired, c_.desired_version, c_.desired_signatures).where(
+            c_.desired_version > 0
         )
-        result: dict[str, dict[str, dict[str, Any]]] = {}
+        result: dict[str, list[ModuleTwin]] = {}
         with self._tx() as c:
             for row in c.execute(query):
-                if row.desired:
-                    result.setdefault(row.device_id, {})[row.module_id] = row.desired
+                if row.desired or row.desired_signatures:
+                    twin = ModuleTwin(row.device_id, row.module_id, row.desired or {},
+                                      desired_version=row.desired_version,
+                                      desired_signatures=row.desired_signatures or [])  # fmt: skip
+                    result.setdefault(row.device_id, []).append(twin)
         return result
 
     def module_twins_of(self, device_ids: Sequence[str]) -> dict[str, dict[str, ModuleTwin]]:
@@ -428,7 +434,8 @@ class SqlStore:
         ]  # fmt: skip
         inserts = [
             {"device_id": t.device_id, "module_id": t.module_id, "desired": t.desired, "reported": t.reported,
-             "desired_version": t.desired_version, "reported_version": t.reported_version}
+             "desired_version": t.desired_version, "reported_version": t.reported_version,
+             "desired_signatures": t.desired_signatures or None}
             for t, old in pairs if old is None
         ]  # fmt: skip
         try:
@@ -602,6 +609,7 @@ class SqlStore:
             "reported": twin.reported,
             "desired_version": twin.desired_version,
             "reported_version": twin.reported_version,
+            "desired_signatures": twin.desired_signatures or None,
         }
         if expected is None:
             c.execute(module_twins.insert().values(device_id=twin.device_id, module_id=twin.module_id, **values))

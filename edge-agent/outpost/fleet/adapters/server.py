@@ -52,8 +52,6 @@ middle collections instead of 10, and still only when it grew by a quarter)."""
 def _tune_gc() -> None:
     gc.freeze()  # what start-up made lives as long as the process: full collections need not walk it
     gc.set_threshold(*GC_THRESHOLDS)
-    import os as _os, sys as _sys  # EXPERIMENT
-    _sys.setswitchinterval(float(_os.environ.get("OUTPOST_SWITCH", "0.005")))
 
 
 @dataclass(frozen=True)
