@@ -284,7 +284,7 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", backlog=16384)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", backlog=16384, timeout_keep_alive=75)
 """
 
 

@@ -724,14 +724,16 @@ class FleetService:
         """Every deployment's status document."""
         return {r.id: self.status(who, r.id) for r in self.deployments(who)}
 
-    def system_metrics(self, who: Principal, *, wait: bool = True) -> dict[str, dict[str, int]]:
+    def system_metrics(self, who: Principal, *, recount: bool = True) -> dict[str, dict[str, int]]:
         """Every deployment's targeted, applied, successful and failed counts (one GROUP BY; the console's bars).
 
-        ``wait=False``: while another thread of this process brings the rows up to date, read them as
-        they are (a live view may show a recount in progress; it does not queue behind it).
+        ``recount=False``: the rows as they are, without bringing them up to date first (the API's
+        background counter does that after every change; a live view then shows a recount in
+        progress instead of queueing behind it, or starting one).
         """
         records = self.deployments(who)
-        self.count(wait=wait)
+        if recount:
+            self.count()
         summary = self.store.count_summary()
         zero = {"targetedCount": 0, "appliedCount": 0, "reportedSuccessfulCount": 0, "reportedFailedCount": 0}
         return {r.id: summary.get(r.id, zero) for r in records}
@@ -743,13 +745,11 @@ class FleetService:
         self.count()
         return self.store.connection_counts(online_since)
 
-    def count(self, *, wait: bool = True) -> Resolver:
+    def count(self) -> Resolver:
         """Bring the stored count rows up to the change feed (what changed since the last count); the
         resolver they reflect. Any instance may do it: the store serializes counters; within this
-        process one thread counts and the others wait for it (or, with ``wait=False``, do not)."""
-        if not self._counting.acquire(blocking=wait):
-            return self.resolver()
-        try:
+        process one thread counts and the others wait for it (then find nothing left to do)."""
+        with self._counting:
             for _ in range(_RETRIES):
                 version, resolver = self._versioned_resolver()
 
@@ -763,8 +763,6 @@ class FleetService:
                 if self.store.recount(version, compute):
                     return resolver
                 self.deployments_changed()
-        finally:
-            self._counting.release()
         raise ConflictError("deployments keep changing while counting; try again")
 
     def _rows(self, resolver: Resolver, device: DeviceRecord, modules: Sequence[ModuleTwin]) -> list[CountRow]:

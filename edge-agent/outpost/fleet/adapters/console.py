@@ -20,9 +20,11 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
+import anyio
+import anyio.to_thread
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -51,6 +53,8 @@ from outpost.fleet.series import SeriesStore
 from outpost.fleet.service import FleetService, PushRequest
 
 __all__ = ["add_console"]
+
+T = TypeVar("T")
 
 PREVIEW_DEVICES = 20
 DUTY = 5.0  # the live feed recomputes at most every DUTY x its cost
@@ -356,6 +360,15 @@ def add_console(  # noqa: PLR0915 (the routes are declared together)
     # -- live convergence -----------------------------------------------------------------
 
     latest: dict[str, Any] = {"at": 0.0, "data": "", "cost": 0.0}
+    limiters: list[anyio.CapacityLimiter] = []
+
+    async def feed_thread(work: Callable[[], T]) -> T:
+        """Run the live feed's reads on threads of its own: after a push 10,000 long-polls may queue
+        work on the shared pool, and the bars should not wait behind them."""
+        if not limiters:
+            limiters.append(anyio.CapacityLimiter(2))
+        return await anyio.to_thread.run_sync(work, limiter=limiters[0])
+
     computing = asyncio.Lock()
     refreshing: set[asyncio.Task[str]] = set()
 
@@ -363,15 +376,21 @@ def add_console(  # noqa: PLR0915 (the routes are declared together)
         """Every deployment's convergence, computed at most once per ``max_age`` for every watcher.
 
         Never more often than every ``DUTY`` times its own cost, so watchers of a large fleet take
-        at most a fifth of the process from the device API.
+        at most a fifth of the process from the device API. The cost is the CPU time of the thread
+        that computed it: time spent waiting (for the GIL, for a busy database) is not its cost, and
+        counting it would hold the bars back for minutes after a busy moment.
         """
+
+        def compute() -> tuple[dict[str, dict[str, int]], float]:
+            began = time.thread_time()
+            bars = views.convergence(service, who, recount=False)
+            return bars, time.thread_time() - began
+
         async with computing:
             if time.monotonic() - latest["at"] >= max(max_age, DUTY * latest["cost"]):
-                started = time.monotonic()
-                bars = await run_in_threadpool(lambda: views.convergence(service, who, wait=False))
+                bars, latest["cost"] = await feed_thread(compute)
                 latest["data"] = json.dumps(bars, sort_keys=True)
                 latest["at"] = time.monotonic()
-                latest["cost"] = latest["at"] - started
             return str(latest["data"])
 
     @app.get("/console/events", include_in_schema=False)
@@ -388,7 +407,7 @@ def add_console(  # noqa: PLR0915 (the routes are declared together)
             while not await request.is_disconnected():
                 if time.monotonic() - checked > RECHECK:
                     checked = time.monotonic()
-                    if await run_in_threadpool(current, request) is None:
+                    if await feed_thread(lambda: current(request)) is None:
                         yield "event: signed-out\ndata: {}\n\n"
                         return
                 data = await snapshot(who)

@@ -51,12 +51,12 @@ def connection(twin: Mapping[str, Any], now: datetime | None = None) -> str:
     return "online" if age <= ONLINE_SECONDS else "offline"
 
 
-def convergence(service: FleetService, who: Principal, *, wait: bool = True) -> dict[str, dict[str, int]]:
+def convergence(service: FleetService, who: Principal, *, recount: bool = True) -> dict[str, dict[str, int]]:
     """Every deployment's system metrics (what the overview's bars and their live updates show).
 
-    ``wait=False`` (the live feed): rows a recount is still bringing up to date are shown as they
-    are, so the bars fill in as it goes and the feed never queues behind it."""
-    return service.system_metrics(who, wait=wait)
+    ``recount=False`` (the live feed): the rows as they are, so the bars fill in as the background
+    recount after a change goes, and the feed never queues behind it."""
+    return service.system_metrics(who, recount=recount)
 
 
 def overview(
