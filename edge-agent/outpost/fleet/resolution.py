@@ -25,7 +25,7 @@ from typing import Any
 from outpost.errors import ManifestError, Problem
 from outpost.fleet.models import DeploymentRecord, ModuleTwin
 from outpost.lang import TargetCondition, compile_target
-from outpost.manifest import Deployment, compose, select_stack
+from outpost.manifest import Deployment, compose, select_stack, stack_of
 from outpost.trust.overrides import Override, with_override_entries, with_overrides
 from outpost.trust.parts import Part, has_parts, with_parts
 from outpost.trust.signing import Signature
@@ -115,6 +115,11 @@ class Resolver:
     def targets(self, twin: Mapping[str, Any]) -> list[str]:
         """Ids of every deployment whose target condition selects this twin."""
         return [d.id for d in self._deployments if d.target(twin)]
+
+    def placement(self, twin: Mapping[str, Any]) -> tuple[tuple[str, ...], list[str]]:
+        """:meth:`stack` and :meth:`targets` together, each target condition evaluated once."""
+        matching = [d for d in self._deployments if d.target(twin)]
+        return tuple(d.id for d in stack_of(matching)), [d.id for d in matching]
 
     def targeted(self, deployment_id: str, twin: Mapping[str, Any]) -> bool:
         record = self.records[deployment_id]

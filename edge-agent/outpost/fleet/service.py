@@ -766,15 +766,24 @@ class FleetService:
         raise ConflictError("deployments keep changing while counting; try again")
 
     def _rows(self, resolver: Resolver, device: DeviceRecord, modules: Sequence[ModuleTwin]) -> list[CountRow]:
-        view = self._view(resolver, device, modules)
-        return device_rows(view, resolver.targets(view.twin))
+        twin = device_twin(device)
+        stack, targets = resolver.placement(twin)
+        return device_rows(self._view(resolver, device, modules, twin=twin, stack=stack), targets)
 
     @staticmethod
-    def _view(resolver: Resolver, device: DeviceRecord, modules: Sequence[ModuleTwin]) -> DeviceView:
-        """One device with its module twins and current assignment, as status counting sees it."""
-        twin = device_twin(device)
+    def _view(
+        resolver: Resolver,
+        device: DeviceRecord,
+        modules: Sequence[ModuleTwin],
+        *,
+        twin: dict[str, Any] | None = None,
+        stack: tuple[str, ...] | None = None,
+    ) -> DeviceView:
+        """One device with its module twins and current assignment, as status counting sees it (``twin``
+        and ``stack``: what the caller worked out already)."""
+        twin = device_twin(device) if twin is None else twin
         overrides = twin_overrides(modules)
-        stack = resolver.stack(twin)
+        stack = resolver.stack(twin) if stack is None else stack
         problems: list[Problem] = []
         if stack:
             try:

@@ -14,6 +14,7 @@ from outpost.manifest.deployment import (
     is_layered,
     parse_deployment,
     select_stack,
+    stack_of,
 )
 from outpost.manifest.models import Manifest, Module, ModuleStatus, RestartPolicy, RouteSpec
 from outpost.manifest.validation import Report, build_manifest, check_manifest, load_manifest, parse_json
@@ -37,4 +38,5 @@ __all__ = [
     "parse_deployment",
     "parse_json",
     "select_stack",
+    "stack_of",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "is_layered",
     "parse_deployment",
     "select_stack",
+    "stack_of",
 ]
 
 DESIRED = "properties.desired"
@@ -240,7 +241,12 @@ def select_stack(deployments: Sequence[Deployment], twin: Mapping[str, Any]) -> 
     deployment, sorted by priority so the higher one writes last. Empty when no base matches.
     The fleet service calls this per device and composes each distinct stack once.
     """
-    matching = [d for d in deployments if d.targets(twin)]
+    return stack_of([d for d in deployments if d.targets(twin)])
+
+
+def stack_of(matching: Sequence[Deployment]) -> list[Deployment]:
+    """:func:`select_stack`'s choice among the deployments known to target the device already (the
+    fleet's counting evaluates each target condition once for both the stack and the targeted list)."""
     bases = [d for d in matching if not d.layered]
     if not bases:
         return []

@@ -480,6 +480,23 @@ class SqlStore:
         if new:
             c.execute(deployment_devices.insert(), [_row_values(r) for r in new])
 
+    @staticmethod
+    def _update_rows(c: Connection, device_ids: Sequence[str], new: Sequence[CountRow]) -> None:
+        """The count rows of these devices become ``new``, writing only the rows that differ: after a
+        push to all, two of a device's rows change (the new deployment's, the one it replaces), not
+        all of them."""
+        t = deployment_devices.c
+        query = sa.select(deployment_devices).where(t.device_id.in_(list(device_ids)))
+        stored = {(row.deployment_id, row.device_id): _count_row(row) for row in c.execute(query)}
+        fresh = {(row.deployment_id, row.device_id): row for row in new}
+        gone = [{"b_deployment": d, "b_device": v} for (d, v), row in stored.items() if fresh.get((d, v)) != row]
+        if gone:
+            c.execute(deployment_devices.delete().where(t.deployment_id == sa.bindparam("b_deployment"),
+                                                        t.device_id == sa.bindparam("b_device")), gone)  # fmt: skip
+        added = [_row_values(row) for key, row in fresh.items() if stored.get(key) != row]
+        if added:
+            c.execute(deployment_devices.insert(), added)
+
     def count_rows_of(self, device_ids: Sequence[str]) -> dict[str, list[CountRow]]:
         """Each device's stored count rows, ordered by deployment."""
         query = sa.select(deployment_devices).where(deployment_devices.c.device_id.in_(list(device_ids)))
@@ -495,27 +512,23 @@ class SqlStore:
             return [_count_row(row) for row in c.execute(query.order_by(deployment_devices.c.device_id))]
 
     def count_summary(self) -> dict[str, dict[str, int]]:
-        """deployment -> targeted, applied, successful, failed (one indexed GROUP BY)."""
+        """deployment -> targeted, applied, successful, failed: one GROUP BY on the columns of the
+        ``deployment_devices_counts`` index (migration 0007), which it reads alone."""
         t = deployment_devices.c
-
-        def count(condition: Any) -> Any:
-            return sa.func.sum(sa.case((condition, 1), else_=0))
-
-        query = sa.select(
-            t.deployment_id,
-            count(t.targeted.is_(True)).label("targeted"),
-            count(t.applied.is_(True)).label("applied"),
-            count(sa.and_(t.applied.is_(True), t.state == "success")).label("successful"),
-            count(sa.and_(t.applied.is_(True), t.state == "failed")).label("failed"),
-        ).group_by(t.deployment_id)
+        query = sa.select(t.deployment_id, t.targeted, t.applied, t.state, sa.func.count().label("n")).group_by(
+            t.deployment_id, t.targeted, t.applied, t.state
+        )
+        result: dict[str, dict[str, int]] = {}
         with self._tx() as c:
-            return {
-                row.deployment_id: {
-                    "targetedCount": int(row.targeted), "appliedCount": int(row.applied),
-                    "reportedSuccessfulCount": int(row.successful), "reportedFailedCount": int(row.failed),
-                }
-                for row in c.execute(query)
-            }  # fmt: skip
+            for row in c.execute(query):
+                counts = result.setdefault(row.deployment_id, {"targetedCount": 0, "appliedCount": 0,
+                                           "reportedSuccessfulCount": 0, "reportedFailedCount": 0})  # fmt: skip
+                counts["targetedCount"] += row.n if row.targeted else 0
+                if row.applied:
+                    counts["appliedCount"] += row.n
+                    counts["reportedSuccessfulCount"] += row.n if row.state == "success" else 0
+                    counts["reportedFailedCount"] += row.n if row.state == "failed" else 0
+        return result
 
     def connection_counts(self, online_since: str) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
         """Devices online (activity at or after ``online_since``), offline and never seen: of all
@@ -583,7 +596,7 @@ class SqlStore:
                 for row in c.execute(sa.select(module_twins).where(module_twins.c.device_id.in_(chunk))):
                     twins.setdefault(row.device_id, {})[row.module_id] = _module(row)
                 rows = compute(found, twins)
-                self._replace_rows(c, chunk, [r for device_rows in rows.values() for r in device_rows])
+                self._update_rows(c, chunk, [r for device_rows in rows.values() for r in device_rows])
         with self._tx() as c:
             self._exclusive_count(c)
             if self._deployments_version(c) != deployments_version:
