@@ -42,7 +42,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_fleet import BARE, SITES, Conn, all_waiting, content, free_port, open_pool, provision, wait_http
+from bench_fleet import (
+    BARE,
+    SITES,
+    Conn,
+    all_waiting,
+    content,
+    free_port,
+    open_pool,
+    open_tabs,
+    provision,
+    wait_http,
+)  # fmt: skip
 
 from integration.fleet_harness import FleetProcess
 from outpost.fleet.adapters.console_store import SqlConsoleStore
@@ -111,18 +122,6 @@ def run(n: int, deployments: int, rounds: int) -> dict[str, Any]:
 # -- live updates under a push to all devices -------------------------------------------------
 
 
-async def _watch(url: str, cookie: str, events: list[tuple[float, dict[str, Any]]]) -> None:
-    """One browser tab on the overview: the live feed, read until cancelled (each event's arrival and bars)."""
-    async with (
-        httpx.AsyncClient(base_url=url, headers={"Cookie": f"outpost-session={cookie}"}, timeout=None) as client,
-        client.stream("GET", "/console/events") as stream,
-    ):
-        assert stream.status_code == 200
-        async for line in stream.aiter_lines():
-            if line.startswith("data: "):
-                events.append((time.perf_counter(), json.loads(line[6:])))
-
-
 async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, watchers: int, seconds: float, *,
                  metrics: bool = False) -> dict[str, Any]:  # fmt: skip
     """N long-polls held, N/30 reports/s, a push to all half-way; ``watchers`` live feeds open throughout.
@@ -161,9 +160,8 @@ async def _round(fleet: FleetProcess, credentials: dict[str, str], name: str, wa
                 return
 
     holders = [asyncio.create_task(hold(d)) for d in ids]
-    events: list[tuple[float, dict[str, Any]]] = []
-    login = [httpx.post(fleet.url + "/login", data={"token": fleet.token}) for _ in range(watchers)]
-    tabs = [asyncio.create_task(_watch(fleet.url, r.cookies["outpost-session"], events)) for r in login]
+    events: list[tuple[float, dict[str, Any]]] = []  # each event's arrival and bars
+    tabs = open_tabs(fleet, watchers, lambda bars: events.append((time.perf_counter(), bars)))
     async with httpx.AsyncClient(base_url=fleet.url, headers={"Authorization": f"Bearer {fleet.token}"},
                                  timeout=300) as operator:  # fmt: skip
         await all_waiting(operator, len(ids))  # the load starts once every long-poll waits in the fleet

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,25 @@ async def all_waiting(client: httpx.AsyncClient, n: int, timeout: float = 300.0)
             return
         await asyncio.sleep(1.0)
     raise TimeoutError(f"the long-polls were not all waiting after {timeout:g} s")
+
+
+async def watch(url: str, cookie: str, on_event: Callable[[dict[str, Any]], None]) -> None:
+    """One browser tab on the console's overview: its live feed (``/console/events``), each event's
+    bars handed to ``on_event``, until cancelled."""
+    async with (
+        httpx.AsyncClient(base_url=url, headers={"Cookie": f"outpost-session={cookie}"}, timeout=None) as client,
+        client.stream("GET", "/console/events") as stream,
+    ):
+        assert stream.status_code == 200
+        async for line in stream.aiter_lines():
+            if line.startswith("data: "):
+                on_event(json.loads(line[6:]))
+
+
+def open_tabs(fleet: FleetProcess, count: int, on_event: Callable[[dict[str, Any]], None]) -> list[asyncio.Task[None]]:
+    """``count`` signed-in console tabs watching the live feed (cancel the tasks to close them)."""
+    logins = [httpx.post(fleet.url + "/login", data={"token": fleet.token}) for _ in range(count)]
+    return [asyncio.create_task(watch(fleet.url, r.cookies["outpost-session"], on_event)) for r in logins]
 
 
 async def open_pool(port: int, size: int = 64) -> tuple[list[Conn], asyncio.Queue[Conn]]:
@@ -413,7 +433,7 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_fleet(db: str, n: int, report_seconds: float) -> dict[str, Any]:
+def run_fleet(db: str, n: int, report_seconds: float, watchers: int = 0) -> dict[str, Any]:
     """One fleet process on ``db``: provision N devices, push to all, report load, RSS."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -428,7 +448,7 @@ def run_fleet(db: str, n: int, report_seconds: float) -> dict[str, Any]:
             with fleet.client() as operator:
                 body = {"document": content("base"), "name": "base", "targetCondition": "*", "priority": 1}
                 assert operator.post("/api/v1/deployments", json=body).status_code == 201
-            return asyncio.run(_push_and_report(fleet, credentials, report_seconds, pg_dir if url else None))
+            return asyncio.run(_push_and_report(fleet, credentials, report_seconds, pg_dir if url else None, watchers))
         finally:
             fleet.stop()
             if db == "postgresql":
@@ -466,6 +486,12 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--report-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--watchers",
+        type=int,
+        default=0,
+        help="then report again with this many console tabs on the live feed, and again without",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -475,7 +501,7 @@ def main() -> None:
     results["resolution"] = resolution(n)
     dbs = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     for db in dbs:
-        results[db] = run_fleet(db, n, args.report_seconds)
+        results[db] = run_fleet(db, n, args.report_seconds, args.watchers)
     results["bare"] = run_bare(n, results[dbs[0]]["body_bytes"], args.report_seconds)
     results["load_after"] = os.getloadavg()
     if args.json:
@@ -499,6 +525,13 @@ def main() -> None:
         + " | ".join(f"{results[d]['report']['p50_ms']:.1f} / {results[d]['report']['p99_ms']:.1f}" for d in dbs)
         + f" | {bare['requests']['p50_ms']:.1f} / {bare['requests']['p99_ms']:.1f} |"
     )
+    if args.watchers:
+        for key, label in (("report_watched", f"with {args.watchers} console tabs on the live feed"),
+                           ("report_again", "then without them again")):  # fmt: skip
+            print(f"| device API p50 / p99 (ms), {label} | "
+                  + " | ".join(f"{results[d][key]['p50_ms']:.1f} / {results[d][key]['p99_ms']:.1f}" for d in dbs)
+                  + " | |")  # fmt: skip
+        print("live feed events received: " + ", ".join(f"{d} {results[d]['report_watched']['events']}" for d in dbs))
     print(
         "| CPU time per report (ms): fleet process (+ PostgreSQL server) | "
         + " | ".join(f"{results[d]['report']['cpu_ms_fleet']:.2f}"
@@ -527,7 +560,7 @@ def main() -> None:
 
 
 async def _push_and_report(
-    fleet: FleetProcess, credentials: dict[str, str], seconds: float, pg_dir: Path | None
+    fleet: FleetProcess, credentials: dict[str, str], seconds: float, pg_dir: Path | None, watchers: int = 0
 ) -> dict[str, Any]:
     assert fleet.process is not None
     idle = rss_mb(fleet.process.pid)
@@ -561,6 +594,15 @@ async def _push_and_report(
     pauses = await gc_full_pauses(fleet)
     push["gc_full_report"] = {k: v - before.get(k, 0.0) for k, v in pauses.items()}
     push["gc_full"] = pauses
+    if watchers:  # the same load with console tabs on the live feed, then without them again
+        events = [0]
+        tabs = open_tabs(fleet, watchers, lambda _bars: events.__setitem__(0, events[0] + 1))
+        push["report_watched"] = await report_load(fleet.port, credentials, seconds)
+        push["report_watched"]["events"] = events[0]
+        for tab in tabs:
+            tab.cancel()
+        await asyncio.gather(*tabs, return_exceptions=True)
+        push["report_again"] = await report_load(fleet.port, credentials, seconds)
     for task in holders:
         task.cancel()
     for conn in conns.values():
