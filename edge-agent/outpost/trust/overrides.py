@@ -122,9 +122,8 @@ def overrides_of(document: Mapping[str, Any]) -> list[Override]:
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             problems.append(Problem(f"{where}/version", "must be a positive integer"))
             continue
-        sigs = entry.get("signatures", [])
         try:
-            signatures = tuple(Signature.from_json(s) for s in (sigs if isinstance(sigs, list) else [sigs]))
+            signatures = Signature.all_in(entry)
         except ValueError as exc:
             problems.append(Problem(f"{where}/signatures", str(exc)))
             continue

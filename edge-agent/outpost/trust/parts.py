@@ -155,9 +155,8 @@ def parts_of(document: Mapping[str, Any]) -> list[Part]:
         if not isinstance(entry, dict) or not isinstance(entry.get("modulesContent"), dict):
             problems.append(Problem(where, "a part is an object with id, modulesContent and signatures"))
             continue
-        sigs = entry.get("signatures", [])
         try:
-            signatures = tuple(Signature.from_json(s) for s in (sigs if isinstance(sigs, list) else [sigs]))
+            signatures = Signature.all_in(entry)
         except ValueError as exc:
             problems.append(Problem(f"{where}/signatures", str(exc)))
             continue

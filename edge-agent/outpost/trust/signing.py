@@ -70,6 +70,13 @@ class Signature:
             raise ValueError(f"sig is not base64: {exc}") from exc
         return cls(kid, value, alg)
 
+    @classmethod
+    def all_in(cls, entry: Mapping[str, Any]) -> tuple[Signature, ...]:
+        """The ``signatures`` member of a signed entry (a list, or one signature alone); ``ValueError``
+        says what is wrong with the first malformed one."""
+        given = entry.get("signatures", [])
+        return tuple(cls.from_json(s) for s in (given if isinstance(given, list) else [given]))
+
 
 def _message(context: Context, payload: bytes) -> bytes:
     return context.value.encode() + b"\n" + payload
