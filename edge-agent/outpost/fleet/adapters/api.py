@@ -224,6 +224,9 @@ def create_app(  # noqa: PLR0915 (the routes are declared together)
                 log.warning("fleet: cannot bring the status counts up to date: %s", exc)
                 uncounted.set()
                 await asyncio.sleep(1.0)
+            except Exception:  # a bug must not stop the counting for the process's lifetime: say it, go on
+                log.exception("fleet: counting failed")
+                await asyncio.sleep(1.0)
             metrics.count_seconds.observe(time.perf_counter() - started)
 
     collecting: dict[str, float] = {}
