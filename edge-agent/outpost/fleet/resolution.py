@@ -112,12 +112,9 @@ class Resolver:
         """Ids of the deployments applied to this twin, in laying-down order; empty if no base targets it."""
         return tuple(d.id for d in select_stack(self._deployments, twin))
 
-    def targets(self, twin: Mapping[str, Any]) -> list[str]:
-        """Ids of every deployment whose target condition selects this twin."""
-        return [d.id for d in self._deployments if d.target(twin)]
-
     def placement(self, twin: Mapping[str, Any]) -> tuple[tuple[str, ...], list[str]]:
-        """:meth:`stack` and :meth:`targets` together, each target condition evaluated once."""
+        """:meth:`stack`, and the ids of every deployment whose target condition selects this twin
+        (what status counting needs), each target condition evaluated once."""
         matching = [d for d in self._deployments if d.target(twin)]
         return tuple(d.id for d in stack_of(matching)), [d.id for d in matching]
 

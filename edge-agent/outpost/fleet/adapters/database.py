@@ -469,14 +469,12 @@ class SqlStore:
         return int(c.execute(sa.select(meta_values.c.value).where(meta_values.c.key == "deployments")).scalar_one())
 
     @staticmethod
-    def _replace_rows(c: Connection, device_ids: Sequence[str] | None, new: Sequence[CountRow]) -> None:
-        """The count rows of these devices (None: of every device) become ``new``."""
-        if device_ids is None:
-            c.execute(deployment_devices.delete())
-        else:
-            for start in range(0, len(device_ids), 1000):
-                chunk = list(device_ids[start : start + 1000])
-                c.execute(deployment_devices.delete().where(deployment_devices.c.device_id.in_(chunk)))
+    def _replace_rows(c: Connection, device_ids: Sequence[str], new: Sequence[CountRow]) -> None:
+        """The count rows of these devices become ``new`` (a report batch's devices whose rows changed:
+        the batch compared them with the stored ones already, which :meth:`_update_rows` has to read)."""
+        for start in range(0, len(device_ids), 1000):
+            chunk = list(device_ids[start : start + 1000])
+            c.execute(deployment_devices.delete().where(deployment_devices.c.device_id.in_(chunk)))
         if new:
             c.execute(deployment_devices.insert(), [_row_values(r) for r in new])
 
@@ -608,10 +606,11 @@ class SqlStore:
                       .values(value=latest))  # fmt: skip
         return True
 
-    def _exclusive_count(self, c: Connection) -> None:
+    @staticmethod
+    def _exclusive_count(c: Connection) -> None:
         """Hold off every other count-row writer until this transaction ends, and read the newest data."""
         if c.dialect.name == "postgresql":
-            self._count_lock(c, shared=False)
+            SqlStore._count_lock(c, shared=False)
         else:  # SQLite: a write first, so the reads that follow see the newest data and nobody writes meanwhile
             c.execute(meta_values.update().where(meta_values.c.key == "counted_cursor")
                       .values(value=meta_values.c.value))  # fmt: skip
