@@ -49,9 +49,11 @@ from bench_fleet import (
     all_waiting,
     content,
     free_port,
+    hold_bare,
     open_pool,
     open_tabs,
     provision,
+    release_bare,
     wait_http,
 )  # fmt: skip
 
@@ -243,22 +245,7 @@ async def _bare_round(port: int, n: int, seconds: float) -> dict[str, Any]:
     """The baseline round on a bare uvicorn app (bench_fleet's): N requests held, N/30 requests/s,
     all held ones answered half-way with a body the size of a deployment. What this machine and this
     client give when the server does nothing but HTTP."""
-    conns = [Conn(port, {}) for _ in range(n)]
-    gate = asyncio.Semaphore(200)
-
-    async def opened(conn: Conn) -> None:
-        async with gate:
-            await conn.open()
-
-    await asyncio.gather(*(opened(c) for c in conns))
-    arrived: list[float] = []
-
-    async def hold(conn: Conn) -> None:
-        await conn.request("GET", "/wait")
-        arrived.append(time.perf_counter())
-
-    holders = [asyncio.create_task(hold(c)) for c in conns]
-    await asyncio.sleep(min(30.0, 3.0 + n / 1000))
+    conns, holders, arrived = await hold_bare(port, n)
     pool, free = await open_pool(port)
     latencies: list[tuple[float, float]] = []
 
@@ -274,11 +261,7 @@ async def _bare_round(port: int, n: int, seconds: float) -> dict[str, Any]:
     rate, tasks, released, began, i = n / 30.0, [], 0.0, time.perf_counter(), 0
     while time.perf_counter() - began < seconds:
         if not released and time.perf_counter() - began > seconds / 2:
-            trigger = Conn(port, {})
-            await trigger.open()
-            await trigger.request("POST", "/release")
-            trigger.close()
-            released = time.perf_counter()
+            released = await release_bare(port)
         await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
         tasks.append(asyncio.create_task(report()))
         i += 1

@@ -308,7 +308,9 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", b
 """
 
 
-async def bare_push(port: int, n: int) -> dict[str, float]:
+async def hold_bare(port: int, n: int) -> tuple[list[Conn], list[asyncio.Task[None]], list[float]]:
+    """N connections to the bare app, each holding a request until released (:func:`release_bare`):
+    the connections, their tasks and the times their answers arrive."""
     conns = [Conn(port, {}) for _ in range(n)]
     sem = asyncio.Semaphore(200)
 
@@ -325,14 +327,24 @@ async def bare_push(port: int, n: int) -> dict[str, float]:
 
     holders = [asyncio.create_task(hold(c)) for c in conns]
     await asyncio.sleep(min(30.0, 3.0 + n / 1000))
+    return conns, holders, done
+
+
+async def release_bare(port: int) -> float:
+    """Answer every held request of the bare app; when that was asked."""
     trigger = Conn(port, {})
     await trigger.open()
     await trigger.request("POST", "/release")
-    released = time.perf_counter()
+    trigger.close()
+    return time.perf_counter()
+
+
+async def bare_push(port: int, n: int) -> dict[str, float]:
+    conns, holders, done = await hold_bare(port, n)
+    released = await release_bare(port)
     await asyncio.gather(*holders)
     for conn in conns:
         conn.close()
-    trigger.close()
     return {"all_s": max(done) - released, "p50_s": sorted(done)[n // 2] - released}
 
 
